@@ -1,0 +1,97 @@
+//! bot-runtime: the ClawdBot chat server.
+
+pub mod app;
+pub mod auth;
+pub mod client_ip;
+pub mod drain;
+pub mod engine;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod model;
+pub mod ratelimit;
+pub mod routes;
+pub mod sessions;
+pub mod state;
+pub mod timefmt;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clawdbot_config::RuntimeConfig;
+use tokio::net::TcpListener;
+
+pub use state::AppState;
+
+/// Serves until `shutdown` resolves, then drains: readiness turns 503 and
+/// new API work is refused at once, admitted work gets up to
+/// `server.drain_deadline_secs` to finish, then the listener closes.
+pub async fn serve<F>(cfg: RuntimeConfig, listener: TcpListener, shutdown: F) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let provider = model::from_config(&cfg.model)?;
+    let st = AppState::new(cfg, provider);
+    serve_state(st, listener, shutdown).await
+}
+
+pub async fn serve_state<F>(st: AppState, listener: TcpListener, shutdown: F) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let deadline = Duration::from_secs(st.cfg.server.drain_deadline_secs);
+    let sweeper = spawn_session_sweeper(st.clone());
+    let app = app::router(st.clone());
+    let drained = {
+        let st = st.clone();
+        async move {
+            shutdown.await;
+            st.drain.start();
+            tracing::info!(in_flight = st.drain.in_flight(), "draining");
+            let left = st.drain.wait_idle(deadline).await;
+            if left > 0 {
+                tracing::warn!(
+                    in_flight = left,
+                    "drain deadline passed; closing with work in flight"
+                );
+            }
+        }
+    };
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(drained);
+    // Connections still open after the drain (idle keep-alives, cut streams)
+    // get a moment to close, not forever.
+    let result = tokio::select! {
+        r = server => r.map_err(anyhow::Error::from),
+        _ = async {
+            while !st.drain.is_draining() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            st.drain.wait_idle(deadline).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        } => Ok(()),
+    };
+    sweeper.abort();
+    tracing::info!("stopped");
+    result
+}
+
+fn spawn_session_sweeper(st: AppState) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_secs((st.cfg.sessions.ttl_secs / 4).clamp(1, 60));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let gone = st.sessions.sweep();
+            if gone > 0 {
+                tracing::debug!(expired = gone, "expired idle sessions");
+            }
+        }
+    })
+}

@@ -1,0 +1,146 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use clawdbot_config::{LogFormat, RuntimeConfig};
+use tracing_subscriber::EnvFilter;
+
+/// ClawdBot runtime: web chat, chat API, OpenAI-compatible endpoint.
+#[derive(Parser)]
+#[command(name = "bot-runtime", version, about)]
+struct Cli {
+    /// YAML config file (see examples/config.example.yaml). Optional: the
+    /// embedded defaults plus environment variables are enough.
+    #[arg(long, short = 'c', global = true, env = "CLAWDBOT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Validate the config file and environment, print problems, exit non-zero on any.
+    CheckConfig,
+    /// Print the JSON schema of the config file.
+    ConfigSchema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if matches!(command, Command::ConfigSchema) {
+        println!("{:#}", clawdbot_config::schema());
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match load_config(cli.config.as_ref()) {
+        Ok(cfg) => cfg,
+        Err(lines) => {
+            for line in lines {
+                eprintln!("config error: {line}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::CheckConfig => {
+            println!(
+                "config OK: listen {}, model backend {:?} ({}), {} API key(s)",
+                cfg.server.listen,
+                cfg.model.effective_backend(),
+                cfg.model.name,
+                cfg.auth.api_keys.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Serve => serve(cfg),
+        Command::ConfigSchema => unreachable!("handled above"),
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<RuntimeConfig, Vec<String>> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| vec![format!("{}: cannot read: {e}", p.display())])?,
+        None => String::new(),
+    };
+    clawdbot_config::load(&text, std::env::vars())
+        .map_err(|e| e.issues().iter().map(ToString::to_string).collect())
+}
+
+fn init_logging(cfg: &RuntimeConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.logging.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match cfg.logging.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn serve(cfg: RuntimeConfig) -> ExitCode {
+    init_logging(&cfg);
+    bot_runtime::tls::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            model_backend = ?cfg.model.effective_backend(),
+            model = %cfg.model.name,
+            api_keys = cfg.auth.api_keys.len(),
+            version = env!("CARGO_PKG_VERSION"),
+            "bot-runtime ready"
+        );
+        bot_runtime::serve(cfg, listener, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "bot-runtime stopped with an error");
+            eprintln!("bot-runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

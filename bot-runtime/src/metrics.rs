@@ -1,0 +1,145 @@
+//! Prometheus metrics of the runtime, one registry per process.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_duration: HistogramVec,
+    pub model_duration: HistogramVec,
+    pub model_ttft: HistogramVec,
+    pub model_tokens: IntCounterVec,
+    pub active_streams: IntGauge,
+    pub sessions: IntGauge,
+    pub auth_failures: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "clawdbot_http_request_duration_seconds",
+                "HTTP request duration until the response head is sent (streams: until the stream starts).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let model_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "clawdbot_model_request_duration_seconds",
+                "Model call duration, request to last token.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["provider", "outcome"],
+        )
+        .expect("valid metric");
+        let model_ttft = HistogramVec::new(
+            HistogramOpts::new(
+                "clawdbot_model_time_to_first_token_seconds",
+                "Time from the model call to its first content token (streams).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["provider", "outcome"],
+        )
+        .expect("valid metric");
+        let model_tokens = IntCounterVec::new(
+            Opts::new(
+                "clawdbot_model_tokens_total",
+                "Tokens reported by the model.",
+            ),
+            &["provider", "kind"],
+        )
+        .expect("valid metric");
+        let active_streams =
+            IntGauge::new("clawdbot_active_streams", "Streaming responses in flight.")
+                .expect("valid metric");
+        let sessions =
+            IntGauge::new("clawdbot_sessions", "Sessions held in memory.").expect("valid metric");
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "clawdbot_auth_failures_total",
+                "Requests refused for a missing or wrong API key.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "clawdbot_rate_limited_total",
+                "Requests refused by a rate limit.",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(model_duration.clone()),
+            Box::new(model_ttft.clone()),
+            Box::new(model_tokens.clone()),
+            Box::new(active_streams.clone()),
+            Box::new(sessions.clone()),
+            Box::new(auth_failures.clone()),
+            Box::new(rate_limited.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self {
+            registry,
+            http_duration,
+            model_duration,
+            model_ttft,
+            model_tokens,
+            active_streams,
+            sessions,
+            auth_failures,
+            rate_limited,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(8192);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding to a Vec cannot fail");
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    pub fn record_tokens(&self, provider: &str, usage: &crate::model::Usage) {
+        self.model_tokens
+            .with_label_values(&[provider, "prompt"])
+            .inc_by(usage.prompt_tokens);
+        self.model_tokens
+            .with_label_values(&[provider, "completion"])
+            .inc_by(usage.completion_tokens);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Keeps `clawdbot_active_streams` right however a stream ends.
+pub struct StreamGauge(IntGauge);
+
+impl StreamGauge {
+    pub fn start(g: &IntGauge) -> Self {
+        g.inc();
+        Self(g.clone())
+    }
+}
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,108 @@
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A chat request in OpenAI's vocabulary. `messages` and `extra` are kept as
+/// JSON so fields we do not interpret (tools, response_format, ...) reach the
+/// upstream untouched.
+#[derive(Debug, Clone, Default)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Value>,
+    /// Every other request field, forwarded as-is.
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// A whole answer. `raw` is the upstream's JSON body when there is one, so
+/// the OpenAI-compatible route can hand back exactly what the model said
+/// (tool calls, logprobs, ...).
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub model: String,
+    pub content: String,
+    pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
+    pub raw: Option<Bytes>,
+}
+
+/// One piece of a streamed answer; `raw` is the upstream's chunk JSON.
+#[derive(Debug, Clone, Default)]
+pub struct Chunk {
+    pub model: Option<String>,
+    pub content: String,
+    pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
+    /// False for the usage-only chunk (`"choices": []`).
+    pub has_choices: bool,
+    pub raw: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ModelError {
+    /// Connect failures, open circuits, rate limits that outlived the retries.
+    #[error("model upstream unavailable: {0}")]
+    Unavailable(String),
+    #[error("model upstream timed out: {0}")]
+    Timeout(String),
+    /// The upstream failed (5xx, broken stream, unreadable answer).
+    #[error("model upstream failed: {0}")]
+    BadGateway(String),
+    /// The upstream refused the request itself (400, 413, 422): usually a
+    /// field the caller sent. `body` is the upstream's answer.
+    #[error("model upstream rejected the request (HTTP {status}): {message}")]
+    Rejected {
+        status: u16,
+        message: String,
+        body: Bytes,
+    },
+}
+
+impl ModelError {
+    /// Metric label.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ModelError::Unavailable(_) => "unavailable",
+            ModelError::Timeout(_) => "timeout",
+            ModelError::BadGateway(_) => "upstream_error",
+            ModelError::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// The parts of an upstream chunk or completion we read; everything else
+/// passes through in `raw`.
+#[derive(Deserialize)]
+pub(crate) struct WireChunk {
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub choices: Vec<WireChoice>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireChoice {
+    #[serde(default)]
+    pub delta: Option<WireMessage>,
+    #[serde(default)]
+    pub message: Option<WireMessage>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireMessage {
+    #[serde(default)]
+    pub content: Option<String>,
+}

@@ -1,0 +1,328 @@
+//! The bot-runtime configuration: one YAML document, every key optional.
+//!
+//! Defaults are the embedded defaults `bot-runtime` runs on with no file at
+//! all. Unknown keys are rejected so a typo never silently does nothing.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// Root of the bot-runtime configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// HTTP listener, limits, CORS, proxies and shutdown.
+    pub server: ServerConfig,
+    /// API keys for `/api/*` and `/v1/*`.
+    pub auth: AuthConfig,
+    /// The model provider and generation defaults.
+    pub model: ModelConfig,
+    /// Conversation sessions.
+    pub sessions: SessionsConfig,
+    /// Log output.
+    pub logging: LoggingConfig,
+    /// Conversation log database.
+    pub database: DatabaseConfig,
+    /// Shared session store.
+    pub redis: RedisConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on (env `CLAWDBOT_LISTEN`).
+    pub listen: String,
+    /// Directory for local state (SQLite file, spill files). Must be writable.
+    pub data_dir: String,
+    /// Origins allowed to call the API from a browser, e.g. `https://chat.example.com`.
+    /// `*` allows any origin. Empty: no cross-origin access (same-origin pages still work).
+    pub cors_allowed_origins: Vec<String>,
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    #[schemars(range(min = 1024))]
+    pub body_limit_bytes: u64,
+    /// Per-client request rate limit for `/api/*`, `/v1/*` and webhooks.
+    pub rate_limit: RateLimitConfig,
+    /// Peers (IP addresses or CIDR ranges) whose `X-Forwarded-For` header is
+    /// trusted to name the real client, e.g. your ingress controller's pod range.
+    pub trusted_proxies: Vec<String>,
+    /// On SIGTERM: how long in-flight requests and streams may take to finish
+    /// before the process exits anyway.
+    #[schemars(range(min = 1, max = 3600))]
+    pub drain_deadline_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:18789".into(),
+            data_dir: "./data".into(),
+            cors_allowed_origins: Vec::new(),
+            body_limit_bytes: 1024 * 1024,
+            rate_limit: RateLimitConfig::default(),
+            trusted_proxies: Vec::new(),
+            drain_deadline_secs: 25,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second allowed per client address; 0 turns the limit off.
+    #[schemars(range(min = 0.0))]
+    pub requests_per_second: f64,
+    /// Requests a client may send in a burst above the sustained rate.
+    #[schemars(range(min = 1))]
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 20.0,
+            burst: 40,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accepted API keys. Empty: the API is open (fine on a laptop, never on a
+    /// shared network). Env `CLAWDBOT_API_KEYS`: comma-separated `KEY` or `KEY:admin`.
+    pub api_keys: Vec<ApiKey>,
+    /// Failed authentications one client may make within `failure_window_secs`
+    /// before it gets 429 for the rest of the window.
+    #[schemars(range(min = 1))]
+    pub max_failures: u32,
+    /// Length of the failed-authentication window in seconds.
+    #[schemars(range(min = 1))]
+    pub failure_window_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: Vec::new(),
+            max_failures: 10,
+            failure_window_secs: 60,
+        }
+    }
+}
+
+/// One API key and what it may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// The bearer token clients send as `Authorization: Bearer <key>`.
+    pub key: Secret,
+    /// `user` keys chat; `admin` keys may also read other keys' sessions and logs.
+    #[serde(default)]
+    pub scope: Scope,
+    /// A label for logs and metrics (never the key itself). Defaults to `key-<n>`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    #[default]
+    User,
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// `openai` (an OpenAI-compatible upstream) or `none` (answer that no model
+    /// is configured). Unset: `openai` when `endpoint` is set, else `none`.
+    /// Env `MODEL_BACKEND`.
+    pub backend: Option<ModelBackend>,
+    /// OpenAI-compatible base URL, usually ending in `/v1`
+    /// (e.g. `https://api.openai.com/v1`). Env `MODEL_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// Bearer token for the endpoint. Env `MODEL_API_KEY`.
+    pub api_key: Option<Secret>,
+    /// Model name sent upstream and listed by `GET /v1/models`. Env `MODEL_NAME`.
+    pub name: String,
+    /// Endpoints tried in order when the primary one fails (connect error,
+    /// 429, 5xx, timeout, open circuit).
+    pub fallbacks: Vec<ModelFallback>,
+    /// System prompt put before every web-chat and IM conversation
+    /// (OpenAI-compatible callers send their own).
+    pub system_prompt: Option<String>,
+    /// Sampling temperature used when the caller does not set one.
+    #[schemars(range(min = 0.0, max = 2.0))]
+    pub temperature: Option<f64>,
+    /// Completion token limit used when the caller does not set one.
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<u32>,
+    /// Deadline in seconds for an upstream answer: the whole body when not
+    /// streaming, the response headers when streaming.
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_secs: u64,
+    /// TCP/TLS connect timeout in seconds.
+    #[schemars(range(min = 1, max = 300))]
+    pub connect_timeout_secs: u64,
+    /// A stream that sends nothing for this many seconds is cut with an error.
+    #[schemars(range(min = 1, max = 3600))]
+    pub stream_idle_timeout_secs: u64,
+    /// Retries per endpoint on 429, 5xx and connect errors (never once a
+    /// stream has started), with jittered exponential backoff.
+    #[schemars(range(max = 10))]
+    pub max_retries: u32,
+    /// First retry delay in milliseconds; doubles each retry, with jitter.
+    #[schemars(range(min = 1))]
+    pub retry_backoff_ms: u64,
+    /// Fail fast while an endpoint is known to be down.
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            endpoint: None,
+            api_key: None,
+            name: "default".into(),
+            fallbacks: Vec::new(),
+            system_prompt: None,
+            temperature: None,
+            max_tokens: None,
+            timeout_secs: 120,
+            connect_timeout_secs: 5,
+            stream_idle_timeout_secs: 60,
+            max_retries: 2,
+            retry_backoff_ms: 200,
+            circuit_breaker: CircuitBreakerConfig::default(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The backend in force once the `endpoint`-based default is applied.
+    pub fn effective_backend(&self) -> ModelBackend {
+        self.backend.unwrap_or(if self.endpoint.is_some() {
+            ModelBackend::Openai
+        } else {
+            ModelBackend::None
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelBackend {
+    Openai,
+    None,
+}
+
+/// A further OpenAI-compatible endpoint to fall back to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFallback {
+    /// OpenAI-compatible base URL.
+    pub endpoint: String,
+    /// Bearer token for this endpoint.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Model name to request there. Defaults to `model.name`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failed calls that open the circuit.
+    #[schemars(range(min = 1))]
+    pub failure_threshold: u32,
+    /// Seconds the circuit stays open before one trial call is let through.
+    #[schemars(range(min = 1))]
+    pub open_secs: u64,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            open_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Messages of history (user and assistant) sent to the model with each turn.
+    #[schemars(range(min = 0, max = 1000))]
+    pub history_messages: usize,
+    /// An idle session is forgotten after this many seconds.
+    #[schemars(range(min = 1))]
+    pub ttl_secs: u64,
+    /// A message to a session whose previous turn is still running waits up to
+    /// this many seconds, then gets 409.
+    #[schemars(range(min = 0, max = 600))]
+    pub turn_wait_secs: u64,
+    /// Most sessions kept in memory; beyond it new sessions get 503.
+    #[schemars(range(min = 1))]
+    pub max_sessions: usize,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            history_messages: 20,
+            ttl_secs: 1800,
+            turn_wait_secs: 30,
+            max_sessions: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// A `tracing` filter: `info`, `debug`, or per module, e.g.
+    /// `info,bot_runtime::model=debug`. `RUST_LOG` wins when set.
+    pub level: String,
+    /// `json` (one object per line, for log collectors) or `text`.
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Conversation log database: `postgres://…` or `mysql://…`; unset uses the
+    /// embedded default. Env `DATABASE_URL`. The runtime checks that the
+    /// server answers for `/health/ready`.
+    pub url: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Redis for sessions shared by every replica, e.g. `redis://redis:6379/0`.
+    /// Env `REDIS_URL`. The runtime checks that the server answers for
+    /// `/health/ready`.
+    pub url: Option<Secret>,
+}

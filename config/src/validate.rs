@@ -1,0 +1,269 @@
+//! Checks that serde's types cannot express: ranges, URLs, addresses.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+
+use crate::types::{ModelBackend, RuntimeConfig};
+
+/// One problem with a configuration, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub key: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for Issue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.why)
+    }
+}
+
+/// Every problem found, so a user fixes them all in one go.
+pub fn validate(cfg: &RuntimeConfig) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    let mut bad = |key: &str, why: String| {
+        issues.push(Issue {
+            key: key.to_owned(),
+            why,
+        })
+    };
+
+    if cfg.server.listen.parse::<SocketAddr>().is_err() {
+        bad(
+            "server.listen",
+            format!(
+                "{:?} is not an address like 0.0.0.0:18789",
+                cfg.server.listen
+            ),
+        );
+    }
+    if cfg.server.data_dir.trim().is_empty() {
+        bad("server.data_dir", "must not be empty".into());
+    }
+    if cfg.server.body_limit_bytes < 1024 {
+        bad("server.body_limit_bytes", "must be at least 1024".into());
+    }
+    for (i, origin) in cfg.server.cors_allowed_origins.iter().enumerate() {
+        if origin != "*" && !is_origin(origin) {
+            bad(
+                &format!("server.cors_allowed_origins[{i}]"),
+                format!(
+                    "{origin:?} is not `*` or an origin like https://chat.example.com (no path)"
+                ),
+            );
+        }
+    }
+    let rl = &cfg.server.rate_limit;
+    if !rl.requests_per_second.is_finite() || rl.requests_per_second < 0.0 {
+        bad(
+            "server.rate_limit.requests_per_second",
+            "must be 0 (off) or positive".into(),
+        );
+    }
+    if rl.burst == 0 {
+        bad("server.rate_limit.burst", "must be at least 1".into());
+    }
+    for (i, p) in cfg.server.trusted_proxies.iter().enumerate() {
+        if parse_net(p).is_none() {
+            bad(
+                &format!("server.trusted_proxies[{i}]"),
+                format!("{p:?} is not an IP address or CIDR range"),
+            );
+        }
+    }
+    if cfg.server.drain_deadline_secs == 0 {
+        bad("server.drain_deadline_secs", "must be at least 1".into());
+    }
+
+    let mut seen = std::collections::HashSet::new();
+    for (i, k) in cfg.auth.api_keys.iter().enumerate() {
+        if k.key.expose().len() < 8 {
+            bad(
+                &format!("auth.api_keys[{i}].key"),
+                "must be at least 8 characters".into(),
+            );
+        } else if k
+            .key
+            .expose()
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            bad(
+                &format!("auth.api_keys[{i}].key"),
+                "must not contain whitespace".into(),
+            );
+        }
+        if !seen.insert(k.key.expose()) {
+            bad(
+                &format!("auth.api_keys[{i}].key"),
+                "duplicates an earlier key".into(),
+            );
+        }
+    }
+    if cfg.auth.max_failures == 0 {
+        bad("auth.max_failures", "must be at least 1".into());
+    }
+    if cfg.auth.failure_window_secs == 0 {
+        bad("auth.failure_window_secs", "must be at least 1".into());
+    }
+
+    let m = &cfg.model;
+    match (m.effective_backend(), &m.endpoint) {
+        (ModelBackend::Openai, None) => bad(
+            "model.endpoint",
+            "is required when model.backend is openai (env MODEL_ENDPOINT)".into(),
+        ),
+        (_, Some(url)) if !is_http_url(url) => bad(
+            "model.endpoint",
+            format!("{url:?} is not an http:// or https:// URL"),
+        ),
+        _ => {}
+    }
+    if m.name.trim().is_empty() {
+        bad("model.name", "must not be empty".into());
+    }
+    for (i, f) in m.fallbacks.iter().enumerate() {
+        if !is_http_url(&f.endpoint) {
+            bad(
+                &format!("model.fallbacks[{i}].endpoint"),
+                format!("{:?} is not an http:// or https:// URL", f.endpoint),
+            );
+        }
+    }
+    if let Some(t) = m.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        bad("model.temperature", format!("{t} is outside 0..=2"));
+    }
+    if m.max_tokens == Some(0) {
+        bad("model.max_tokens", "must be at least 1".into());
+    }
+    for (key, v) in [
+        ("model.timeout_secs", m.timeout_secs),
+        ("model.connect_timeout_secs", m.connect_timeout_secs),
+        ("model.stream_idle_timeout_secs", m.stream_idle_timeout_secs),
+        ("model.retry_backoff_ms", m.retry_backoff_ms),
+        (
+            "model.circuit_breaker.open_secs",
+            m.circuit_breaker.open_secs,
+        ),
+    ] {
+        if v == 0 {
+            bad(key, "must be at least 1".into());
+        }
+    }
+    if m.max_retries > 10 {
+        bad("model.max_retries", "must be at most 10".into());
+    }
+    if m.circuit_breaker.failure_threshold == 0 {
+        bad(
+            "model.circuit_breaker.failure_threshold",
+            "must be at least 1".into(),
+        );
+    }
+
+    if cfg.sessions.ttl_secs == 0 {
+        bad("sessions.ttl_secs", "must be at least 1".into());
+    }
+    if cfg.sessions.turn_wait_secs > 600 {
+        bad("sessions.turn_wait_secs", "must be at most 600".into());
+    }
+    if cfg.sessions.max_sessions == 0 {
+        bad("sessions.max_sessions", "must be at least 1".into());
+    }
+
+    for (key, url, schemes) in [
+        (
+            "database.url",
+            &cfg.database.url,
+            &["postgres", "postgresql", "mysql", "mariadb", "sqlite"][..],
+        ),
+        ("redis.url", &cfg.redis.url, &["redis", "rediss"][..]),
+    ] {
+        if let Some(url) = url
+            && !schemes
+                .iter()
+                .any(|s| url.expose().starts_with(&format!("{s}:")))
+        {
+            bad(
+                key,
+                format!("must start with one of {}", schemes.join(":, ") + ":"),
+            );
+        }
+    }
+    issues
+}
+
+/// `IpNet` from `10.0.0.0/8` or a bare address.
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
+fn is_origin(s: &str) -> bool {
+    let Some(rest) = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    !rest.is_empty() && !rest.contains('/') && !rest.contains(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(validate(&RuntimeConfig::default()), vec![]);
+    }
+
+    #[test]
+    fn each_problem_names_its_key() {
+        let mut c = RuntimeConfig::default();
+        c.server.listen = "nope".into();
+        c.model.temperature = Some(3.0);
+        c.server.trusted_proxies = vec!["10.0.0.0/8".into(), "garbage".into()];
+        c.server.cors_allowed_origins = vec!["https://a.example/path".into()];
+        let keys: Vec<_> = validate(&c).into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.listen",
+                "server.cors_allowed_origins[0]",
+                "server.trusted_proxies[1]",
+                "model.temperature"
+            ]
+        );
+    }
+
+    #[test]
+    fn openai_backend_needs_an_endpoint() {
+        let mut c = RuntimeConfig::default();
+        c.model.backend = Some(ModelBackend::Openai);
+        assert_eq!(validate(&c)[0].key, "model.endpoint");
+        c.model.endpoint = Some("ftp://x".into());
+        assert!(validate(&c)[0].why.contains("not an http"));
+        c.model.endpoint = Some("http://127.0.0.1:9/v1".into());
+        assert!(validate(&c).is_empty());
+    }
+
+    #[test]
+    fn parses_networks_and_bare_addresses() {
+        assert!(parse_net("10.0.0.0/8").is_some());
+        assert!(parse_net("::1").is_some());
+        assert!(parse_net("127.0.0.1").is_some());
+        assert!(parse_net("1.2.3").is_none());
+    }
+}

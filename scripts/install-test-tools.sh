@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Installs the pinned tools the test suites need:
+#   - .cache/venv: Python venv with tests/python/requirements.txt (openai, pytest)
+#   - tests/browser/node_modules: `npm ci` from tests/browser/package-lock.json
+#   - /usr/bin/chromium: Debian's chromium package
+#
+# Idempotent: every step checks first and does nothing when already done, so a
+# rerun takes well under a second. Called by `make test`; safe to run by hand.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf 'install-test-tools: %s\n' "$*"; }
+die() { printf 'install-test-tools: error: %s\n' "$*" >&2; exit 1; }
+
+# Run a command as root (directly when we are root, else through sudo).
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root (or sudo) to run: $*"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# 1. Python venv at .cache/venv
+# ---------------------------------------------------------------------------
+VENV=.cache/venv
+REQ=tests/python/requirements.txt
+VENV_STAMP=$VENV/.requirements.sha256
+
+install_python() {
+    [[ -f $REQ ]] || die "$REQ is missing"
+    command -v python3 >/dev/null 2>&1 || die "python3 not found"
+
+    local want have=""
+    want=$(sha256sum "$REQ" | cut -d' ' -f1)
+    [[ -f $VENV_STAMP ]] && have=$(<"$VENV_STAMP")
+
+    # Up to date: stamp matches and the interpreter still runs (a Python
+    # upgrade on the host leaves a venv whose bin/python is dangling).
+    if [[ $want == "$have" ]] && "$VENV/bin/python" -c '' >/dev/null 2>&1; then
+        return 0
+    fi
+
+    log "creating $VENV from $REQ"
+    # --clear: start from an empty venv so packages dropped from the
+    # requirements do not linger.
+    python3 -m venv --clear "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --no-input -r "$REQ"
+    # Written last: an interrupted install is retried on the next run.
+    printf '%s\n' "$want" >"$VENV_STAMP"
+    log "python tools installed: $("$VENV/bin/python" -m pip freeze --disable-pip-version-check \
+        | grep -Ei '^(openai|pytest)==' | tr '\n' ' ')"
+}
+
+# ---------------------------------------------------------------------------
+# 2. npm ci in tests/browser
+# ---------------------------------------------------------------------------
+BROWSER_DIR=tests/browser
+NPM_STAMP=$BROWSER_DIR/node_modules/.clawdbot-lock.sha256
+
+install_node() {
+    if [[ ! -f $BROWSER_DIR/package.json ]]; then
+        log "skipping npm ci: $BROWSER_DIR/package.json does not exist yet"
+        return 0
+    fi
+    [[ -f $BROWSER_DIR/package-lock.json ]] \
+        || die "$BROWSER_DIR/package-lock.json is missing (npm ci needs it)"
+    command -v npm >/dev/null 2>&1 || die "npm not found (install nodejs >= 20)"
+
+    local want have=""
+    want=$(sha256sum "$BROWSER_DIR/package-lock.json" | cut -d' ' -f1)
+    [[ -f $NPM_STAMP ]] && have=$(<"$NPM_STAMP")
+
+    if [[ -d $BROWSER_DIR/node_modules && $want == "$have" ]]; then
+        return 0
+    fi
+
+    log "npm ci in $BROWSER_DIR"
+    (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    # npm ci recreates node_modules, so the stamp goes in afterwards.
+    printf '%s\n' "$want" >"$NPM_STAMP"
+}
+
+# ---------------------------------------------------------------------------
+# 3. Debian chromium
+# ---------------------------------------------------------------------------
+install_chromium() {
+    if [[ -x /usr/bin/chromium ]]; then
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 \
+        || die "/usr/bin/chromium is missing and apt-get is not available"
+
+    log "installing chromium (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends chromium
+    [[ -x /usr/bin/chromium ]] || die "chromium installed but /usr/bin/chromium is missing"
+    log "chromium installed: $(/usr/bin/chromium --version 2>/dev/null || echo '?')"
+}
+
+install_python
+install_node
+install_chromium
