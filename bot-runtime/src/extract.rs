@@ -53,11 +53,20 @@ where
 
 /// Deserializes and turns serde's error into a 400 naming the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid(
-            "body",
-            "the request body is empty; send a JSON object",
-        ));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::invalid(
+                "body",
+                "the request body is empty; send a JSON object",
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "body",
+                "the request body must be a JSON object",
+            ));
+        }
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {

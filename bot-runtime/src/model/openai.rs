@@ -63,9 +63,9 @@ struct StreamOptions {
 }
 
 /// What one attempt's failure means for the next step.
-enum Next {
+enum Step {
     Retry(ModelError, Option<Duration>),
-    NextEndpoint(ModelError),
+    TryNextEndpoint(ModelError),
     Fail(ModelError),
 }
 
@@ -157,16 +157,16 @@ impl OpenAiUpstream {
                     request = request.header(header::AUTHORIZATION, auth.clone());
                 }
                 let next = match timeout(self.timeout, request.send()).await {
-                    Err(_) => Next::NextEndpoint(ModelError::Timeout(format!(
+                    Err(_) => Step::TryNextEndpoint(ModelError::Timeout(format!(
                         "{}: no response within {} s",
                         ep.label,
                         self.timeout.as_secs()
                     ))),
-                    Ok(Err(e)) if e.is_connect() => Next::Retry(
+                    Ok(Err(e)) if e.is_connect() => Step::Retry(
                         ModelError::Unavailable(format!("{}: cannot connect", ep.label)),
                         None,
                     ),
-                    Ok(Err(e)) => Next::Retry(
+                    Ok(Err(e)) => Step::Retry(
                         ModelError::BadGateway(format!("{}: {}", ep.label, without_url(&e))),
                         None,
                     ),
@@ -177,7 +177,7 @@ impl OpenAiUpstream {
                     Ok(Ok(resp)) => classify_status(ep, resp).await,
                 };
                 match next {
-                    Next::Retry(err, retry_after) => {
+                    Step::Retry(err, retry_after) => {
                         ep.breaker.record_failure();
                         tracing::warn!(endpoint = %ep.label, attempt, error = %err, "model call failed");
                         last = Some(err);
@@ -191,7 +191,7 @@ impl OpenAiUpstream {
                             .map_or(wait, |r| r.max(wait));
                         tokio::time::sleep(wait).await;
                     }
-                    Next::NextEndpoint(err) => {
+                    Step::TryNextEndpoint(err) => {
                         if matches!(err, ModelError::Timeout(_)) {
                             ep.breaker.record_failure();
                         }
@@ -199,7 +199,7 @@ impl OpenAiUpstream {
                         last = Some(err);
                         continue 'endpoints;
                     }
-                    Next::Fail(err) => return Err(err),
+                    Step::Fail(err) => return Err(err),
                 }
             }
         }
@@ -283,7 +283,7 @@ fn without_url(e: &reqwest::Error) -> String {
     s
 }
 
-async fn classify_status(ep: &Endpoint, resp: reqwest::Response) -> Next {
+async fn classify_status(ep: &Endpoint, resp: reqwest::Response) -> Step {
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
@@ -295,21 +295,21 @@ async fn classify_status(ep: &Endpoint, resp: reqwest::Response) -> Next {
     let message = upstream_message(&body);
     let at = &ep.label;
     match status {
-        429 => Next::Retry(
+        429 => Step::Retry(
             ModelError::Unavailable(format!("{at}: rate limited (HTTP 429): {message}")),
             retry_after,
         ),
-        408 | 500..=599 => Next::Retry(
+        408 | 500..=599 => Step::Retry(
             ModelError::BadGateway(format!("{at}: HTTP {status}: {message}")),
             retry_after,
         ),
-        401 | 403 => Next::NextEndpoint(ModelError::BadGateway(format!(
+        401 | 403 => Step::TryNextEndpoint(ModelError::BadGateway(format!(
             "{at}: the upstream refused the configured credentials (HTTP {status})"
         ))),
-        404 => Next::NextEndpoint(ModelError::BadGateway(format!(
+        404 => Step::TryNextEndpoint(ModelError::BadGateway(format!(
             "{at}: HTTP 404 (check model.endpoint and model.name): {message}"
         ))),
-        _ => Next::Fail(ModelError::Rejected {
+        _ => Step::Fail(ModelError::Rejected {
             status,
             message,
             body,

@@ -20,7 +20,7 @@ use crate::engine::{CallObserver, session_request};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 use crate::metrics::StreamGauge;
-use crate::model::{ModelError, Usage};
+use crate::model::{ChunkStream, ModelError, Usage};
 use crate::sessions::{Session, SessionError, StoredMessage, TurnGuard, is_valid_session_id};
 use crate::state::AppState;
 
@@ -117,10 +117,17 @@ pub async fn chat(
         .map_err(session_error)?;
     let history = turn.session.context(st.sessions.window());
     let req = session_request(&st, &history, &body.message);
-    if body.stream {
-        return Ok(stream_reply(st, turn, req, body.message));
-    }
     let obs = CallObserver::start(&st, "web", Some(turn.session.id.clone()));
+    if body.stream {
+        // Failures before the first token still get a real status code.
+        return match st.provider.stream(&req).await {
+            Ok(stream) => Ok(stream_reply(st, turn, obs, stream, req.model, body.message)),
+            Err(e) => {
+                obs.finish(&req.model, Err(&e));
+                Err(e.into())
+            }
+        };
+    }
     let result = st.provider.complete(&req).await;
     match result {
         Ok(done) => {
@@ -145,7 +152,9 @@ pub async fn chat(
 fn stream_reply(
     st: AppState,
     turn: TurnGuard,
-    req: crate::model::ChatRequest,
+    mut obs: CallObserver,
+    mut stream: ChunkStream,
+    mut model: String,
     message: String,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(32);
@@ -153,20 +162,6 @@ fn stream_reply(
     tokio::spawn(async move {
         let _work = work;
         let _gauge = StreamGauge::start(&st.metrics.active_streams);
-        let mut obs = CallObserver::start(&st, "web", Some(turn.session.id.clone()));
-        let mut model = req.model.clone();
-        let stream = tokio::select! {
-            s = st.provider.stream(&req) => s,
-            _ = tx.closed() => return,
-        };
-        let mut stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                obs.finish(&model, Err(&e));
-                let _ = tx.send(error_event(&e)).await;
-                return;
-            }
-        };
         let mut reply = String::new();
         let mut usage = None;
         loop {

@@ -18,7 +18,7 @@ use crate::engine::{CallObserver, apply_generation_defaults};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 use crate::metrics::StreamGauge;
-use crate::model::{ChatRequest, Chunk, Completion, ModelError};
+use crate::model::{ChatRequest, Chunk, ChunkStream, Completion, ModelError};
 use crate::state::AppState;
 
 const ROLES: &[&str] = &[
@@ -56,7 +56,7 @@ pub fn parse_request(body: Value, models: &[String]) -> ApiResult<OpenAiCall> {
         Some(Value::String(m)) => m,
         Some(_) => return Err(ApiError::invalid("model", "model must be a string")),
     };
-    if !models.iter().any(|m| *m == model) {
+    if !models.contains(&model) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -198,10 +198,17 @@ pub async fn chat_completions(
 ) -> ApiResult<Response> {
     let mut call = parse_request(body, &st.provider.models())?;
     apply_generation_defaults(&st, &mut call.req.extra);
-    if call.stream {
-        return Ok(stream_completion(st, call));
-    }
     let obs = CallObserver::start(&st, "openai", None);
+    if call.stream {
+        // Failures before the first token still get a real status code.
+        return match st.provider.stream(&call.req).await {
+            Ok(stream) => Ok(stream_completion(st, obs, stream, call)),
+            Err(e) => {
+                obs.finish(&call.req.model, Err(&e));
+                Err(client_error(e))
+            }
+        };
+    }
     match st.provider.complete(&call.req).await {
         Ok(done) => {
             obs.finish(&done.model, Ok(done.usage));
@@ -233,27 +240,19 @@ fn client_error(e: ModelError) -> ApiError {
     }
 }
 
-fn stream_completion(st: AppState, call: OpenAiCall) -> Response {
+fn stream_completion(
+    st: AppState,
+    mut obs: CallObserver,
+    mut stream: ChunkStream,
+    call: OpenAiCall,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let work = st.drain.track();
     tokio::spawn(async move {
         let _work = work;
         let _gauge = StreamGauge::start(&st.metrics.active_streams);
-        let mut obs = CallObserver::start(&st, "openai", None);
         let mut model = call.req.model.clone();
         let synth = Synth::new(&model);
-        let stream = tokio::select! {
-            s = st.provider.stream(&call.req) => s,
-            _ = tx.closed() => return,
-        };
-        let mut stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                obs.finish(&model, Err(&e));
-                let _ = tx.send(error_frame(e)).await;
-                return;
-            }
-        };
         let mut usage = None;
         let mut first = true;
         loop {

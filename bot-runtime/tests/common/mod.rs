@@ -1,0 +1,142 @@
+//! Test harness: a bot-runtime served in-process on a random port over real
+//! HTTP, in front of the mock upstream from `clawdbot-bench`.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bot_runtime::AppState;
+use clawdbot_bench::mock::{MockOptions, MockUpstream};
+use clawdbot_config::RuntimeConfig;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub struct Runtime {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Runtime {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Starts the drain and waits for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A config pointing at `mock`, with fast retries, no rate limit, and the
+/// test's changes applied.
+pub fn config_for(
+    mock: Option<&MockUpstream>,
+    change: impl FnOnce(&mut RuntimeConfig),
+) -> RuntimeConfig {
+    let mut cfg = RuntimeConfig::default();
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.server.rate_limit.requests_per_second = 0.0;
+    cfg.server.drain_deadline_secs = 10;
+    if let Some(m) = mock {
+        cfg.model.endpoint = Some(m.base_url());
+        cfg.model.name = "mock-model".into();
+        cfg.model.retry_backoff_ms = 5;
+        cfg.model.timeout_secs = 5;
+    }
+    change(&mut cfg);
+    cfg
+}
+
+pub async fn start(cfg: RuntimeConfig) -> Runtime {
+    bot_runtime::tls::install_crypto_provider();
+    let issues = clawdbot_config::validate(&cfg);
+    assert!(issues.is_empty(), "test config invalid: {issues:?}");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let provider = bot_runtime::model::from_config(&cfg.model).unwrap();
+    let state = AppState::new(cfg, provider);
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(bot_runtime::serve_state(state.clone(), listener, async {
+        let _ = rx.await;
+    }));
+    Runtime {
+        addr,
+        state,
+        stop: Some(tx),
+        task,
+    }
+}
+
+pub async fn mock() -> MockUpstream {
+    MockUpstream::start(MockOptions::default()).await.unwrap()
+}
+
+pub async fn mock_with(reply: &str, chunk_delay: Duration) -> MockUpstream {
+    MockUpstream::start(MockOptions {
+        reply: reply.into(),
+        chunk_delay,
+        ..MockOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+pub fn client() -> reqwest::Client {
+    bot_runtime::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+pub async fn post_json(url: &str, body: Value) -> (u16, Value) {
+    let r = client().post(url).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// `(event, data)` pairs of an SSE body.
+pub fn sse_events(text: &str) -> Vec<(String, String)> {
+    text.split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|block| {
+            let mut event = String::from("message");
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event:") {
+                    event = e.trim().to_owned();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push(d.strip_prefix(' ').unwrap_or(d).to_owned());
+                }
+            }
+            (event, data.join("\n"))
+        })
+        .filter(|(_, d)| !d.is_empty())
+        .collect()
+}
+
+/// Asserts an error body in the OpenAI shape and returns it.
+pub fn assert_error_shape(body: &Value) -> &Value {
+    let e = &body["error"];
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error.message in {body}"
+    );
+    assert!(e["type"].is_string(), "error.type in {body}");
+    assert!(
+        e.get("param").is_some() && e.get("code").is_some(),
+        "param/code keys in {body}"
+    );
+    e
+}

@@ -1,0 +1,284 @@
+//! The `bot-runtime` binary as users run it: CLI, config errors, start-up,
+//! and draining on SIGTERM.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bot-runtime");
+
+fn clean_command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CLAWDBOT_")
+            || k.starts_with("MODEL_")
+            || k == "DATABASE_URL"
+            || k == "REDIS_URL"
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn write_config(text: &str) -> tempfile_path::Path {
+    tempfile_path::Path::with(text)
+}
+
+/// A tiny temp-file helper (no extra crate needed).
+mod tempfile_path {
+    pub struct Path(pub std::path::PathBuf);
+    impl Path {
+        pub fn with(text: &str) -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "clawdbot-test-{:032x}.yaml",
+                rand::random::<u128>()
+            ));
+            std::fs::write(&p, text).unwrap();
+            Self(p)
+        }
+    }
+    impl Drop for Path {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+#[test]
+fn check_config_names_the_bad_key_and_why() {
+    let bad = write_config("model:\n  temperature: 7\nserver:\n  listen: nowhere\n");
+    let out = clean_command()
+        .args(["check-config", "--config"])
+        .arg(&bad.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.listen") && err.contains("model.temperature"),
+        "{err}"
+    );
+
+    let typo = write_config("modle:\n  name: x\n");
+    let out = clean_command()
+        .args(["check-config", "--config"])
+        .arg(&typo.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("modle"));
+
+    let out = clean_command()
+        .args(["check-config", "--config", "/no/such/file.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = clean_command()
+        .arg("check-config")
+        .env("CLAWDBOT_MODEL__MAX_TOKENS", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CLAWDBOT_MODEL__MAX_TOKENS"));
+
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/config.example.yaml"
+    );
+    let out = clean_command()
+        .args(["check-config", "--config", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_ready(base: &str) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Ok(r) = client().get(format!("{base}/health/ready")).send().await
+            && r.status() == 200
+        {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("bot-runtime did not become ready");
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_streams_and_refuses_new_work() {
+    let mock = mock_with("w1 w2 w3 w4 w5 w6 w7 w8 w9 w10", Duration::from_millis(150)).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = clean_command()
+        .env("CLAWDBOT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MODEL_ENDPOINT", mock.base_url())
+        .env("MODEL_NAME", "mock-model")
+        .env("CLAWDBOT_SERVER__DRAIN_DEADLINE_SECS", "20")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_ready(&base).await;
+
+    let stream = tokio::spawn({
+        let base = base.clone();
+        async move {
+            let r = client()
+                .post(format!("{base}/api/v1/chat"))
+                .json(&json!({"message": "hi", "stream": true}))
+                .send()
+                .await
+                .unwrap();
+            r.text().await.unwrap()
+        }
+    });
+    assert!(
+        mock.wait_for(|m| m.requests() == 1, Duration::from_secs(5))
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let r = client()
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "readiness turns 503 at once");
+    let (s, b) = post_json(&format!("{base}/api/v1/chat"), json!({"message": "new"})).await;
+    assert_eq!(s, 503, "new work is refused: {b}");
+
+    let text = stream.await.unwrap();
+    let events = sse_events(&text);
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "done", "the in-flight stream finished: {events:?}");
+    let done: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(done["reply"], "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10");
+
+    let started = Instant::now();
+    loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            assert!(code.success(), "exit status {code}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not exit after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_drain_deadline_bounds_shutdown() {
+    let mock = mock_with(
+        "a b c d e f g h i j k l m n o p q r s t",
+        Duration::from_millis(500),
+    )
+    .await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = clean_command()
+        .env("CLAWDBOT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MODEL_ENDPOINT", mock.base_url())
+        .env("MODEL_NAME", "mock-model")
+        .env("CLAWDBOT_SERVER__DRAIN_DEADLINE_SECS", "1")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&base).await;
+    let _stream = tokio::spawn({
+        let base = base.clone();
+        async move {
+            let r = client()
+                .post(format!("{base}/api/v1/chat"))
+                .json(&json!({"message": "hi", "stream": true}))
+                .send()
+                .await;
+            if let Ok(r) = r {
+                let _ = r.text().await;
+            }
+        }
+    });
+    assert!(
+        mock.wait_for(|m| m.requests() == 1, Duration::from_secs(5))
+            .await
+    );
+    let started = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "shutdown not bounded by the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn starts_on_embedded_defaults_with_json_logs() {
+    let port = free_port();
+    let child = clean_command()
+        .env("CLAWDBOT_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    let (s, b) = post_json(&format!("{base}/api/v1/chat"), json!({"message": "hi"})).await;
+    assert_eq!(s, 200);
+    assert!(
+        b["reply"]
+            .as_str()
+            .unwrap()
+            .contains("No model is configured")
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let logs = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["message"] == "bot-runtime ready"));
+    assert!(
+        lines.iter().any(|l| l["span"]["request_id"].is_string()),
+        "request ids are logged"
+    );
+    let _ = std::io::stderr().flush();
+}
