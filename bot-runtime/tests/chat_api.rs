@@ -293,3 +293,38 @@ async fn the_web_page_is_served_with_no_external_assets() {
         );
     }
 }
+
+#[tokio::test]
+async fn idle_sessions_expire() {
+    let mock = mock().await;
+    let rt = start(config_for(Some(&mock), |c| c.sessions.ttl_secs = 1)).await;
+    let (_, b) = post_json(&rt.url("/api/v1/chat"), json!({"message": "hi"})).await;
+    let sid = b["session_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (s, b) = post_json(&rt.url("/api/v1/chat"), json!({"message": "hi", "session_id": sid})).await;
+    assert_eq!(s, 404, "{b}");
+    assert_eq!(b["error"]["code"], "session_not_found");
+}
+
+#[tokio::test]
+async fn readiness_names_a_configured_dependency_that_is_down() {
+    // Port 1 on loopback: nothing listens there.
+    let rt = start(config_for(None, |c| {
+        c.redis.url = Some(clawdbot_config::Secret::new("redis://127.0.0.1:1/0"));
+    }))
+    .await;
+    let r = client().get(rt.url("/health/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["failing"], json!(["redis"]), "{b}");
+    assert_eq!(client().get(rt.url("/health/live")).send().await.unwrap().status(), 200);
+
+    // The machine's real Redis answers.
+    let rt = start(config_for(None, |c| {
+        c.redis.url = Some(clawdbot_config::Secret::new("redis://127.0.0.1:6379/0"));
+    }))
+    .await;
+    let r = client().get(rt.url("/health/ready")).send().await.unwrap();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["checks"]["redis"], "ok", "{b}");
+}

@@ -29,7 +29,7 @@ pub trait Provider: Send + Sync + 'static {
     /// Metric label: `openai`, `none`, ...
     fn label(&self) -> &'static str;
     /// Model names callers may ask for (`GET /v1/models`).
-    fn models(&self) -> Vec<String>;
+    fn models(&self) -> &[String];
     fn complete<'a>(
         &'a self,
         req: &'a ChatRequest,

@@ -10,12 +10,14 @@ pub const NO_MODEL_REPLY: &str = "No model is configured yet. Set MODEL_ENDPOINT
 
 pub struct NoModel {
     name: String,
+    models: Vec<String>,
 }
 
 impl NoModel {
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
+            models: vec![name.to_owned()],
         }
     }
 }
@@ -25,8 +27,8 @@ impl Provider for NoModel {
         "none"
     }
 
-    fn models(&self) -> Vec<String> {
-        vec![self.name.clone()]
+    fn models(&self) -> &[String] {
+        &self.models
     }
 
     fn complete<'a>(

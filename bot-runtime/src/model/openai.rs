@@ -440,8 +440,8 @@ impl Provider for OpenAiUpstream {
         "openai"
     }
 
-    fn models(&self) -> Vec<String> {
-        self.models.clone()
+    fn models(&self) -> &[String] {
+        &self.models
     }
 
     fn complete<'a>(

@@ -196,7 +196,7 @@ pub async fn chat_completions(
     State(st): State<AppState>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let mut call = parse_request(body, &st.provider.models())?;
+    let mut call = parse_request(body, st.provider.models())?;
     apply_generation_defaults(&st, &mut call.req.extra);
     let obs = CallObserver::start(&st, "openai", None);
     if call.stream {
@@ -388,7 +388,7 @@ pub async fn models(State(st): State<AppState>) -> Json<Value> {
     let data: Vec<Value> = st
         .provider
         .models()
-        .into_iter()
+        .iter()
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "clawdbot"}))
         .collect();
     Json(json!({"object": "list", "data": data}))
