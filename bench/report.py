@@ -6,6 +6,8 @@ Usage: report.py WORKDIR OUT_MD   (standard library only)
 
 import json
 import os
+import re
+import statistics
 import sys
 
 
@@ -15,12 +17,30 @@ def load(workdir):
         for line in f:
             key, _, value = line.rstrip("\n").partition("=")
             meta[key] = value
-    runs = {}
-    for name in os.listdir(workdir):
+    rounds = {}
+    def natural(name):
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+    for name in sorted(os.listdir(workdir), key=natural):
         if name.endswith(".json") and "." in name[:-5]:
             with open(os.path.join(workdir, name), encoding="utf-8") as f:
-                runs[name[:-5]] = json.load(f)
-    return meta, runs
+                run = json.load(f)
+            # NAME.rN files are rounds of one workload.
+            base = re.sub(r"\.r\d+$", "", name[:-5])
+            rounds.setdefault(base, []).append(run)
+    return meta, {k: combine(v) for k, v in rounds.items()}, rounds
+
+
+def combine(runs):
+    """Counts add up over rounds; rates and latencies take the median."""
+    out = {}
+    for key in runs[0]:
+        vals = [r[key] for r in runs if r[key] is not None]
+        if key in ("requests", "errors", "non_2xx", "duration_s"):
+            out[key] = sum(vals)
+        else:
+            out[key] = statistics.median(vals) if vals else None
+    return out
 
 
 def ms(v):
@@ -48,10 +68,16 @@ def verdict(ok):
 
 def main():
     workdir, out = sys.argv[1], sys.argv[2]
-    meta, runs = load(workdir)
+    meta, runs, rounds = load(workdir)
     skip_lite = meta.get("skip_litellm") == "1"
     skip_bot = meta.get("skip_bot") == "1"
     g = runs.get
+
+    def per_round(run, key):
+        vals = [r[key] for r in rounds.get(run, [])]
+        if len(vals) < 2:
+            return ""
+        return " / ".join("–" if v is None else f"{v:.3f}" for v in vals)
 
     def field(run, key):
         r = g(run)
@@ -126,7 +152,8 @@ def main():
       "`BENCH_SKIP_LITELLM=1 make bench` skips LiteLLM for a quick run.")
     w("")
     w(f"- Machine: {meta['nproc']} CPUs, {meta['cpu']}, {meta['mem']} RAM, "
-      f"Linux {meta['kernel']}; {meta['rustc']}; commit {meta['commit']}.")
+      f"Linux {meta['kernel']}; {meta['rustc']}; commit {meta['commit']}; "
+      f"load average at start {meta['loadavg']}.")
     w(f"- Upstream: `mock-upstream` from `clawdbot-bench` (raw hyper, 1 tokio thread, "
       f"pinned with `taskset` to CPU {meta['mock_cpu']}). It answers at once with a "
       "5-word reply; streams send a role chunk, 5 word chunks, a stop chunk and `[DONE]`, "
@@ -141,9 +168,11 @@ def main():
     w("- Request: `POST /v1/chat/completions` with "
       "`{\"model\":\"mock-model\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}` "
       "(plus `\"stream\":true` for streaming).")
-    w("- bot-runtime: release build, started with only `MODEL_ENDPOINT`, `MODEL_NAME`, "
-      "`CLAWDBOT_LISTEN`; ready = first 200 from `GET /health/ready`, polled every ~2 ms "
-      "from spawn.")
+    w("- bot-runtime: release build, started with `MODEL_ENDPOINT`, `MODEL_NAME`, "
+      "`CLAWDBOT_LISTEN`, plus `CLAWDBOT_SERVER__RATE_LIMIT__REQUESTS_PER_SECOND=0` (its "
+      "per-client limit, 20 RPS by default, would otherwise answer 429 to the load) and "
+      "`CLAWDBOT_SERVER__DATA_DIR` in a scratch dir; no API keys. Ready = first 200 from "
+      "`GET /health/ready`, polled every ~2 ms from spawn.")
     if not skip_lite:
         w(f"- LiteLLM: `litellm[proxy]=={meta['litellm_version']}` in `.cache/bench-venv`, "
           "its default single process, model `openai/mock-model` pointed at the mock, "
@@ -180,11 +209,12 @@ def main():
         rows.append(("LiteLLM", "litellm.fixed", "direct.fixed_low"))
     w("## Fixed rate, non-streaming")
     w("")
-    w(f"{meta['secs']} s measured after {meta['warmup']} s warm-up. Latency is request to "
-      "last body byte.")
+    w(f"{meta['secs']} s measured after {meta['warmup']} s warm-up per run. Latency is "
+      "request to last body byte. Where a row has several rounds, direct and bot-runtime "
+      "runs alternated and the row shows the median of the rounds (responses: the sum).")
     w("")
-    w("| Target | Rate | Responses | Errors | Non-2xx | p50 | p90 | p99 | max | added p50 | added p99 |")
-    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    w("| Target | Rate | Responses | Errors | Non-2xx | p50 | p90 | p99 | max | added p50 | added p99 | p99 per round |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, run, base in rows:
         r = g(run)
         if r is None:
@@ -194,7 +224,7 @@ def main():
         add99 = delta(r["p99_ms"], field(base, "p99_ms")) if base else None
         w(f"| {label} | {rate} RPS | {r['requests']} | {r['errors']} | {r['non_2xx']} | "
           f"{ms(r['p50_ms'])} | {ms(r['p90_ms'])} | {ms(r['p99_ms'])} | {ms(r['max_ms'])} | "
-          f"{sms(add50) if base else ''} | {sms(add99) if base else ''} |")
+          f"{sms(add50) if base else ''} | {sms(add99) if base else ''} | {per_round(run, 'p99_ms')} |")
     w("")
 
     # ---------------------------------------------------------- max rps
@@ -225,10 +255,11 @@ def main():
     w("## Streaming: time to first token")
     w("")
     w("Fixed rate, `\"stream\": true`, mock chunk delay 0. TTFT = request sent to the first "
-      "SSE chunk with a non-empty `delta.content`.")
+      "SSE chunk with a non-empty `delta.content`; total = to the end of the stream. Rounds "
+      "as above.")
     w("")
-    w("| Target | Rate | Responses | Errors | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | total p50 | total p99 |")
-    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    w("| Target | Rate | Responses | Errors | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | total p50 | total p99 | TTFT p50 per round |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, run, base in rows:
         r = g(run)
         if r is None:
@@ -239,15 +270,17 @@ def main():
         w(f"| {label} | {rate} RPS | {r['requests']} | {r['errors'] + r['non_2xx']} | "
           f"{ms(r['ttft_p50_ms'])} | {ms(r['ttft_p99_ms'])} | "
           f"{sms(a50) if base else ''} | {sms(a99) if base else ''} | "
-          f"{ms(r['p50_ms'])} | {ms(r['p99_ms'])} |")
+          f"{ms(r['p50_ms'])} | {ms(r['p99_ms'])} | {per_round(run, 'ttft_p50_ms')} |")
     w("")
 
     # ---------------------------------------------------------- raw
     w("<details><summary>Raw loadgen output</summary>")
     w("")
     w("```")
-    for name in sorted(runs):
-        w(f"{name}: {json.dumps(runs[name])}")
+    for name in sorted(rounds):
+        for i, r in enumerate(rounds[name], 1):
+            tag = f"{name}.r{i}" if len(rounds[name]) > 1 else name
+            w(f"{tag}: {json.dumps(r)}")
     w("```")
     w("")
     w("</details>")

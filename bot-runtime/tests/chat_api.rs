@@ -301,7 +301,11 @@ async fn idle_sessions_expire() {
     let (_, b) = post_json(&rt.url("/api/v1/chat"), json!({"message": "hi"})).await;
     let sid = b["session_id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let (s, b) = post_json(&rt.url("/api/v1/chat"), json!({"message": "hi", "session_id": sid})).await;
+    let (s, b) = post_json(
+        &rt.url("/api/v1/chat"),
+        json!({"message": "hi", "session_id": sid}),
+    )
+    .await;
     assert_eq!(s, 404, "{b}");
     assert_eq!(b["error"]["code"], "session_not_found");
 }
@@ -317,7 +321,15 @@ async fn readiness_names_a_configured_dependency_that_is_down() {
     assert_eq!(r.status(), 503);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["failing"], json!(["redis"]), "{b}");
-    assert_eq!(client().get(rt.url("/health/live")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(rt.url("/health/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // The machine's real Redis answers.
     let rt = start(config_for(None, |c| {

@@ -95,6 +95,7 @@ async fn falls_back_to_the_next_endpoint() {
         c.model.fallbacks = vec![clawdbot_config::ModelFallback {
             endpoint: backup.base_url(),
             api_key: Some(clawdbot_config::Secret::new("backup-key")),
+            api_key_env: None,
             name: Some("backup-model".into()),
         }];
     }))

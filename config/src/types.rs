@@ -26,6 +26,14 @@ pub struct RuntimeConfig {
     pub database: DatabaseConfig,
     /// Shared session store.
     pub redis: RedisConfig,
+    /// DingTalk robot.
+    pub dingtalk: DingTalkConfig,
+    /// Feishu / Lark app.
+    pub feishu: FeishuConfig,
+    /// WeCom (WeChat Work) app.
+    pub wecom: WeComConfig,
+    /// Slack app.
+    pub slack: SlackConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -228,6 +236,11 @@ pub struct ModelFallback {
     /// Bearer token for this endpoint.
     #[serde(default)]
     pub api_key: Option<Secret>,
+    /// Name of an environment variable holding the bearer token (how the
+    /// operator passes a Secret without writing it into the file). Must not
+    /// start with `CLAWDBOT_`.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
     /// Model name to request there. Defaults to `model.name`.
     #[serde(default)]
     pub name: Option<String>,
@@ -325,4 +338,150 @@ pub struct RedisConfig {
     /// Env `REDIS_URL`. The runtime checks that the server answers for
     /// `/health/ready`.
     pub url: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DingTalkMode {
+    /// DingTalk calls `POST /webhooks/dingtalk` (needs a public URL).
+    #[default]
+    Http,
+    /// bot-runtime opens DingTalk's Stream-mode connection (no public URL).
+    Stream,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DingTalkConfig {
+    /// Answer DingTalk messages.
+    pub enabled: bool,
+    /// `http` (callback) or `stream` (long connection).
+    pub mode: DingTalkMode,
+    /// The app's AppKey (Client ID).
+    pub app_key: Option<String>,
+    /// The app's AppSecret (Client Secret).
+    pub app_secret: Option<Secret>,
+    /// The robot's code, for replies through the robot OpenAPI.
+    pub robot_code: Option<String>,
+    /// A custom robot's webhook URL, for outbound notifications.
+    pub webhook_url: Option<Secret>,
+    /// The custom robot's signing secret (`SEC...`).
+    pub secret: Option<Secret>,
+    /// DingTalk OpenAPI base URL.
+    pub api_base: String,
+}
+
+impl Default for DingTalkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mode: DingTalkMode::Http,
+            app_key: None,
+            app_secret: None,
+            robot_code: None,
+            webhook_url: None,
+            secret: None,
+            api_base: "https://api.dingtalk.com".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FeishuMode {
+    /// Feishu calls `POST /webhooks/feishu` (needs a public URL).
+    #[default]
+    Webhook,
+    /// bot-runtime opens Feishu's long connection (no public URL).
+    Websocket,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeishuConfig {
+    /// Answer Feishu / Lark messages.
+    pub enabled: bool,
+    /// `webhook` (event callback) or `websocket` (long connection).
+    pub mode: FeishuMode,
+    /// The app's App ID.
+    pub app_id: Option<String>,
+    /// The app's App Secret.
+    pub app_secret: Option<Secret>,
+    /// Event subscription verification token.
+    pub verification_token: Option<Secret>,
+    /// Event subscription encrypt key (enables AES-256-CBC bodies and signatures).
+    pub encrypt_key: Option<Secret>,
+    /// `https://open.feishu.cn` (Feishu) or `https://open.larksuite.com` (Lark).
+    pub api_base: String,
+}
+
+impl Default for FeishuConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mode: FeishuMode::Webhook,
+            app_id: None,
+            app_secret: None,
+            verification_token: None,
+            encrypt_key: None,
+            api_base: "https://open.feishu.cn".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct WeComConfig {
+    /// Answer WeCom messages.
+    pub enabled: bool,
+    /// The company's CorpID.
+    pub corp_id: Option<String>,
+    /// The app's AgentId.
+    pub agent_id: Option<String>,
+    /// The app's Secret.
+    pub secret: Option<Secret>,
+    /// Callback Token.
+    pub token: Option<Secret>,
+    /// Callback EncodingAESKey (43 characters).
+    pub encoding_aes_key: Option<Secret>,
+    /// WeCom API base URL.
+    pub api_base: String,
+}
+
+impl Default for WeComConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            corp_id: None,
+            agent_id: None,
+            secret: None,
+            token: None,
+            encoding_aes_key: None,
+            api_base: "https://qyapi.weixin.qq.com".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackConfig {
+    /// Answer Slack messages.
+    pub enabled: bool,
+    /// The app's Signing Secret.
+    pub signing_secret: Option<Secret>,
+    /// The bot token (`xoxb-...`).
+    pub bot_token: Option<Secret>,
+    /// Slack Web API base URL.
+    pub api_base: String,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            signing_secret: None,
+            bot_token: None,
+            api_base: "https://slack.com/api".into(),
+        }
+    }
 }

@@ -130,6 +130,20 @@ pub fn validate(cfg: &RuntimeConfig) -> Vec<Issue> {
                 format!("{:?} is not an http:// or https:// URL", f.endpoint),
             );
         }
+        if let Some(var) = &f.api_key_env {
+            if f.api_key.is_some() {
+                bad(
+                    &format!("model.fallbacks[{i}].api_key_env"),
+                    "set api_key or api_key_env, not both".into(),
+                );
+            }
+            if !is_env_name(var) || var.starts_with("CLAWDBOT_") {
+                bad(
+                    &format!("model.fallbacks[{i}].api_key_env"),
+                    format!("{var:?} is not an environment variable name outside CLAWDBOT_*"),
+                );
+            }
+        }
     }
     if let Some(t) = m.temperature
         && !(0.0..=2.0).contains(&t)
@@ -192,7 +206,31 @@ pub fn validate(cfg: &RuntimeConfig) -> Vec<Issue> {
             );
         }
     }
+    for (key, enabled) in [
+        ("dingtalk.enabled", cfg.dingtalk.enabled),
+        ("feishu.enabled", cfg.feishu.enabled),
+        ("wecom.enabled", cfg.wecom.enabled),
+        ("slack.enabled", cfg.slack.enabled),
+    ] {
+        // Accepted in the file so one config serves the releases that have
+        // IM channels; refused here so an enabled channel never silently
+        // does nothing.
+        if enabled {
+            bad(
+                key,
+                "IM channels are not available in this release of bot-runtime; set it to false"
+                    .into(),
+            );
+        }
+    }
     issues
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// `IpNet` from `10.0.0.0/8` or a bare address.

@@ -96,9 +96,10 @@ impl OpenAiUpstream {
             breaker(),
         )?];
         for f in &cfg.fallbacks {
+            let key = fallback_key(f, |var| std::env::var(var).ok())?;
             endpoints.push(Endpoint::new(
                 &f.endpoint,
-                f.api_key.as_ref().map(|k| k.expose()),
+                key.as_deref(),
                 f.name.as_deref().unwrap_or(&cfg.name),
                 breaker(),
             )?);
@@ -239,6 +240,24 @@ impl OpenAiUpstream {
             usage: wire.usage,
             raw: Some(body),
         })
+    }
+}
+
+/// A fallback's key: inline, or read from the environment variable it names
+/// (a missing variable is a start-up error, not a silent anonymous call).
+fn fallback_key(
+    f: &clawdbot_config::ModelFallback,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<String>> {
+    match (&f.api_key, &f.api_key_env) {
+        (Some(k), _) => Ok(Some(k.expose().to_owned())),
+        (None, Some(var)) => lookup(var).map(Some).ok_or_else(|| {
+            anyhow::anyhow!(
+                "model fallback {}: environment variable {var} is not set",
+                f.endpoint
+            )
+        }),
+        (None, None) => Ok(None),
     }
 }
 
@@ -466,6 +485,26 @@ impl Provider for OpenAiUpstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fallback_keys_come_inline_or_from_the_named_variable() {
+        let mut f = clawdbot_config::ModelFallback {
+            endpoint: "http://b/v1".into(),
+            api_key: None,
+            api_key_env: Some("MODEL_FALLBACK_1_API_KEY".into()),
+            name: None,
+        };
+        let env = |v: &str| (v == "MODEL_FALLBACK_1_API_KEY").then(|| "k1".to_owned());
+        assert_eq!(fallback_key(&f, env).unwrap().as_deref(), Some("k1"));
+        assert!(
+            fallback_key(&f, |_| None)
+                .unwrap_err()
+                .to_string()
+                .contains("MODEL_FALLBACK_1_API_KEY")
+        );
+        f.api_key_env = None;
+        assert_eq!(fallback_key(&f, env).unwrap(), None);
+    }
 
     #[test]
     fn upstream_messages_are_extracted_and_capped() {
