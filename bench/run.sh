@@ -126,6 +126,10 @@ stop() {
     for _ in $(seq 1 250); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    # Forget it, so the exit trap cannot hit a recycled pid.
+    local keep=() p
+    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
 }
 
 # ---------------------------------------------------------------- build
