@@ -1,1 +1,260 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+use clawdbot_operator::controller::{self, Apis, Context};
+use clawdbot_operator::crd::{ClawdBot, DEFAULT_IMAGE};
+use clawdbot_operator::leader::{LeaseSettings, run_as_leader};
+use clawdbot_operator::metrics::Metrics;
+use clawdbot_operator::{http, render, validate};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, CustomResourceExt};
+use tokio::sync::watch;
+
+/// Reconciles ClawdBot resources into running bot-runtime deployments.
+#[derive(Parser)]
+#[command(name = "clawdbot-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller (the default).
+    Run(RunArgs),
+    /// Print the ClawdBot CustomResourceDefinition as YAML.
+    Crd,
+    /// Print every object the controller would apply for a ClawdBot, offline.
+    Render {
+        /// The ClawdBot manifest (YAML).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Parser, Clone)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespace of the leader-election Lease (default: POD_NAMESPACE, else "default").
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "clawdbot-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: POD_NAME, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// ClawdBots reconciled at the same time.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u16,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: String,
+    /// bot-runtime image used when a ClawdBot names none.
+    #[arg(long, env = "CLAWDBOT_RUNTIME_IMAGE", default_value = DEFAULT_IMAGE)]
+    runtime_image: String,
+    /// Log format: json or text.
+    #[arg(long, default_value = "json")]
+    log_format: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crd) => match serde_saphyr::to_string(&ClawdBot::crd()) {
+            Ok(y) => {
+                print!("{y}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot render the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Render { file }) => render_file(&file),
+        Some(Command::Run(args)) => run(args),
+        None => run(RunArgs::parse_from(["clawdbot-operator"])),
+    }
+}
+
+fn render_file(file: &PathBuf) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let raw: kube::api::DynamicObject = match serde_saphyr::from_str(&text) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{}: not a Kubernetes object: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut cb = match validate::parse(&raw) {
+        Ok(cb) => cb,
+        Err(e) => {
+            eprintln!("invalid ClawdBot: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cb.metadata.namespace.is_none() {
+        cb.metadata.namespace = Some("default".into());
+    }
+    let errors = validate::validate(&cb);
+    if !errors.is_empty() {
+        for e in errors {
+            eprintln!("invalid ClawdBot: {e}");
+        }
+        return ExitCode::from(2);
+    }
+    let children = render::build(
+        &cb,
+        &render::Inputs {
+            secrets_digest: String::new(),
+            default_image: DEFAULT_IMAGE.into(),
+        },
+    )
+    .and_then(|c| c.to_yaml_documents());
+    match children {
+        Ok(docs) => {
+            for d in docs {
+                print!("---\n{d}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot render: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "text" {
+        b.init();
+    } else {
+        b.json().flatten_event(true).with_current_span(false).init();
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    init_logging(&args.log_format);
+    // kube and everything else share one rustls provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run_async(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "operator stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_async(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(&args.metrics_addr).await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let probe = http::Probe {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let mut http_shutdown = shutdown_rx.clone();
+    let http_task = tokio::spawn(async move {
+        let _ = axum::serve(listener, http::router(probe))
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.changed().await;
+            })
+            .await;
+    });
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
+
+    let client = Client::try_default().await?;
+    let version = client.apiserver_version().await?;
+    tracing::info!(server = %version.git_version, "connected to the API server");
+    let apis = Apis::discover(&client).await;
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("clawdbot-operator-{}", std::process::id()));
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "clawdbot-operator".into(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        recorder,
+        metrics.clone(),
+        apis,
+        args.runtime_image.clone(),
+    ));
+    ready.store(true, Ordering::SeqCst);
+    let (namespace, concurrency) = (args.namespace.clone(), args.concurrency);
+    let lease = LeaseSettings {
+        name: args.lease_name.clone(),
+        namespace: args.lease_namespace.clone(),
+        identity,
+        duration_secs: 15,
+        grace_secs: 5,
+    };
+    run_as_leader(client, lease, metrics, shutdown_rx, move |mut stop| {
+        let ctx = ctx.clone();
+        let namespace = namespace.clone();
+        async move {
+            controller::run(ctx, namespace, concurrency, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        }
+    })
+    .await?;
+    http_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

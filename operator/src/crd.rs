@@ -1,0 +1,452 @@
+//! The `ClawdBot` custom resource (`clawdbot.io/v1alpha1`).
+//!
+//! Field docs become `kubectl explain` text: they are written for the person
+//! running the cluster. Secrets appear only as references; no field holds a
+//! secret value.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "clawdbot.io";
+pub const VERSION: &str = "v1alpha1";
+pub const DEFAULT_IMAGE: &str = concat!("clawdbot/bot-runtime:", env!("CARGO_PKG_VERSION"));
+
+/// A chat bot: the bot-runtime Deployment, its Service and configuration,
+/// and the optional pieces around it.
+// Repeated `printcolumn(type_ = "string")` entries look alike to clippy.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "clawdbot.io",
+    version = "v1alpha1",
+    kind = "ClawdBot",
+    plural = "clawdbots",
+    shortname = "cb",
+    category = "clawdbot",
+    namespaced,
+    status = "ClawdBotStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(name = "Model", type_ = "string", json_path = ".spec.model.name"),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    doc = "A ClawdBot runs one chat bot: bot-runtime pods, their Service and configuration."
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClawdBotSpec {
+    /// Container image of bot-runtime. Defaults to the release matching the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// When to pull the image: Always, IfNotPresent or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Secrets holding registry credentials for the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Desired bot-runtime pods. Deliberately without a default: leave it unset
+    /// to run 1 (or let an autoscaler own it through the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+    /// CPU and memory requests and limits of the bot-runtime container.
+    /// Defaults: requests 50m CPU / 64Mi, limit 256Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The model the bot talks to.
+    #[serde(default)]
+    pub model: ModelSpec,
+    /// API keys of the bot's HTTP API.
+    #[serde(default)]
+    pub auth: AuthSpec,
+    /// A ConfigMap of knowledge documents, mounted read-only at /etc/clawdbot/knowledge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knowledge: Option<ConfigMapRef>,
+    /// IM platforms the bot answers on.
+    #[serde(default)]
+    pub channels: ChannelsSpec,
+    /// Redis for sessions shared by every replica. Unset: in-memory sessions
+    /// (keep replicas at 1 then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
+    /// Database for conversation logs. Unset: the embedded SQLite file in the
+    /// pod's scratch volume (lost with the pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSpec>,
+    /// A HorizontalPodAutoscaler targeting this ClawdBot's scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+    /// A PodDisruptionBudget for the bot-runtime pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<DisruptionBudgetSpec>,
+    /// A NetworkPolicy limiting who may reach the bot-runtime pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+    /// An Ingress exposing the bot outside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+    /// ServiceMonitor and PrometheusRule (only where the Prometheus Operator's API exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
+    /// Additions to the bot-runtime pod template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverrides>,
+    /// Stop reconciling: the operator makes no changes to this bot's objects
+    /// until it is set back to false.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// A key of a Secret in the ClawdBot's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// A Secret in the ClawdBot's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A ConfigMap in the ClawdBot's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub struct ConfigMapRef {
+    /// Name of the ConfigMap.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelBackend {
+    /// An OpenAI-compatible HTTP endpoint.
+    Openai,
+    /// No model: the bot answers that none is configured.
+    None,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.backend) || self.backend != 'openai' || has(self.endpoint)").message("model.endpoint is required when model.backend is openai").field_path(".endpoint"))]
+#[x_kube(validation = Rule::new("!has(self.apiKeySecretRef) || has(self.endpoint)").message("model.apiKeySecretRef needs model.endpoint").field_path(".apiKeySecretRef"))]
+pub struct ModelSpec {
+    /// `openai` or `none`. Unset: `openai` when an endpoint is set, else `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<ModelBackend>,
+    /// OpenAI-compatible base URL, usually ending in /v1 (e.g. https://api.openai.com/v1
+    /// or http://vllm.models:8000/v1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s/]+.*$"))]
+    pub endpoint: Option<String>,
+    /// Model name sent to the endpoint and listed by the bot's /v1/models. Default `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub name: Option<String>,
+    /// The Secret key holding the endpoint's API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// Endpoints tried in order when the one before fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub fallbacks: Vec<ModelFallbackSpec>,
+    /// System prompt for web-chat and IM conversations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub system_prompt: Option<String>,
+    /// Sampling temperature used when a caller sets none, 0 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 2.0))]
+    pub temperature: Option<f64>,
+    /// Completion token limit used when a caller sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<u32>,
+}
+
+/// A further OpenAI-compatible endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelFallbackSpec {
+    /// OpenAI-compatible base URL.
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s/]+.*$"))]
+    pub endpoint: String,
+    /// Model name there. Defaults to model.name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The Secret key holding this endpoint's API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// The Secret key holding the bot's API keys: comma-separated `KEY` or
+    /// `KEY:admin`. Unset: the operator generates a Secret `<name>-api-keys`
+    /// (key `api-keys`) once and names it in status.authSecretName, so no bot
+    /// is an open relay spending the model key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys_secret_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelsSpec {
+    /// DingTalk. Credentials Secret keys: app_key, app_secret, robot_code, webhook_url, secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dingtalk: Option<DingTalkChannel>,
+    /// Feishu / Lark. Credentials Secret keys: app_id, app_secret, verification_token, encrypt_key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feishu: Option<FeishuChannel>,
+    /// WeCom. Credentials Secret keys: corp_id, agent_id, secret, token, encoding_aes_key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wecom: Option<BasicChannel>,
+    /// Slack. Credentials Secret keys: signing_secret, bot_token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<BasicChannel>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DingTalkMode {
+    Http,
+    Stream,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FeishuMode {
+    Webhook,
+    Websocket,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.enabled || has(self.credentialsSecretRef)").message("an enabled channel needs credentialsSecretRef").field_path(".credentialsSecretRef"))]
+pub struct DingTalkChannel {
+    /// Answer on this platform.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `http` (DingTalk calls the bot's webhook; needs an Ingress) or `stream`
+    /// (the bot connects out; no public URL). Default http.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DingTalkMode>,
+    /// Secret whose keys are the runtime's config leaf names for this platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.enabled || has(self.credentialsSecretRef)").message("an enabled channel needs credentialsSecretRef").field_path(".credentialsSecretRef"))]
+pub struct FeishuChannel {
+    /// Answer on this platform.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `webhook` (Feishu calls the bot; needs an Ingress) or `websocket` (the
+    /// bot connects out). Default webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<FeishuMode>,
+    /// Secret whose keys are the runtime's config leaf names for this platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+    /// Use Lark (open.larksuite.com) instead of Feishu (open.feishu.cn).
+    #[serde(default)]
+    pub lark: bool,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.enabled || has(self.credentialsSecretRef)").message("an enabled channel needs credentialsSecretRef").field_path(".credentialsSecretRef"))]
+pub struct BasicChannel {
+    /// Answer on this platform.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Secret whose keys are the runtime's config leaf names for this platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// The Secret key holding a `redis://` or `rediss://` URL of an existing Redis.
+    pub url_secret_ref: SecretKeyRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// The Secret key holding a `postgres://` or `mysql://` URL of an existing database.
+    pub url_secret_ref: SecretKeyRef,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed maxReplicas").field_path(".minReplicas"))]
+pub struct AutoscalingSpec {
+    /// Fewest pods. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: Option<i32>,
+    /// Most pods.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Average CPU utilisation (percent of requests) to aim for. Default 70.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization: Option<i32>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.minAvailable) && has(self.maxUnavailable))").message("set disruptionBudget.minAvailable or maxUnavailable, not both"))]
+pub struct DisruptionBudgetSpec {
+    /// Pods that must stay up during voluntary disruptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub min_available: Option<i32>,
+    /// Pods that may be down during voluntary disruptions. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_unavailable: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Namespaces (by label `kubernetes.io/metadata.name`) allowed to reach the
+    /// bot's port besides the ingress controller's. Empty: same namespace only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_namespaces: Vec<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.enabled || has(self.host)").message("an enabled ingress needs a host").field_path(".host"))]
+pub struct IngressSpec {
+    /// Create the Ingress.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Host name, e.g. bot.example.com.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub host: Option<String>,
+    /// IngressClass to use. Unset: the cluster default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// Secret with the TLS certificate for the host. Unset: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+    /// Extra annotations (e.g. cert-manager issuer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Create a ServiceMonitor (and the alert rules) for the Prometheus Operator.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Labels your Prometheus selects ServiceMonitors and rules by (e.g. release: prometheus).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverrides {
+    /// Extra pod labels (the operator's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Node selector for the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations for the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity rules for the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+/// What the operator observed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClawdBotStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing, Degraded and Paused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// bot-runtime pods that exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// bot-runtime pods that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Label selector of the pods, for the scale subresource (HPA, KEDA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// In-cluster URL of the bot, e.g. http://NAME.NAMESPACE.svc:18789.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The Secret holding the bot's API keys (generated when auth.apiKeysSecretRef is unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_name: Option<String>,
+}

@@ -1,0 +1,12 @@
+//! clawdbot-operator: reconciles `ClawdBot` resources into running
+//! bot-runtime deployments.
+
+pub mod controller;
+pub mod crd;
+pub mod http;
+pub mod labels;
+pub mod leader;
+pub mod metrics;
+pub mod render;
+pub mod status;
+pub mod validate;

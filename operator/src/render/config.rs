@@ -1,0 +1,192 @@
+//! The bot-runtime configuration a ClawdBot asks for, rendered from the
+//! runtime's own config types, and the environment that carries its secrets.
+
+use clawdbot_config::{self as rc, RuntimeConfig};
+use k8s_openapi::api::core::v1::{
+    EnvFromSource, EnvVar, EnvVarSource, SecretEnvSource, SecretKeySelector,
+};
+
+use crate::crd::{ClawdBot, DingTalkMode, FeishuMode, ModelBackend, SecretKeyRef};
+use crate::labels;
+
+/// Where the pod's writable scratch volume is mounted.
+pub const DATA_DIR: &str = "/var/lib/clawdbot";
+/// The runtime's drain deadline; the pod's grace period is longer.
+pub const DRAIN_DEADLINE_SECS: u64 = 25;
+
+pub fn fallback_key_env(i: usize) -> String {
+    format!("MODEL_FALLBACK_{}_API_KEY", i + 1)
+}
+
+pub fn runtime_config(cb: &ClawdBot) -> RuntimeConfig {
+    let spec = &cb.spec;
+    let m = &spec.model;
+    let mut cfg = RuntimeConfig::default();
+    cfg.server.listen = format!("0.0.0.0:{}", labels::HTTP_PORT);
+    cfg.server.data_dir = DATA_DIR.into();
+    cfg.server.drain_deadline_secs = DRAIN_DEADLINE_SECS;
+    cfg.logging.format = rc::LogFormat::Json;
+    cfg.model.backend = m.backend.map(|b| match b {
+        ModelBackend::Openai => rc::ModelBackend::Openai,
+        ModelBackend::None => rc::ModelBackend::None,
+    });
+    cfg.model.endpoint = m.endpoint.clone();
+    if let Some(name) = &m.name {
+        cfg.model.name = name.clone();
+    }
+    cfg.model.system_prompt = m.system_prompt.clone();
+    cfg.model.temperature = m.temperature;
+    cfg.model.max_tokens = m.max_tokens;
+    cfg.model.fallbacks = m
+        .fallbacks
+        .iter()
+        .enumerate()
+        .map(|(i, f)| rc::ModelFallback {
+            endpoint: f.endpoint.clone(),
+            api_key: None,
+            api_key_env: f.api_key_secret_ref.as_ref().map(|_| fallback_key_env(i)),
+            name: f.name.clone(),
+        })
+        .collect();
+    let ch = &spec.channels;
+    if let Some(d) = &ch.dingtalk {
+        cfg.dingtalk.enabled = d.enabled;
+        cfg.dingtalk.mode = match d.mode {
+            Some(DingTalkMode::Stream) => rc::DingTalkMode::Stream,
+            _ => rc::DingTalkMode::Http,
+        };
+    }
+    if let Some(f) = &ch.feishu {
+        cfg.feishu.enabled = f.enabled;
+        cfg.feishu.mode = match f.mode {
+            Some(FeishuMode::Websocket) => rc::FeishuMode::Websocket,
+            _ => rc::FeishuMode::Webhook,
+        };
+        if f.lark {
+            cfg.feishu.api_base = "https://open.larksuite.com".into();
+        }
+    }
+    if let Some(w) = &ch.wecom {
+        cfg.wecom.enabled = w.enabled;
+    }
+    if let Some(s) = &ch.slack {
+        cfg.slack.enabled = s.enabled;
+    }
+    cfg
+}
+
+fn enabled_secret(enabled: bool, r: Option<&crate::crd::SecretRef>) -> Option<&str> {
+    r.filter(|_| enabled).map(|r| r.name.as_str())
+}
+
+fn secret_key_env(name: &str, r: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: r.name.clone(),
+                key: r.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// Environment that carries the bot's secrets, and whole-Secret imports for
+/// the IM channels (their keys are the runtime's config leaf names, so
+/// `app_secret` in the DingTalk Secret becomes `CLAWDBOT_DINGTALK__app_secret`).
+pub fn secret_env(cb: &ClawdBot) -> (Vec<EnvVar>, Vec<EnvFromSource>) {
+    let spec = &cb.spec;
+    let mut env = Vec::new();
+    if let Some(r) = &spec.model.api_key_secret_ref {
+        env.push(secret_key_env("MODEL_API_KEY", r));
+    }
+    for (i, f) in spec.model.fallbacks.iter().enumerate() {
+        if let Some(r) = &f.api_key_secret_ref {
+            env.push(secret_key_env(&fallback_key_env(i), r));
+        }
+    }
+    env.push(secret_key_env("CLAWDBOT_API_KEYS", &api_keys_ref(cb)));
+    if let Some(r) = &spec.redis {
+        env.push(secret_key_env("REDIS_URL", &r.url_secret_ref));
+    }
+    if let Some(d) = &spec.database {
+        env.push(secret_key_env("DATABASE_URL", &d.url_secret_ref));
+    }
+    let ch = &spec.channels;
+    let mut env_from = Vec::new();
+    let mut import = |prefix: &str, secret: Option<&str>| {
+        if let Some(name) = secret {
+            env_from.push(EnvFromSource {
+                prefix: Some(prefix.to_owned()),
+                secret_ref: Some(SecretEnvSource {
+                    name: name.to_owned(),
+                    optional: Some(false),
+                }),
+                ..EnvFromSource::default()
+            });
+        }
+    };
+    if let Some(d) = &ch.dingtalk {
+        import(
+            "CLAWDBOT_DINGTALK__",
+            enabled_secret(d.enabled, d.credentials_secret_ref.as_ref()),
+        );
+    }
+    if let Some(f) = &ch.feishu {
+        import(
+            "CLAWDBOT_FEISHU__",
+            enabled_secret(f.enabled, f.credentials_secret_ref.as_ref()),
+        );
+    }
+    if let Some(w) = &ch.wecom {
+        import(
+            "CLAWDBOT_WECOM__",
+            enabled_secret(w.enabled, w.credentials_secret_ref.as_ref()),
+        );
+    }
+    if let Some(s) = &ch.slack {
+        import(
+            "CLAWDBOT_SLACK__",
+            enabled_secret(s.enabled, s.credentials_secret_ref.as_ref()),
+        );
+    }
+    (env, env_from)
+}
+
+/// The Secret key holding the runtime's API keys: the user's, or the generated one.
+pub fn api_keys_ref(cb: &ClawdBot) -> SecretKeyRef {
+    cb.spec
+        .auth
+        .api_keys_secret_ref
+        .clone()
+        .unwrap_or_else(|| SecretKeyRef {
+            name: labels::api_keys_secret_name(&kube::ResourceExt::name_any(cb)),
+            key: labels::API_KEYS_KEY.to_owned(),
+        })
+}
+
+/// Names of every Secret the pods read, for hashing and for status messages.
+pub fn referenced_secrets(cb: &ClawdBot) -> Vec<String> {
+    let (env, env_from) = secret_env(cb);
+    let mut names: Vec<String> = env
+        .iter()
+        .filter_map(|e| {
+            e.value_from
+                .as_ref()?
+                .secret_key_ref
+                .as_ref()
+                .map(|s| s.name.clone())
+        })
+        .chain(
+            env_from
+                .iter()
+                .filter_map(|e| e.secret_ref.as_ref().map(|s| s.name.clone())),
+        )
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}

@@ -1,0 +1,282 @@
+//! Checks of a ClawdBot beyond what the schema says, run before anything is
+//! applied. The API server enforces the schema and CEL rules too, but not
+//! every cluster (or emulator) does, and the runtime's own config validation
+//! catches what neither can express. Every error names the field.
+
+use kube::ResourceExt;
+use kube::api::DynamicObject;
+
+use crate::crd::{ClawdBot, ClawdBotSpec, ModelBackend};
+use crate::render::runtime_config;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path from the object root, e.g. `spec.model.endpoint`.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Reads a ClawdBot out of the raw object. A wrong type anywhere in the
+/// spec becomes one error naming the field, instead of a watch that fails
+/// for every ClawdBot in the cluster.
+pub fn parse(obj: &DynamicObject) -> Result<ClawdBot, FieldError> {
+    let spec = obj
+        .data
+        .get("spec")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let spec = if spec.is_null() {
+        serde_json::json!({})
+    } else {
+        spec
+    };
+    let spec: ClawdBotSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
+        let path = e.path().to_string();
+        FieldError {
+            field: if path == "." {
+                "spec".into()
+            } else {
+                format!("spec.{path}")
+            },
+            message: e.into_inner().to_string(),
+        }
+    })?;
+    let status = obj
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok());
+    Ok(ClawdBot {
+        metadata: obj.metadata.clone(),
+        spec,
+        status,
+    })
+}
+
+pub fn validate(cb: &ClawdBot) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut bad = |field: &str, message: String| {
+        errors.push(FieldError {
+            field: field.to_owned(),
+            message,
+        })
+    };
+    let name = cb.name_any();
+    if !is_dns_label(&name) {
+        bad(
+            "metadata.name",
+            format!(
+                "{name:?} must be a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters): it names the Service"
+            ),
+        );
+    }
+    let s = &cb.spec;
+    if let Some(r) = s.replicas
+        && !(0..=1000).contains(&r)
+    {
+        bad("spec.replicas", format!("{r} is outside 0..=1000"));
+    }
+    let m = &s.model;
+    if m.backend == Some(ModelBackend::Openai) && m.endpoint.is_none() {
+        bad(
+            "spec.model.endpoint",
+            "is required when model.backend is openai".into(),
+        );
+    }
+    if m.api_key_secret_ref.is_some() && m.endpoint.is_none() {
+        bad(
+            "spec.model.apiKeySecretRef",
+            "needs spec.model.endpoint".into(),
+        );
+    }
+    if let Some(e) = &m.endpoint
+        && !is_http_url(e)
+    {
+        bad(
+            "spec.model.endpoint",
+            format!("{e:?} is not an http:// or https:// URL"),
+        );
+    }
+    for (i, f) in m.fallbacks.iter().enumerate() {
+        if !is_http_url(&f.endpoint) {
+            bad(
+                &format!("spec.model.fallbacks[{i}].endpoint"),
+                format!("{:?} is not an http:// or https:// URL", f.endpoint),
+            );
+        }
+    }
+    if m.fallbacks.len() > 8 {
+        bad("spec.model.fallbacks", "at most 8 fallbacks".into());
+    }
+    let ch = &s.channels;
+    for (field, enabled, has_secret) in [
+        (
+            "spec.channels.dingtalk",
+            ch.dingtalk.as_ref().is_some_and(|c| c.enabled),
+            ch.dingtalk
+                .as_ref()
+                .is_some_and(|c| c.credentials_secret_ref.is_some()),
+        ),
+        (
+            "spec.channels.feishu",
+            ch.feishu.as_ref().is_some_and(|c| c.enabled),
+            ch.feishu
+                .as_ref()
+                .is_some_and(|c| c.credentials_secret_ref.is_some()),
+        ),
+        (
+            "spec.channels.wecom",
+            ch.wecom.as_ref().is_some_and(|c| c.enabled),
+            ch.wecom
+                .as_ref()
+                .is_some_and(|c| c.credentials_secret_ref.is_some()),
+        ),
+        (
+            "spec.channels.slack",
+            ch.slack.as_ref().is_some_and(|c| c.enabled),
+            ch.slack
+                .as_ref()
+                .is_some_and(|c| c.credentials_secret_ref.is_some()),
+        ),
+    ] {
+        if enabled && !has_secret {
+            bad(
+                &format!("{field}.credentialsSecretRef"),
+                "an enabled channel needs credentialsSecretRef".into(),
+            );
+        }
+    }
+    if let Some(a) = &s.autoscaling {
+        if a.max_replicas < 1 {
+            bad("spec.autoscaling.maxReplicas", "must be at least 1".into());
+        }
+        if a.min_replicas.is_some_and(|min| min > a.max_replicas) {
+            bad(
+                "spec.autoscaling.minReplicas",
+                "must not exceed maxReplicas".into(),
+            );
+        }
+    }
+    if let Some(d) = &s.disruption_budget
+        && d.min_available.is_some()
+        && d.max_unavailable.is_some()
+    {
+        bad(
+            "spec.disruptionBudget",
+            "set minAvailable or maxUnavailable, not both".into(),
+        );
+    }
+    if let Some(i) = &s.ingress
+        && i.enabled
+    {
+        match &i.host {
+            None => bad(
+                "spec.ingress.host",
+                "an enabled ingress needs a host".into(),
+            ),
+            Some(h) if !is_dns_name(h) => {
+                bad("spec.ingress.host", format!("{h:?} is not a DNS name"))
+            }
+            _ => {}
+        }
+    }
+    if s.monitoring.as_ref().is_some_and(|m| m.enabled) {
+        bad(
+            "spec.monitoring.enabled",
+            "ServiceMonitor and PrometheusRule are not reconciled by this operator version; set it to false".into(),
+        );
+    }
+    // The runtime's own rules, on the config this ClawdBot renders to.
+    for issue in clawdbot_config::validate(&runtime_config(cb)) {
+        bad(&spec_path_for_runtime_key(&issue.key), issue.why);
+    }
+    errors.dedup_by(|a, b| a.field == b.field);
+    errors
+}
+
+/// `model.max_tokens` -> `spec.model.maxTokens`, `dingtalk.enabled` ->
+/// `spec.channels.dingtalk.enabled`.
+fn spec_path_for_runtime_key(key: &str) -> String {
+    let camel: Vec<String> = key
+        .split('.')
+        .map(|seg| {
+            let mut out = String::new();
+            let mut upper = false;
+            for c in seg.chars() {
+                if c == '_' {
+                    upper = true;
+                } else if upper {
+                    out.extend(c.to_uppercase());
+                    upper = false;
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        })
+        .collect();
+    match camel[0].as_str() {
+        "dingtalk" | "feishu" | "wecom" | "slack" => format!("spec.channels.{}", camel.join(".")),
+        _ => format!("spec.{}", camel.join(".")),
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn is_dns_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_keys_map_to_spec_fields() {
+        assert_eq!(
+            spec_path_for_runtime_key("model.max_tokens"),
+            "spec.model.maxTokens"
+        );
+        assert_eq!(
+            spec_path_for_runtime_key("dingtalk.enabled"),
+            "spec.channels.dingtalk.enabled"
+        );
+    }
+
+    #[test]
+    fn dns_names() {
+        assert!(is_dns_label("bot-1"));
+        assert!(!is_dns_label("1bot"));
+        assert!(!is_dns_label("Bot"));
+        assert!(!is_dns_label(&"a".repeat(64)));
+        assert!(is_dns_name("bot.example.com"));
+        assert!(!is_dns_name("bot..example"));
+    }
+}
