@@ -1,0 +1,363 @@
+"""The emulator's compatibility layer, checked with kubectl and plain HTTP.
+
+Run: .cache/operator-venv/bin/pytest -q tests/operator/test_emulator.py
+"""
+import json
+
+import pytest
+
+from conftest import KubeError
+
+CB = '/apis/clawdbot.io/v1alpha1'
+
+
+def clawdbot(ns, name='bot', replicas=1, labels=None):
+    return {'apiVersion': 'clawdbot.io/v1alpha1', 'kind': 'ClawdBot',
+            'metadata': {'name': name, 'namespace': ns, **({'labels': labels} if labels else {})},
+            'spec': {'replicas': replicas, 'model': {'name': 'gpt'}}}
+
+
+def configmap(ns, name, labels=None, **extra):
+    return {'apiVersion': 'v1', 'kind': 'ConfigMap',
+            'metadata': {'name': name, 'namespace': ns, 'labels': labels or {}, **extra}, 'data': {'k': 'v'}}
+
+
+def names(items):
+    return sorted(item['metadata']['name'] for item in items)
+
+
+def test_discovery_lists_clawdbot_and_not_monitoring(emulator):
+    groups = {g['name']: g for g in emulator.get('/apis')['groups']}
+    assert 'clawdbot.io' in groups and 'monitoring.coreos.com' not in groups
+    assert groups['autoscaling']['preferredVersion']['version'] == 'v2'
+    for group in ('apps', 'coordination.k8s.io', 'events.k8s.io', 'policy', 'autoscaling', 'networking.k8s.io',
+                  'apiextensions.k8s.io'):
+        assert group in groups
+    assert emulator.get('/api')['versions'] == ['v1']
+    core = emulator.get('/api/v1')
+    assert core['groupVersion'] == 'v1'
+    assert {'namespaces', 'configmaps', 'secrets', 'services', 'serviceaccounts', 'events', 'pods'} <= \
+        {r['name'] for r in core['resources']}
+    resources = {r['name']: r for r in emulator.get(f'{CB}')['resources']}
+    assert resources['clawdbots']['kind'] == 'ClawdBot' and resources['clawdbots']['shortNames'] == ['cb']
+    assert resources['clawdbots']['namespaced'] is True
+    assert {'clawdbots/status', 'clawdbots/scale'} <= set(resources)
+    status, body = emulator.request('GET', '/apis/monitoring.coreos.com/v1')
+    assert status == 404 and body['reason'] == 'NotFound'
+    status, body = emulator.request('GET', '/apis/monitoring.coreos.com/v1/namespaces/default/servicemonitors')
+    assert status == 404 and body['kind'] == 'Status' and body['reason'] == 'NotFound'
+    version = emulator.get('/version')
+    assert (version['major'], version['minor']) == ('1', '35')
+
+
+def test_create_get_list_carry_kind_and_server_metadata(emulator, namespace):
+    created = emulator.create(clawdbot(namespace))
+    meta = created['metadata']
+    assert meta['uid'] and meta['creationTimestamp'].endswith('Z') and meta['generation'] == 1
+    assert int(meta['resourceVersion']) > 0 and meta['namespace'] == namespace
+    fetched = emulator.get(f'{CB}/namespaces/{namespace}/clawdbots/bot')
+    assert fetched == created
+    listed = emulator.get(f'{CB}/namespaces/{namespace}/clawdbots')
+    assert listed['kind'] == 'ClawdBotList' and listed['apiVersion'] == 'clawdbot.io/v1alpha1'
+    assert int(listed['metadata']['resourceVersion']) >= int(meta['resourceVersion'])
+    assert [i['metadata']['uid'] for i in listed['items']] == [meta['uid']]
+    assert listed['items'][0]['kind'] == 'ClawdBot'
+    # across namespaces too
+    everywhere = emulator.get(f'{CB}/clawdbots')
+    assert meta['uid'] in [i['metadata']['uid'] for i in everywhere['items']]
+
+
+def test_kubectl_server_side_apply_creates_then_updates(emulator, namespace, tmp_path):
+    manifest = tmp_path / 'bot.json'
+    manifest.write_text(json.dumps(clawdbot(namespace, replicas=1)))
+    emulator.clear_writes()
+    out = emulator.kubectl('apply', '--server-side', '--field-manager', 'x', '-f', str(manifest)).stdout
+    assert 'serverside-applied' in out
+    first = emulator.get(f'{CB}/namespaces/{namespace}/clawdbots/bot')
+    assert first['spec']['replicas'] == 1 and first['metadata']['generation'] == 1
+
+    manifest.write_text(json.dumps(clawdbot(namespace, replicas=3)))
+    emulator.kubectl('apply', '--server-side', '--field-manager', 'x', '-f', str(manifest))
+    second = emulator.get(f'{CB}/namespaces/{namespace}/clawdbots/bot')
+    assert second['spec']['replicas'] == 3 and second['metadata']['generation'] == 2
+    assert second['metadata']['uid'] == first['metadata']['uid']
+
+    applies = [w for w in emulator.writes() if w['method'] == 'PATCH']
+    assert [(w['fieldManager'], w['code'], w['changed']) for w in applies] == [('x', 201, True), ('x', 200, True)]
+
+
+def test_kubectl_get_by_short_name(emulator, namespace):
+    emulator.create(clawdbot(namespace, name='short'))
+    out = emulator.kubectl('get', 'cb', '-n', namespace).stdout
+    assert 'short' in out.split()
+    resources = emulator.kubectl('api-resources', '--api-group=clawdbot.io').stdout
+    assert 'cb' in resources.split() and 'ClawdBot' in resources.split()
+    missing = emulator.kubectl('get', 'cb', 'nope', '-n', namespace, check=False)
+    assert missing.returncode != 0 and 'NotFound' in missing.stderr
+
+
+def test_status_writes_do_not_bump_generation(emulator, namespace):
+    path = f'{CB}/namespaces/{namespace}/clawdbots/bot'
+    created = emulator.create({**clawdbot(namespace), 'status': {'replicas': 9}})
+    assert 'status' not in created  # like the real server: status only through /status
+    after_status = emulator.patch_status(path, {'replicas': 1, 'endpoint': 'http://bot'})
+    assert after_status['status'] == {'replicas': 1, 'endpoint': 'http://bot'}
+    assert after_status['metadata']['generation'] == 1
+    assert int(after_status['metadata']['resourceVersion']) > int(created['metadata']['resourceVersion'])
+    # status in a main-resource write is ignored; spec changes bump generation
+    after_spec = emulator.patch(path, {'spec': {'replicas': 2}, 'status': {'replicas': 7}})
+    assert after_spec['status']['replicas'] == 1 and after_spec['metadata']['generation'] == 2
+    # a metadata-only change keeps the generation
+    after_label = emulator.patch(path, {'metadata': {'labels': {'a': 'b'}}})
+    assert after_label['metadata']['generation'] == 2 and after_label['metadata']['labels'] == {'a': 'b'}
+    # a /status write cannot change spec
+    emulator.patch(f'{path}/status', {'spec': {'replicas': 5}, 'status': {'replicas': 2}})
+    assert emulator.get(path)['spec']['replicas'] == 2
+
+
+def test_noop_apply_emits_no_event_and_keeps_resource_version(emulator, namespace):
+    obj = clawdbot(namespace)
+    first = emulator.apply(obj)
+    rv = first['metadata']['resourceVersion']
+    with emulator.watch(f'{CB}/namespaces/{namespace}/clawdbots', resourceVersion=rv) as watch:
+        emulator.clear_writes()
+        again = emulator.apply(obj)
+        assert again['metadata']['resourceVersion'] == rv
+        assert watch.collect(1.0) == []
+        assert [w['changed'] for w in emulator.writes()] == [False]
+        # a real change does arrive on the same watch
+        emulator.apply(clawdbot(namespace, replicas=2))
+        event = watch.next(5)
+        assert event['type'] == 'MODIFIED' and event['object']['spec']['replicas'] == 2
+
+
+def test_label_selectors_on_list(emulator, namespace):
+    base = f'/api/v1/namespaces/{namespace}/configmaps'
+    emulator.create(configmap(namespace, 'web', {'app': 'bot', 'tier': 'web'}))
+    emulator.create(configmap(namespace, 'db', {'app': 'bot', 'tier': 'db'}))
+    emulator.create(configmap(namespace, 'other', {'app': 'x'}))
+
+    def select(selector):
+        return names(emulator.get(base, labelSelector=selector)['items'])
+    assert select('app=bot') == ['db', 'web']
+    assert select('app==bot,tier=web') == ['web']
+    assert select('tier!=web') == ['db', 'other']
+    assert select('tier in (web, db)') == ['db', 'web']
+    assert select('tier notin (web)') == ['db', 'other']
+    assert select('tier') == ['db', 'web']
+    assert select('!tier') == ['other']
+    assert names(emulator.get(base, fieldSelector='metadata.name=db')['items']) == ['db']
+    assert names(emulator.get(base, fieldSelector=f'metadata.namespace={namespace},metadata.name!=db')['items']) \
+        == ['other', 'web']
+    assert emulator.kubectl('get', 'configmaps', '-n', namespace, '-l', 'tier=db', '-o', 'name').stdout.split() \
+        == ['configmap/db']
+    status, body = emulator.request('GET', base, params={'labelSelector': 'a in (b'})
+    assert status == 400 and body['reason'] == 'BadRequest'
+
+
+def test_label_selected_watch_sees_objects_enter_and_leave(emulator, namespace):
+    base = f'/api/v1/namespaces/{namespace}/configmaps'
+    emulator.create(configmap(namespace, 'before', {'app': 'bot'}))
+    with emulator.watch(base, labelSelector='app=bot') as watch:
+        initial = watch.next(5)
+        assert (initial['type'], initial['object']['metadata']['name']) == ('ADDED', 'before')
+        emulator.create(configmap(namespace, 'unlabelled'))
+        emulator.patch(f'{base}/unlabelled', {'metadata': {'labels': {'app': 'bot'}}})  # enters the selection
+        emulator.patch(f'{base}/before', {'metadata': {'labels': {'app': 'other'}}})  # leaves it
+        emulator.create(configmap(namespace, 'elsewhere', {'app': 'other'}))
+        events = [(e['type'], e['object']['metadata']['name']) for e in watch.collect(1.0)]
+    assert events == [('ADDED', 'unlabelled'), ('DELETED', 'before')]
+
+
+def test_watch_resumes_from_resource_version(emulator, namespace):
+    base = f'/api/v1/namespaces/{namespace}/configmaps'
+    rv = emulator.get(base)['metadata']['resourceVersion']
+    emulator.create(configmap(namespace, 'a'))
+    emulator.patch(f'{base}/a', {'data': {'k': 'changed'}})
+    emulator.delete(f'{base}/a')
+    with emulator.watch(base, resourceVersion=rv, allowWatchBookmarks='true', timeoutSeconds='10') as watch:
+        events = [(e['type'], e['object']['metadata']['name']) for e in watch.collect(1.0)]
+    assert events == [('ADDED', 'a'), ('MODIFIED', 'a'), ('DELETED', 'a')]
+
+
+def test_error_bodies_are_kubernetes_statuses(emulator, namespace):
+    status, body = emulator.request('GET', f'{CB}/namespaces/{namespace}/clawdbots/missing')
+    assert status == 404
+    assert {k: body[k] for k in ('kind', 'apiVersion', 'status', 'reason', 'code')} == \
+        {'kind': 'Status', 'apiVersion': 'v1', 'status': 'Failure', 'reason': 'NotFound', 'code': 404}
+    assert body['message'] == 'clawdbots.clawdbot.io "missing" not found'
+    emulator.create(clawdbot(namespace))
+    status, body = emulator.request('POST', f'{CB}/namespaces/{namespace}/clawdbots', clawdbot(namespace))
+    assert status == 409 and body['reason'] == 'AlreadyExists' and body['code'] == 409
+    status, body = emulator.request('PATCH', f'{CB}/namespaces/{namespace}/clawdbots/missing', {'spec': {}},
+                                    'application/merge-patch+json')
+    assert status == 404 and body['reason'] == 'NotFound'
+    status, body = emulator.request('POST', f'{CB}/namespaces/{namespace}/clawdbots', b'{not json')
+    assert status == 400 and body['reason'] == 'BadRequest'
+    with pytest.raises(KubeError) as error:
+        emulator.get(f'/api/v1/namespaces/{namespace}/secrets/missing')
+    assert error.value.status == 404 and error.value.body['message'] == 'secrets "missing" not found'
+
+
+def test_put_checks_resource_version(emulator, namespace):
+    path = f'/api/v1/namespaces/{namespace}/configmaps/cm'
+    current = emulator.create(configmap(namespace, 'cm'))
+    stale = json.loads(json.dumps(current))
+    current['data'] = {'k': 'new'}
+    replaced = emulator.put(path, current)
+    assert replaced['data'] == {'k': 'new'}
+    assert int(replaced['metadata']['resourceVersion']) > int(current['metadata']['resourceVersion'])
+    stale['data'] = {'k': 'lost update'}
+    status, body = emulator.request('PUT', path, stale)
+    assert status == 409 and body['reason'] == 'Conflict'
+    assert emulator.get(path)['data'] == {'k': 'new'}
+    status, _ = emulator.request('PUT', f'/api/v1/namespaces/{namespace}/configmaps/absent',
+                                 configmap(namespace, 'absent'))
+    assert status == 404
+
+
+def test_owner_references_are_garbage_collected(emulator, namespace):
+    bot = emulator.create(clawdbot(namespace))
+    owner = {'apiVersion': 'clawdbot.io/v1alpha1', 'kind': 'ClawdBot', 'name': 'bot',
+             'uid': bot['metadata']['uid'], 'controller': True, 'blockOwnerDeletion': True}
+    emulator.create(configmap(namespace, 'child', ownerReferences=[owner]))
+    emulator.create(configmap(namespace, 'unrelated'))
+    base = f'/api/v1/namespaces/{namespace}/configmaps'
+    deleted = emulator.delete(f'{CB}/namespaces/{namespace}/clawdbots/bot')
+    assert deleted['metadata']['uid'] == bot['metadata']['uid']
+    emulator.wait_for(lambda: names(emulator.get(base)['items']) == ['unrelated'], timeout=5,
+                      message='the owned ConfigMap to be collected')
+    collected = [w for w in emulator.writes() if w['internal']]
+    assert collected[-1]['method'] == 'DELETE' and collected[-1]['path'] == f'{base}/child'
+
+
+def test_finalizers_hold_deletion_and_json_patch_test_of_missing_path(emulator, namespace):
+    path = f'{CB}/namespaces/{namespace}/clawdbots/bot'
+    emulator.create(clawdbot(namespace))
+    # kube-runtime's finalizer(): test that /metadata/finalizers is absent (null), then add it
+    add = [{'op': 'test', 'path': '/metadata/finalizers', 'value': None},
+           {'op': 'add', 'path': '/metadata/finalizers', 'value': ['clawdbot.io/cleanup']}]
+    assert emulator.patch(path, add, 'application/json-patch+json')['metadata']['finalizers'] == ['clawdbot.io/cleanup']
+    # removing the last one leaves no empty list behind (omitempty), so the same test-and-add works again
+    removed = emulator.patch(path, [{'op': 'remove', 'path': '/metadata/finalizers/0'}], 'application/json-patch+json')
+    assert 'finalizers' not in removed['metadata']
+    emulator.patch(path, add, 'application/json-patch+json')
+    marked = emulator.delete(path)
+    assert marked['metadata']['deletionTimestamp'] and emulator.get(path)['metadata']['deletionTimestamp']
+    status, body = emulator.request('PATCH', path, [{'op': 'test', 'path': '/metadata/finalizers/0', 'value': 'x'}],
+                                    'application/json-patch+json')
+    assert status == 422 and body['reason'] == 'Invalid'
+    emulator.patch(path, [{'op': 'remove', 'path': '/metadata/finalizers/0'}], 'application/json-patch+json')
+    status, _ = emulator.request('GET', path)
+    assert status == 404
+
+
+def test_scale_subresource(emulator, namespace):
+    path = f'{CB}/namespaces/{namespace}/clawdbots/bot'
+    emulator.create(clawdbot(namespace, replicas=1))
+    emulator.patch_status(path, {'replicas': 1, 'selector': 'app=bot'})
+    emulator.kubectl('scale', 'cb/bot', '-n', namespace, '--replicas=4')
+    scale = emulator.get(f'{path}/scale')
+    assert scale['kind'] == 'Scale' and scale['spec']['replicas'] == 4
+    assert scale['status'] == {'replicas': 1, 'selector': 'app=bot'}
+    assert emulator.get(path)['spec']['replicas'] == 4
+
+
+def test_deployment_status_subresource(emulator, namespace):
+    deployment = {'apiVersion': 'apps/v1', 'kind': 'Deployment', 'metadata': {'name': 'web', 'namespace': namespace},
+                  'spec': {'replicas': 1, 'selector': {'matchLabels': {'app': 'web'}},
+                           'template': {'metadata': {'labels': {'app': 'web'}},
+                                        'spec': {'containers': [{'name': 'c', 'image': 'img'}]}}}}
+    applied = emulator.apply(deployment)
+    path = emulator.path_of(deployment)
+    assert path == f'/apis/apps/v1/namespaces/{namespace}/deployments/web'
+    ready = emulator.patch_status(path, {'replicas': 1, 'readyReplicas': 1, 'availableReplicas': 1,
+                                         'observedGeneration': 1})
+    assert ready['status']['readyReplicas'] == 1 and ready['metadata']['generation'] == 1
+    # re-applying the same spec leaves the status (written by "the controller") alone
+    again = emulator.apply(deployment)
+    assert again['status']['readyReplicas'] == 1
+    assert again['metadata']['resourceVersion'] == ready['metadata']['resourceVersion'] != \
+        applied['metadata']['resourceVersion']
+
+
+def test_lease_and_events_apis(emulator, namespace):
+    lease = {'apiVersion': 'coordination.k8s.io/v1', 'kind': 'Lease',
+             'metadata': {'name': 'clawdbot-operator', 'namespace': namespace},
+             'spec': {'holderIdentity': 'a', 'leaseDurationSeconds': 15}}
+    created = emulator.create(lease)
+    created['spec']['holderIdentity'] = 'b'
+    assert emulator.put(emulator.path_of(lease), created)['spec']['holderIdentity'] == 'b'
+    status, body = emulator.request('PUT', emulator.path_of(lease), created)  # stale resourceVersion now
+    assert status == 409 and body['reason'] == 'Conflict'
+    event = {'apiVersion': 'events.k8s.io/v1', 'kind': 'Event',
+             'metadata': {'generateName': 'bot.', 'namespace': namespace},
+             'reason': 'Reconciled', 'note': 'ok', 'type': 'Normal', 'action': 'Reconcile',
+             'reportingController': 'clawdbot-operator', 'reportingInstance': 'x',
+             'eventTime': '2026-01-01T00:00:00.000000Z',
+             'regarding': {'kind': 'ClawdBot', 'name': 'bot', 'namespace': namespace}}
+    made = emulator.create(event)
+    assert made['metadata']['name'].startswith('bot.') and len(made['metadata']['name']) > len('bot.')
+    listed = emulator.get(f'/apis/events.k8s.io/v1/namespaces/{namespace}/events')
+    assert listed['kind'] == 'EventList' and len(listed['items']) == 1
+
+
+def test_crd_creation_serves_the_new_resource(emulator, namespace):
+    crd = {'apiVersion': 'apiextensions.k8s.io/v1', 'kind': 'CustomResourceDefinition',
+           'metadata': {'name': 'widgets.example.com'},
+           'spec': {'group': 'example.com', 'scope': 'Namespaced',
+                    'names': {'plural': 'widgets', 'singular': 'widget', 'kind': 'Widget', 'shortNames': ['wd']},
+                    'versions': [{'name': 'v1', 'served': True, 'storage': True, 'subresources': {'status': {}},
+                                  'schema': {'openAPIV3Schema': {'type': 'object'}}}]}}
+    created = emulator.apply(crd)
+    conditions = {c['type']: c['status'] for c in created['status']['conditions']}
+    assert conditions == {'NamesAccepted': 'True', 'Established': 'True'}
+    assert 'example.com' in [g['name'] for g in emulator.get('/apis')['groups']]
+    emulator.create({'apiVersion': 'example.com/v1', 'kind': 'Widget',
+                     'metadata': {'name': 'w', 'namespace': namespace}})
+    assert emulator.kubectl('get', 'wd', '-n', namespace, '-o', 'name').stdout.split() == ['widget.example.com/w']
+    emulator.delete('/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com')
+    assert 'example.com' not in [g['name'] for g in emulator.get('/apis')['groups']]
+
+
+def test_writes_log(emulator, namespace):
+    emulator.clear_writes()
+    assert emulator.writes() == []
+    path = f'/api/v1/namespaces/{namespace}/configmaps/logged'
+    emulator.create(configmap(namespace, 'logged'))
+    emulator.patch(path, {'data': {'k': 'v'}}, fieldManager='me')  # no change
+    emulator.request('GET', path)  # reads are not logged
+    emulator.delete(path)
+    log = emulator.writes()
+    assert [(w['method'], w['path'], w['fieldManager'], w['changed'], w['code']) for w in log] == [
+        ('POST', f'/api/v1/namespaces/{namespace}/configmaps', None, True, 201),
+        ('PATCH', path, 'me', False, 200),
+        ('DELETE', path, None, True, 200),
+    ]
+    assert all(w['time'].endswith('Z') and not w['internal'] for w in log)
+    emulator.clear_writes()
+    assert emulator.writes() == []
+
+
+def test_namespace_deletion_deletes_its_objects(emulator):
+    emulator.create({'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': 'doomed'}})
+    emulator.create(configmap('doomed', 'inside'))
+    emulator.create(clawdbot('doomed'))
+    emulator.kubectl('delete', 'namespace', 'doomed')
+    emulator.wait_for(lambda: not emulator.get('/api/v1/namespaces/doomed/configmaps')['items']
+                      and not emulator.get(f'{CB}/namespaces/doomed/clawdbots')['items'], timeout=5,
+                      message='the namespace to be emptied')
+
+
+def test_server_dry_run_changes_nothing(emulator, namespace, tmp_path):
+    path = f'{CB}/namespaces/{namespace}/clawdbots/bot'
+    before = emulator.create(clawdbot(namespace, replicas=1))
+    manifest = tmp_path / 'bot.json'
+    manifest.write_text(json.dumps(clawdbot(namespace, replicas=5)))
+    out = emulator.kubectl('apply', '--server-side', '--dry-run=server', '-f', str(manifest)).stdout
+    assert 'server dry run' in out
+    assert emulator.get(path) == before
+    answer = emulator.patch(path, {'spec': {'replicas': 6}}, dryRun='All')
+    assert answer['spec']['replicas'] == 6 and emulator.get(path) == before
+    emulator.delete(path, dryRun='All')
+    assert emulator.get(path) == before

@@ -1,0 +1,273 @@
+"""The real clawdbot-operator binary against the API server emulator.
+
+One operator process serves the whole session; each test works in its own
+namespace (the `namespace` fixture), so tests do not see each other's bots.
+"""
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import Emulator, KubeError
+
+wait_for = Emulator.wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUP = '/apis/clawdbot.io/v1alpha1'
+
+
+def operator_bin():
+    path = os.environ.get('OPERATOR_BIN') or str(ROOT / 'target' / 'debug' / 'clawdbot-operator')
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f'clawdbot-operator binary not found at {path}: build it (cargo build -p clawdbot-operator) or set OPERATOR_BIN')
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='session')
+def operator(emulator, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('operator')
+    port = free_port()
+    log_path = workdir / 'operator.log'
+    log = open(log_path, 'w')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(('KUBE', 'POD_', 'WATCH_'))}
+    env.update(KUBECONFIG=str(emulator.kubeconfig), POD_NAMESPACE='default', POD_NAME='operator-e2e',
+               RUST_LOG='info,clawdbot_operator=debug')
+    proc = subprocess.Popen([operator_bin(), 'run', '--metrics-addr', f'127.0.0.1:{port}'],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f'http://127.0.0.1:{port}'
+
+    def leader():
+        try:
+            with urllib.request.urlopen(f'{url}/metrics', timeout=2) as r:
+                return 'clawdbot_operator_leader 1' in r.read().decode()
+        except OSError:
+            return proc.poll() is not None and pytest.fail(f'operator exited:\n{log_path.read_text()}')
+    try:
+        wait_for(leader, timeout=30, message='the operator to become leader')
+        yield {'url': url, 'log': log_path, 'proc': proc}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def bot(ns, name='hello', spec=None):
+    return {'apiVersion': 'clawdbot.io/v1alpha1', 'kind': 'ClawdBot',
+            'metadata': {'name': name, 'namespace': ns}, 'spec': spec or {}}
+
+
+def bot_path(ns, name='hello'):
+    return f'{GROUP}/namespaces/{ns}/clawdbots/{name}'
+
+
+def get_or_none(emulator, path):
+    try:
+        return emulator.get(path)
+    except KubeError as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def condition(obj, type_):
+    for c in (obj or {}).get('status', {}).get('conditions', []):
+        if c['type'] == type_:
+            return c
+    return None
+
+
+def children_paths(ns, name='hello'):
+    return {
+        'Deployment': f'/apis/apps/v1/namespaces/{ns}/deployments/{name}',
+        'Service': f'/api/v1/namespaces/{ns}/services/{name}',
+        'ConfigMap': f'/api/v1/namespaces/{ns}/configmaps/{name}-config',
+        'ServiceAccount': f'/api/v1/namespaces/{ns}/serviceaccounts/{name}',
+        'Secret': f'/api/v1/namespaces/{ns}/secrets/{name}-api-keys',
+    }
+
+
+def mark_rolled_out(emulator, ns, name='hello'):
+    """The emulator runs no Deployment controller: play its part."""
+    path = f'/apis/apps/v1/namespaces/{ns}/deployments/{name}'
+    dep = emulator.get(path)
+    n = dep['spec'].get('replicas', 1)
+    emulator.patch_status(path, {'observedGeneration': dep['metadata']['generation'], 'replicas': n,
+                                 'readyReplicas': n, 'updatedReplicas': n, 'availableReplicas': n})
+
+
+def config_hash(emulator, ns, name='hello'):
+    dep = emulator.get(f'/apis/apps/v1/namespaces/{ns}/deployments/{name}')
+    return dep['spec']['template']['metadata']['annotations']['clawdbot.io/config-hash']
+
+
+def operator_writes(emulator, since=0):
+    """Writes after `since`, Lease renewals aside."""
+    return [w for w in emulator.writes()[since:] if '/leases' not in w['path']]
+
+
+def test_children_appear_with_owner_references_and_ready_follows_the_rollout(emulator, operator, namespace):
+    cb = emulator.create(bot(namespace))
+    for kind, path in children_paths(namespace).items():
+        obj = wait_for(lambda: get_or_none(emulator, path), message=f'{kind} to be created')
+        owner = obj['metadata']['ownerReferences'][0]
+        assert (owner['kind'], owner['uid'], owner['controller']) == ('ClawdBot', cb['metadata']['uid'], True), kind
+        assert obj['metadata']['labels']['app.kubernetes.io/managed-by'] == 'clawdbot-operator'
+    wait_for(lambda: (condition(emulator.get(bot_path(namespace)), 'Progressing') or {}).get('status') == 'True',
+             message='Progressing=True')
+    assert condition(emulator.get(bot_path(namespace)), 'Ready')['status'] == 'False'
+    mark_rolled_out(emulator, namespace)
+    emulator.kubectl('wait', '--for=condition=Ready', 'clawdbot/hello', '-n', namespace, '--timeout=30s')
+    st = emulator.get(bot_path(namespace))['status']
+    assert st['endpoint'] == f'http://hello.{namespace}.svc:18789'
+    assert st['readyReplicas'] == 1 and st['observedGeneration'] == 1
+    assert st['authSecretName'] == 'hello-api-keys'
+    events = emulator.get(f'/apis/events.k8s.io/v1/namespaces/{namespace}/events')['items']
+    created = {e['related']['kind'] for e in events if e['reason'] == 'Created' and e.get('related')}
+    assert {'Deployment', 'Service', 'ConfigMap', 'ServiceAccount', 'Secret'} <= created
+
+
+def test_a_spec_change_updates_the_config_and_rolls_the_pods(emulator, operator, namespace):
+    emulator.create(bot(namespace))
+    first = wait_for(lambda: get_or_none(emulator, children_paths(namespace)['Deployment']) and config_hash(emulator, namespace))
+    emulator.patch(bot_path(namespace), {'spec': {'model': {'systemPrompt': 'You are terse.'}}})
+    cm_path = children_paths(namespace)['ConfigMap']
+    wait_for(lambda: 'You are terse.' in emulator.get(cm_path)['data']['config.yaml'], message='ConfigMap updated')
+    wait_for(lambda: config_hash(emulator, namespace) != first, message='pod template hash changed')
+    wait_for(lambda: emulator.get(bot_path(namespace))['status'].get('observedGeneration') == 2)
+
+
+def test_a_changed_secret_rolls_the_pods(emulator, operator, namespace):
+    emulator.create({'apiVersion': 'v1', 'kind': 'Secret', 'metadata': {'name': 'model', 'namespace': namespace},
+                     'stringData': {'key': 'one'}, 'data': {'key': 'b25l'}})
+    emulator.create(bot(namespace, spec={'model': {'endpoint': 'http://llm:8000/v1', 'name': 'm',
+                                                   'apiKeySecretRef': {'name': 'model', 'key': 'key'}}}))
+    first = wait_for(lambda: get_or_none(emulator, children_paths(namespace)['Deployment']) and config_hash(emulator, namespace))
+    emulator.patch(f'/api/v1/namespaces/{namespace}/secrets/model', {'data': {'key': 'dHdv'}})
+    wait_for(lambda: config_hash(emulator, namespace) != first, message='hash changed after the Secret changed')
+    env = emulator.get(children_paths(namespace)['Deployment'])['spec']['template']['spec']['containers'][0]['env']
+    assert {'name': 'MODEL_API_KEY', 'valueFrom': {'secretKeyRef': {'name': 'model', 'key': 'key', 'optional': False}}} in env
+
+
+def test_a_missing_secret_is_reported(emulator, operator, namespace):
+    emulator.create(bot(namespace, spec={'model': {'endpoint': 'http://llm:8000/v1',
+                                                   'apiKeySecretRef': {'name': 'nope', 'key': 'key'}}}))
+    c = wait_for(lambda: (condition(emulator.get(bot_path(namespace)), 'Degraded') or {}).get('reason') == 'SecretNotFound'
+                 and condition(emulator.get(bot_path(namespace)), 'Degraded'))
+    assert 'nope' in c['message'] and c['status'] == 'True'
+
+
+def test_deleted_and_edited_children_are_put_back(emulator, operator, namespace):
+    emulator.create(bot(namespace))
+    paths = children_paths(namespace)
+    svc = wait_for(lambda: get_or_none(emulator, paths['Service']))
+    emulator.delete(paths['Service'])
+    again = wait_for(lambda: get_or_none(emulator, paths['Service']), message='Service recreated')
+    assert again['metadata']['uid'] != svc['metadata']['uid']
+    wait_for(lambda: get_or_none(emulator, paths['Deployment']))
+    emulator.patch(paths['Deployment'], {'spec': {'replicas': 5}})
+    wait_for(lambda: emulator.get(paths['Deployment'])['spec']['replicas'] == 1, message='replicas put back')
+
+
+def test_the_scale_subresource_drives_the_deployment(emulator, operator, namespace):
+    emulator.create(bot(namespace))
+    dep_path = children_paths(namespace)['Deployment']
+    wait_for(lambda: get_or_none(emulator, dep_path))
+    emulator.kubectl('scale', 'clawdbot/hello', '--replicas=3', '-n', namespace)
+    wait_for(lambda: emulator.get(dep_path)['spec']['replicas'] == 3, message='replicas mirrored')
+    scale = emulator.get(f'{bot_path(namespace)}/scale')
+    assert scale['spec']['replicas'] == 3
+    assert 'app.kubernetes.io/instance=hello' in scale['status']['selector']
+
+
+def test_optional_children_follow_the_spec(emulator, operator, namespace):
+    emulator.create(bot(namespace, spec={'ingress': {'enabled': True, 'host': 'bot.example.com'},
+                                         'disruptionBudget': {'maxUnavailable': 1}}))
+    ing = f'/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/hello'
+    pdb = f'/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/hello'
+    wait_for(lambda: get_or_none(emulator, ing) and get_or_none(emulator, pdb), message='ingress and PDB')
+    emulator.patch(bot_path(namespace), {'spec': {'ingress': None}})
+    wait_for(lambda: get_or_none(emulator, ing) is None, message='ingress deleted')
+    assert get_or_none(emulator, pdb) is not None
+
+
+def test_invalid_and_unreadable_bots_are_degraded_and_the_others_still_reconciled(emulator, operator, namespace):
+    # The emulator enforces no schema, like an API server without CEL would not
+    # stop the first: the operator must.
+    emulator.create(bot(namespace, 'no-endpoint', {'model': {'backend': 'openai'}}))
+    emulator.create(bot(namespace, 'wrong-types', {'replicas': 'three', 'model': 5}))
+    emulator.create(bot(namespace, 'fine'))
+    wait_for(lambda: get_or_none(emulator, children_paths(namespace, 'fine')['Deployment']), message='the valid bot reconciled')
+    for name, field in [('no-endpoint', 'spec.model.endpoint'), ('wrong-types', 'spec.')]:
+        c = wait_for(lambda: condition(emulator.get(bot_path(namespace, name)), 'Degraded'), message=f'{name} Degraded')
+        assert c['status'] == 'True' and c['reason'] == 'InvalidSpec' and field in c['message'], c
+        assert get_or_none(emulator, children_paths(namespace, name)['Deployment']) is None
+    events = emulator.get(f'/apis/events.k8s.io/v1/namespaces/{namespace}/events')['items']
+    warned = {e['regarding']['name'] for e in events if e['type'] == 'Warning' and e['reason'] == 'InvalidSpec'}
+    assert warned == {'no-endpoint', 'wrong-types'}
+    # Fixing the spec heals it.
+    emulator.patch(bot_path(namespace, 'no-endpoint'), {'spec': {'model': {'endpoint': 'http://llm:8000/v1'}}})
+    wait_for(lambda: condition(emulator.get(bot_path(namespace, 'no-endpoint')), 'Degraded')['status'] == 'False')
+
+
+def test_a_paused_bot_gets_no_writes(emulator, operator, namespace):
+    emulator.create(bot(namespace))
+    dep_path = children_paths(namespace)['Deployment']
+    wait_for(lambda: get_or_none(emulator, dep_path))
+    emulator.patch(bot_path(namespace), {'spec': {'paused': True}})
+    wait_for(lambda: (condition(emulator.get(bot_path(namespace)), 'Paused') or {}).get('status') == 'True')
+    time.sleep(0.5)
+    emulator.patch(dep_path, {'spec': {'replicas': 4}})
+    mark = len(emulator.writes())
+    time.sleep(3)
+    mine = [w for w in operator_writes(emulator, mark) if f'/namespaces/{namespace}/' in w['path']]
+    assert mine == [], mine
+    assert emulator.get(dep_path)['spec']['replicas'] == 4, 'a paused bot is left alone'
+    emulator.patch(bot_path(namespace), {'spec': {'paused': False}})
+    wait_for(lambda: emulator.get(dep_path)['spec']['replicas'] == 1, message='resumed and put back')
+
+
+def test_zero_writes_after_convergence(emulator, operator, namespace):
+    emulator.create(bot(namespace, spec={'autoscaling': {'minReplicas': 1, 'maxReplicas': 3}}))
+    wait_for(lambda: get_or_none(emulator, children_paths(namespace)['Deployment']))
+    mark_rolled_out(emulator, namespace)
+    wait_for(lambda: (condition(emulator.get(bot_path(namespace)), 'Ready') or {}).get('status') == 'True')
+    time.sleep(1)
+    mark = len(emulator.writes())
+    time.sleep(8)
+    writes = operator_writes(emulator, mark)
+    assert writes == [], f'writes during a quiet period: {json.dumps(writes, indent=1)}'
+
+
+def test_deleting_the_bot_deletes_its_children(emulator, operator, namespace):
+    emulator.create(bot(namespace))
+    paths = children_paths(namespace)
+    wait_for(lambda: all(get_or_none(emulator, p) for p in paths.values()))
+    emulator.delete(bot_path(namespace))
+    wait_for(lambda: all(get_or_none(emulator, p) is None for p in paths.values()), message='children collected')
+
+
+def test_metrics_and_probes(operator):
+    url = operator['url']
+    for path in ('/healthz', '/readyz'):
+        with urllib.request.urlopen(url + path, timeout=2) as r:
+            assert r.status == 200
+    with urllib.request.urlopen(url + '/metrics', timeout=2) as r:
+        text = r.read().decode()
+    for name in ('clawdbot_operator_reconcile_total{result="ok"}', 'clawdbot_operator_reconcile_duration_seconds_bucket',
+                 'clawdbot_operator_managed_objects{kind="Deployment"}', 'clawdbot_operator_leader 1'):
+        assert name in text, name
