@@ -7,7 +7,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 BIN := $(TARGET_DIR)/debug
 
-.PHONY: help run build test test-tools lint test-rust test-python test-browser bench fmt
+.PHONY: help run build test test-tools lint check-crds crds test-rust test-python test-browser test-operator bench fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -19,15 +19,22 @@ run: ## Build and start bot-runtime on embedded defaults (http://127.0.0.1:18789
 build: ## Debug build of every binary
 	$(CARGO) build --workspace --bins
 
-test: test-tools lint test-rust test-python test-browser ## Install pinned tools, then run every test
+test: test-tools lint test-rust test-python test-browser test-operator ## Install pinned tools, then run every test
 	@echo "make test: all suites passed"
 
 test-tools: ## Install pinned test tools (Python venv, playwright-core, Chromium)
 	scripts/install-test-tools.sh
 
-lint: ## rustfmt and clippy, warnings are errors
+lint: check-crds ## rustfmt, clippy (warnings are errors), CRD drift
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+check-crds: build ## Fail when crds/ differs from `clawdbot-operator crd`
+	@$(BIN)/clawdbot-operator crd | diff -u crds/clawdbot.io_clawdbots.yaml - \
+		|| { echo "crds/ is stale: run 'make crds' and commit"; exit 1; }
+
+crds: build ## Regenerate crds/clawdbot.io_clawdbots.yaml
+	$(BIN)/clawdbot-operator crd > crds/clawdbot.io_clawdbots.yaml
 
 test-rust: ## Unit, black-box HTTP, process and property tests
 	$(CARGO) test --workspace
@@ -40,7 +47,11 @@ test-browser: build ## Headless Chromium drives the web chat page
 	MOCK_UPSTREAM_BIN=$(BIN)/mock-upstream BOT_RUNTIME_BIN=$(BIN)/bot-runtime \
 		node --test tests/browser/
 
-bench: ## Load benchmarks (mock direct, bot-runtime, LiteLLM); writes docs/benchmarks.md
+test-operator: build ## Emulator, operator end-to-end, manifest validation
+	OPERATOR_BIN=$(BIN)/clawdbot-operator tests/operator/validate_manifests.sh
+	OPERATOR_BIN=$(BIN)/clawdbot-operator .cache/operator-venv/bin/pytest -q tests/operator
+
+bench: ## Benchmarks (bot-runtime vs mock and LiteLLM; operator on the emulator); writes docs/benchmarks.md
 	bash bench/run.sh
 
 fmt: ## Format the Rust code

@@ -285,4 +285,13 @@ stop "$MOCK_PID"
 
 mkdir -p "$(dirname "$OUT_MD")"
 python3 "$ROOT/bench/report.py" "$WORK" "$OUT_MD"
+
+if [[ ${BENCH_SKIP_OPERATOR:-0} != 1 ]]; then
+    log "operator: 1000 ClawdBots against the API server emulator"
+    "$ROOT/scripts/install-test-tools.sh" >/dev/null
+    cargo build --release -p clawdbot-operator
+    python3 "$ROOT/bench/operator_bench.py" "$BIN/clawdbot-operator" \
+        "$ROOT/.cache/operator-venv/bin/python" "$WORK/operator.json" 1000 60 >/dev/null
+    python3 "$ROOT/bench/operator_bench.py" --markdown "$WORK/operator.json" >>"$OUT_MD"
+fi
 log "wrote $OUT_MD"

@@ -25,36 +25,50 @@ as_root() {
 }
 
 # ---------------------------------------------------------------------------
-# 1. Python venv at .cache/venv
+# 1. Python venvs: .cache/venv (openai client tests), .cache/operator-venv
+#    (API server emulator, kubectl, manifest validators)
 # ---------------------------------------------------------------------------
-VENV=.cache/venv
-REQ=tests/python/requirements.txt
-VENV_STAMP=$VENV/.requirements.sha256
 
-install_python() {
-    [[ -f $REQ ]] || die "$REQ is missing"
+# install_venv VENV REQUIREMENTS...: (re)creates VENV when the requirement
+# files changed (their hash is kept in the venv) or its interpreter is gone.
+install_venv() {
+    local venv=$1
+    shift
+    local req
+    for req in "$@"; do
+        [[ -f $req ]] || die "$req is missing"
+    done
     command -v python3 >/dev/null 2>&1 || die "python3 not found"
 
-    local want have=""
-    want=$(sha256sum "$REQ" | cut -d' ' -f1)
-    [[ -f $VENV_STAMP ]] && have=$(<"$VENV_STAMP")
+    local stamp=$venv/.requirements.sha256 want have=""
+    want=$(cat "$@" | sha256sum | cut -d' ' -f1)
+    [[ -f $stamp ]] && have=$(<"$stamp")
 
     # Up to date: stamp matches and the interpreter still runs (a Python
     # upgrade on the host leaves a venv whose bin/python is dangling).
-    if [[ $want == "$have" ]] && "$VENV/bin/python" -c '' >/dev/null 2>&1; then
+    if [[ $want == "$have" ]] && "$venv/bin/python" -c '' >/dev/null 2>&1; then
         return 0
     fi
 
-    log "creating $VENV from $REQ"
+    log "creating $venv from $*"
     # --clear: start from an empty venv so packages dropped from the
     # requirements do not linger.
-    python3 -m venv --clear "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        --no-input -r "$REQ"
+    python3 -m venv --clear "$venv"
+    local args=()
+    for req in "$@"; do
+        args+=(-r "$req")
+    done
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "${args[@]}"
     # Written last: an interrupted install is retried on the next run.
-    printf '%s\n' "$want" >"$VENV_STAMP"
-    log "python tools installed: $("$VENV/bin/python" -m pip freeze --disable-pip-version-check \
-        | grep -Ei '^(openai|pytest)==' | tr '\n' ' ')"
+    printf '%s\n' "$want" >"$stamp"
+    log "$venv ready"
+}
+
+install_python() {
+    install_venv .cache/venv tests/python/requirements.txt
+    local operator_reqs=(tests/operator/requirements.txt)
+    [[ -f tests/operator/requirements-schema.txt ]] && operator_reqs+=(tests/operator/requirements-schema.txt)
+    install_venv .cache/operator-venv "${operator_reqs[@]}"
 }
 
 # ---------------------------------------------------------------------------

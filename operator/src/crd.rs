@@ -366,7 +366,8 @@ pub struct NetworkPolicySpec {
     #[serde(default)]
     pub enabled: bool,
     /// Namespaces (by label `kubernetes.io/metadata.name`) allowed to reach the
-    /// bot's port besides the ingress controller's. Empty: same namespace only.
+    /// bot's port besides its own. Empty: its own namespace only, so list your
+    /// ingress controller's namespace (e.g. ingress-nginx) when you use an Ingress.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_namespaces: Vec<String>,
 }

@@ -8,7 +8,7 @@ use clawdbot_operator::controller::{self, Apis, Context};
 use clawdbot_operator::crd::{ClawdBot, DEFAULT_IMAGE};
 use clawdbot_operator::leader::{LeaseSettings, run_as_leader};
 use clawdbot_operator::metrics::Metrics;
-use clawdbot_operator::{http, render, validate};
+use clawdbot_operator::{crd, http, render, validate};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, CustomResourceExt};
 use tokio::sync::watch;
@@ -82,6 +82,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// Renders every ClawdBot in the file (other documents, such as the
+/// Secrets an example ships with, are skipped).
 fn render_file(file: &PathBuf) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
@@ -90,50 +92,75 @@ fn render_file(file: &PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let raw: kube::api::DynamicObject = match serde_saphyr::from_str(&text) {
-        Ok(o) => o,
+    let docs: Vec<kube::api::DynamicObject> = match serde_saphyr::from_str_multiple(&text) {
+        Ok(d) => d,
         Err(e) => {
-            eprintln!("{}: not a Kubernetes object: {e}", file.display());
+            eprintln!("{}: not Kubernetes objects: {e}", file.display());
             return ExitCode::from(2);
         }
     };
-    let mut cb = match validate::parse(&raw) {
-        Ok(cb) => cb,
-        Err(e) => {
-            eprintln!("invalid ClawdBot: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if cb.metadata.namespace.is_none() {
-        cb.metadata.namespace = Some("default".into());
-    }
-    let errors = validate::validate(&cb);
-    if !errors.is_empty() {
-        for e in errors {
-            eprintln!("invalid ClawdBot: {e}");
-        }
+    let bots: Vec<_> = docs
+        .iter()
+        .filter(|d| {
+            d.types.as_ref().is_some_and(|t| {
+                t.kind == "ClawdBot" && t.api_version == format!("{}/{}", crd::GROUP, crd::VERSION)
+            })
+        })
+        .collect();
+    if bots.is_empty() {
+        eprintln!(
+            "{}: no ClawdBot ({}/{}) in the file",
+            file.display(),
+            crd::GROUP,
+            crd::VERSION
+        );
         return ExitCode::from(2);
     }
-    let children = render::build(
-        &cb,
-        &render::Inputs {
-            secrets_digest: String::new(),
-            default_image: DEFAULT_IMAGE.into(),
-        },
-    )
-    .and_then(|c| c.to_yaml_documents());
-    match children {
-        Ok(docs) => {
-            for d in docs {
-                print!("---\n{d}");
+    let mut out = String::new();
+    for raw in bots {
+        let mut cb = match validate::parse(raw) {
+            Ok(cb) => cb,
+            Err(e) => {
+                eprintln!("invalid ClawdBot: {e}");
+                return ExitCode::from(2);
             }
-            ExitCode::SUCCESS
+        };
+        if cb.metadata.namespace.is_none() {
+            cb.metadata.namespace = Some("default".into());
         }
-        Err(e) => {
-            eprintln!("cannot render: {e}");
-            ExitCode::FAILURE
+        let errors = validate::validate(&cb);
+        if !errors.is_empty() {
+            for e in errors {
+                eprintln!(
+                    "invalid ClawdBot {}: {e}",
+                    cb.metadata.name.as_deref().unwrap_or("?")
+                );
+            }
+            return ExitCode::from(2);
+        }
+        let rendered = render::build(
+            &cb,
+            &render::Inputs {
+                secrets_digest: String::new(),
+                default_image: DEFAULT_IMAGE.into(),
+            },
+        )
+        .and_then(|c| c.to_yaml_documents());
+        match rendered {
+            Ok(docs) => {
+                for d in docs {
+                    out.push_str("---\n");
+                    out.push_str(&d);
+                }
+            }
+            Err(e) => {
+                eprintln!("cannot render: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
+    print!("{out}");
+    ExitCode::SUCCESS
 }
 
 fn init_logging(format: &str) {

@@ -195,7 +195,9 @@ pub fn validate(cb: &ClawdBot) -> Vec<FieldError> {
     for issue in clawdbot_config::validate(&runtime_config(cb)) {
         bad(&spec_path_for_runtime_key(&issue.key), issue.why);
     }
-    errors.dedup_by(|a, b| a.field == b.field);
+    // The runtime's rules repeat some of ours: report each field once.
+    let mut seen = std::collections::HashSet::new();
+    errors.retain(|e| seen.insert(e.field.clone()));
     errors
 }
 
@@ -236,6 +238,8 @@ fn is_dns_label(s: &str) -> bool {
 }
 
 fn is_dns_name(s: &str) -> bool {
+    // Ingress hosts may start with one wildcard label.
+    let s = s.strip_prefix("*.").unwrap_or(s);
     s.len() <= 253
         && s.split('.').all(|l| {
             !l.is_empty()
@@ -278,5 +282,7 @@ mod tests {
         assert!(!is_dns_label(&"a".repeat(64)));
         assert!(is_dns_name("bot.example.com"));
         assert!(!is_dns_name("bot..example"));
+        assert!(is_dns_name("*.example.com"));
+        assert!(!is_dns_name("a.*.example.com"));
     }
 }

@@ -103,18 +103,13 @@ pub fn child_meta(cb: &ClawdBot, name: String, component: &str) -> ObjectMeta {
     }
 }
 
+/// The controller reference to the ClawdBot; absent in offline renders,
+/// which have no uid to point at.
 fn owner_ref(cb: &ClawdBot) -> Option<OwnerReference> {
-    cb.controller_owner_ref(&()).or_else(|| {
-        // Offline renders have no uid; keep the reference readable anyway.
-        Some(OwnerReference {
-            api_version: ClawdBot::api_version(&()).into_owned(),
-            kind: ClawdBot::kind(&()).into_owned(),
-            name: cb.name_any(),
-            uid: String::new(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        })
-        .filter(|_| cb.uid().is_some())
+    cb.controller_owner_ref(&()).map(|mut o| {
+        // Foreground deletion of the ClawdBot waits for its children.
+        o.block_owner_deletion = Some(true);
+        o
     })
 }
 

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Offline checks of the example manifests (examples/*.yaml holding a ClawdBot):
+#
+#   1. `clawdbot-operator render` of each example's ClawdBot, and the other
+#      documents of the file (its Secrets), pass `kubernetes-validate --strict`
+#      against Kubernetes 1.35.0 (unknown fields, wrong types and unknown kinds
+#      are errors);
+#   2. every ClawdBot document matches the CRD's openAPIV3Schema
+#      (crds/clawdbot.io_clawdbots.yaml), with unknown fields rejected
+#      (tests/operator/check_clawdbot_schema.py);
+#   3. a self-test proves both checks reject a broken object.
+#
+# Usage: tests/operator/validate_manifests.sh
+#   OPERATOR_BIN  the operator binary (default target/debug/clawdbot-operator;
+#                 build it with `cargo build -p clawdbot-operator`)
+#
+# Python tools come from the venv .cache/operator-venv (tests/operator/requirements.txt:
+# kubernetes-validate==1.37.0, jsonschema, PyYAML); it is created when missing.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+K8S_VERSION=1.35.0
+VENV=.cache/operator-venv
+REQ=tests/operator/requirements.txt
+CRD=crds/clawdbot.io_clawdbots.yaml
+SCHEMA_CHECK=tests/operator/check_clawdbot_schema.py
+OPERATOR_BIN=${OPERATOR_BIN:-target/debug/clawdbot-operator}
+
+log() { printf 'validate_manifests: %s\n' "$*"; }
+die() { printf 'validate_manifests: error: %s\n' "$*" >&2; exit 1; }
+
+# --- tools ------------------------------------------------------------------
+tools_ok() {
+    [[ -x $VENV/bin/kubernetes-validate ]] \
+        && "$VENV/bin/python" -c 'import jsonschema, yaml' >/dev/null 2>&1
+}
+if ! tools_ok; then
+    [[ -f $REQ ]] || die "$REQ is missing (it pins kubernetes-validate and jsonschema)"
+    command -v python3 >/dev/null 2>&1 || die "python3 not found"
+    log "creating $VENV from $REQ"
+    [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ"
+    tools_ok || die "$VENV lacks kubernetes-validate or jsonschema after installing $REQ"
+fi
+KV_VERSION=$("$VENV/bin/kubernetes-validate" --version 2>&1 | tr -d '[:space:]')
+want_kv=$(sed -n 's/^kubernetes-validate==//p' "$REQ" 2>/dev/null | tr -d '[:space:]')
+if [[ -n $want_kv && $KV_VERSION != *"$want_kv"* ]]; then
+    die "kubernetes-validate is $KV_VERSION, $REQ pins $want_kv: reinstall $VENV"
+fi
+
+[[ -x $OPERATOR_BIN ]] || die "operator binary not found at $OPERATOR_BIN: cargo build -p clawdbot-operator, or set OPERATOR_BIN"
+[[ -f $CRD ]] || die "$CRD is missing"
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+failures=0
+fail() { printf 'FAIL %s\n' "$*" >&2; failures=$((failures + 1)); }
+
+# Splits a manifest into its ClawdBot document (OUT.clawdbot.yaml, exactly one
+# required) and the rest (OUT.others.yaml, possibly empty), since `render -f`
+# reads a single document.
+split_manifest() {
+    "$VENV/bin/python" - "$1" "$2" <<'PY'
+import sys, yaml
+src, out = sys.argv[1], sys.argv[2]
+with open(src, encoding='utf-8') as f:
+    docs = [d for d in yaml.safe_load_all(f) if d is not None]
+bots = [d for d in docs if isinstance(d, dict) and d.get('apiVersion') == 'clawdbot.io/v1alpha1' and d.get('kind') == 'ClawdBot']
+others = [d for d in docs if not any(d is b for b in bots)]
+if len(bots) != 1:
+    sys.exit(f'{src}: expected exactly one ClawdBot document, found {len(bots)}')
+with open(out + '.clawdbot.yaml', 'w', encoding='utf-8') as f:
+    yaml.safe_dump(bots[0], f, sort_keys=False)
+with open(out + '.others.yaml', 'w', encoding='utf-8') as f:
+    yaml.safe_dump_all(others, f, sort_keys=False)
+PY
+}
+
+# kubernetes-validate exits 0 on an unknown kind (a WARN line), so anything
+# but "INFO ... passed" lines counts as a failure.
+kube_validate() {
+    local label=$1 file=$2 out rc=0
+    out=$("$VENV/bin/kubernetes-validate" --strict -k "$K8S_VERSION" "$file" 2>&1) || rc=$?
+    local bad
+    bad=$(grep -v -E '^INFO .* passed for resource ' <<<"$out" || true)
+    if [[ $rc -ne 0 || -n $bad ]]; then
+        fail "$label: kubernetes-validate --strict -k $K8S_VERSION (exit $rc):"
+        printf '%s\n' "${bad:-$out}" | sed 's/^/    /' >&2
+        return 1
+    fi
+    local n
+    n=$(grep -c -E '^INFO .* passed' <<<"$out" || true)
+    log "ok $label: $n object(s) valid for Kubernetes $K8S_VERSION"
+}
+
+# --- 1. rendered children and example Secrets ------------------------------------
+examples=()
+for f in examples/*.yaml; do
+    grep -q '^kind: ClawdBot' "$f" && examples+=("$f")
+done
+(( ${#examples[@]} > 0 )) || die "no ClawdBot examples in examples/"
+
+for f in "${examples[@]}"; do
+    name=$(basename "$f" .yaml)
+    if ! split_manifest "$f" "$WORK/$name" 2>"$WORK/$name.split.err"; then
+        fail "$f: $(cat "$WORK/$name.split.err")"
+        continue
+    fi
+    if ! "$OPERATOR_BIN" render -f "$WORK/$name.clawdbot.yaml" >"$WORK/$name.rendered.yaml" 2>"$WORK/$name.render.err"; then
+        fail "$f: clawdbot-operator render failed:"
+        sed 's/^/    /' "$WORK/$name.render.err" >&2
+        continue
+    fi
+    kube_validate "$f (rendered children)" "$WORK/$name.rendered.yaml" || true
+    if [[ -s $WORK/$name.others.yaml ]] && grep -q 'kind:' "$WORK/$name.others.yaml"; then
+        kube_validate "$f (other documents)" "$WORK/$name.others.yaml" || true
+    fi
+done
+
+# --- 2. ClawdBot documents against the CRD schema --------------------------------
+if out=$("$VENV/bin/python" "$SCHEMA_CHECK" "$CRD" "${examples[@]}" 2>&1); then
+    sed 's/^/validate_manifests: /' <<<"$out"
+else
+    fail "ClawdBot documents do not match $CRD:"
+    sed 's/^/    /' <<<"$out" >&2
+fi
+
+# --- 3. self-test: both checks reject broken objects -------------------------------
+cat >"$WORK/broken-clawdbot.yaml" <<'YAML'
+apiVersion: clawdbot.io/v1alpha1
+kind: ClawdBot
+metadata:
+  name: broken
+spec:
+  replicas: three
+  modle: {}
+YAML
+if out=$("$VENV/bin/python" "$SCHEMA_CHECK" "$CRD" "$WORK/broken-clawdbot.yaml" 2>&1); then
+    fail "self-test: the schema check accepted a broken ClawdBot"
+elif ! grep -q 'spec.replicas' <<<"$out" || ! grep -q "modle" <<<"$out"; then
+    fail "self-test: the schema check did not name spec.replicas and the unknown field modle: $out"
+fi
+cat >"$WORK/broken-children.yaml" <<'YAML'
+apiVersion: v1
+kind: Service
+metadata:
+  name: broken
+spec:
+  prots: []
+YAML
+if "$VENV/bin/kubernetes-validate" --strict -k "$K8S_VERSION" --quiet "$WORK/broken-children.yaml" >/dev/null 2>&1; then
+    fail "self-test: kubernetes-validate --strict accepted an unknown field"
+fi
+
+if (( failures > 0 )); then
+    die "$failures check(s) failed"
+fi
+log "all ${#examples[@]} examples valid (rendered children, Secrets, CRD schema)"
