@@ -37,6 +37,17 @@ impl Drain {
         WorkGuard(self.clone())
     }
 
+    /// Resolves once draining has started.
+    pub async fn started(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.is_draining() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Resolves when no admitted work is left, or after `deadline`; returns
     /// how much work was still running.
     pub async fn wait_idle(&self, deadline: Duration) -> usize {

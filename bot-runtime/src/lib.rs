@@ -69,9 +69,7 @@ where
     let result = tokio::select! {
         r = server => r.map_err(anyhow::Error::from),
         _ = async {
-            while !st.drain.is_draining() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            st.drain.started().await;
             st.drain.wait_idle(deadline).await;
             tokio::time::sleep(Duration::from_secs(2)).await;
         } => Ok(()),
