@@ -119,6 +119,10 @@ for f in "${examples[@]}"; do
     fi
 done
 
+# The operator's own install manifests and the CRD itself.
+kube_validate "deploy/clawdbot-operator.yaml" deploy/clawdbot-operator.yaml || true
+kube_validate "$CRD" "$CRD" || true
+
 # --- 2. ClawdBot documents against the CRD schema --------------------------------
 if out=$("$VENV/bin/python" "$SCHEMA_CHECK" "$CRD" "${examples[@]}" 2>&1); then
     sed 's/^/validate_manifests: /' <<<"$out"
