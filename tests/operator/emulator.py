@@ -326,7 +326,26 @@ class Emulator(kmock.KubernetesEmulator):
         self.events.append((self.rv, key[0], etype, new, old))
         self.tick.set()
         self.tick = asyncio.Event()
+        refs = new['metadata'].get('ownerReferences') or []
+        if etype == 'ADDED' and refs:
+            # The real garbage collector also deletes objects created with owners that are already
+            # gone (e.g. a controller that applied a child just after its owner was deleted).
+            asyncio.get_running_loop().call_soon(self._collect_dangling, key, new['metadata']['uid'])
         return new
+
+    def _collect_dangling(self, key, uid):
+        obj = self.store.get(key)
+        if obj is None or obj['metadata']['uid'] != uid:
+            return
+        uids = {o['metadata']['uid'] for o in self.store.values()}
+        if any(r.get('uid') in uids for r in obj['metadata'].get('ownerReferences') or []):
+            return
+        res, ns, name = key
+        path = (f'/apis/{res.group}/{res.version}' if res.group else '/api/v1') + \
+            (f'/namespaces/{ns}' if ns else '') + f'/{res.plural}/{name}'
+        self._delete(key, None, {})
+        self.writes.append({'time': now(), 'path': path, 'query': '', 'fieldManager': 'garbage-collector',
+                            'internal': True, 'code': 200, 'changed': True, 'method': 'DELETE'})
 
     def _check_body(self, res, info, body, name=None):
         if not isinstance(body, dict):

@@ -231,6 +231,16 @@ def test_owner_references_are_garbage_collected(emulator, namespace):
     assert collected[-1]['method'] == 'DELETE' and collected[-1]['path'] == f'{base}/child'
 
 
+def test_objects_created_for_an_owner_that_is_gone_are_collected(emulator, namespace):
+    gone = {'apiVersion': 'clawdbot.io/v1alpha1', 'kind': 'ClawdBot', 'name': 'gone',
+            'uid': 'no-such-uid', 'controller': True}
+    emulator.create(configmap(namespace, 'late-child', ownerReferences=[gone]))
+    emulator.create(configmap(namespace, 'kept'))
+    base = f'/api/v1/namespaces/{namespace}/configmaps'
+    emulator.wait_for(lambda: names(emulator.get(base)['items']) == ['kept'], timeout=5,
+                      message='the child of an absent owner to be collected')
+
+
 def test_finalizers_hold_deletion_and_json_patch_test_of_missing_path(emulator, namespace):
     path = f'{CB}/namespaces/{namespace}/clawdbots/bot'
     emulator.create(clawdbot(namespace))
