@@ -36,7 +36,8 @@ check-crds: build ## Fail when crds/ differs from `clawdbot-operator crd`
 crds: build ## Regenerate crds/clawdbot.io_clawdbots.yaml
 	$(BIN)/clawdbot-operator crd > crds/clawdbot.io_clawdbots.yaml
 
-test-rust: ## Unit, black-box HTTP, process and property tests
+test-rust: ## Unit, black-box HTTP, process and property tests (starts PostgreSQL, MariaDB, Redis when down)
+	scripts/ensure-services.sh
 	$(CARGO) test --workspace
 
 test-python: build ## The official openai Python client against bot-runtime

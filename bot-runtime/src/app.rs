@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::client_ip::client_ip;
 use crate::error::ApiError;
-use crate::routes::{chat, health, openai, web};
+use crate::routes::{chat, conversations, health, openai, web};
 use crate::state::AppState;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -29,6 +29,7 @@ pub fn router(st: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/chat", post(chat::chat))
         .route("/api/v1/sessions/{id}/messages", get(chat::messages))
+        .route("/api/v1/conversations", get(conversations::list))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route_layer(middleware::from_fn_with_state(st.clone(), api_guard));

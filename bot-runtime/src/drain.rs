@@ -2,9 +2,9 @@
 //! refused, while work already admitted (requests and streams) is counted so
 //! shutdown can wait for it, up to the drain deadline.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -13,6 +13,8 @@ pub struct Drain {
     draining: AtomicBool,
     in_flight: AtomicUsize,
     changed: Notify,
+    /// When draining started: later shutdown steps share the deadline.
+    since: OnceLock<Instant>,
 }
 
 /// Counts one piece of admitted work until dropped.
@@ -20,12 +22,18 @@ pub struct WorkGuard(Arc<Drain>);
 
 impl Drain {
     pub fn start(&self) {
+        let _ = self.since.set(Instant::now());
         self.draining.store(true, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// How long ago draining started; `None` before.
+    pub fn draining_for(&self) -> Option<Duration> {
+        self.since.get().map(Instant::elapsed)
     }
 
     pub fn in_flight(&self) -> usize {

@@ -76,6 +76,33 @@ impl CallObserver {
         }
     }
 
+    /// The conversation log record of this call's answer. `session_id`
+    /// falls back to the exchange's own id for stateless calls.
+    pub fn exchange(
+        &self,
+        model: &str,
+        usage: Option<Usage>,
+        user_input: String,
+        bot_response: String,
+    ) -> crate::logs::Exchange {
+        let id = crate::logs::new_exchange_id();
+        let usage = usage.unwrap_or_default();
+        crate::logs::Exchange {
+            session_id: self.session_id.clone().unwrap_or_else(|| id.clone()),
+            id,
+            user_id: None,
+            owner: None,
+            channel: self.channel.to_owned(),
+            user_input,
+            bot_response,
+            model: model.to_owned(),
+            prompt_tokens: i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX),
+            completion_tokens: i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX),
+            latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            created_at: crate::logs::now_ms(),
+        }
+    }
+
     pub fn finish(mut self, model: &str, result: Result<Option<Usage>, &ModelError>) {
         self.finished = true;
         let outcome = match result {

@@ -7,6 +7,7 @@ pub mod drain;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod ratelimit;
@@ -33,7 +34,7 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let provider = model::from_config(&cfg.model)?;
-    let st = AppState::new(cfg, provider);
+    let st = AppState::new(cfg, provider)?;
     serve_state(st, listener, shutdown).await
 }
 
@@ -42,6 +43,12 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let deadline = Duration::from_secs(st.cfg.server.drain_deadline_secs);
+    st.logs.start();
+    let retention = st
+        .cfg
+        .logs
+        .retention_days
+        .map(|days| logs::retention::spawn(st.logs.store().clone(), days));
     let sweeper = spawn_session_sweeper(st.clone());
     let app = app::router(st.clone());
     let drained = {
@@ -75,6 +82,16 @@ where
         } => Ok(()),
     };
     sweeper.abort();
+    if let Some(r) = retention {
+        r.abort();
+    }
+    // After the HTTP drain no new exchanges arrive; the log writer gets what
+    // is left of the drain deadline (at least 2 s) to empty its queue, and
+    // spills the rest for the next start.
+    let spent = st.drain.draining_for().unwrap_or_default();
+    st.logs
+        .drain(deadline.saturating_sub(spent).max(Duration::from_secs(2)))
+        .await;
     tracing::info!("stopped");
     result
 }

@@ -25,6 +25,19 @@ enum Command {
     CheckConfig,
     /// Print the JSON schema of the config file.
     ConfigSchema,
+    /// Write the conversation logs of a time range to stdout, oldest first
+    /// (reads `database.url` / `DATABASE_URL` like the server).
+    Export {
+        /// Start, inclusive: an RFC 3339 time such as 2026-01-01T00:00:00Z.
+        #[arg(long)]
+        since: String,
+        /// End, exclusive: an RFC 3339 time.
+        #[arg(long)]
+        until: String,
+        /// `jsonl` (one JSON object per line) or `csv` (with a header row).
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +68,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => serve(cfg),
+        Command::Export {
+            since,
+            until,
+            format,
+        } => export(&cfg, &since, &until, &format),
         Command::ConfigSchema => unreachable!("handled above"),
     }
 }
@@ -119,6 +137,53 @@ fn serve(cfg: RuntimeConfig) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "bot-runtime stopped with an error");
             eprintln!("bot-runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `export`: rows go to stdout, problems to stderr (no log lines, which
+/// would mix into the export).
+fn export(cfg: &RuntimeConfig, since: &str, until: &str, format: &str) -> ExitCode {
+    use bot_runtime::timefmt::parse_rfc3339_ms;
+    let (Some(since_ms), Some(until_ms)) = (parse_rfc3339_ms(since), parse_rfc3339_ms(until))
+    else {
+        eprintln!("export: --since and --until must be RFC 3339 times like 2026-01-31T00:00:00Z");
+        return ExitCode::from(2);
+    };
+    let format = match format.parse::<bot_runtime::logs::export::Format>() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("export: --format: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    bot_runtime::tls::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("export: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let store = bot_runtime::logs::LogStore::open_lazy(&bot_runtime::logs::database_url(cfg))?;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let n =
+            bot_runtime::logs::export::export(&store, since_ms, until_ms, format, &mut out).await;
+        store.close().await;
+        n.map_err(|e| anyhow::anyhow!("{e} (database {})", store.target()))
+    });
+    match result {
+        Ok(n) => {
+            eprintln!("export: {n} exchange(s)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("export: {e}");
             ExitCode::FAILURE
         }
     }

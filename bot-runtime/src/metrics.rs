@@ -1,7 +1,8 @@
 //! Prometheus metrics of the runtime, one registry per process.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -14,6 +15,10 @@ pub struct Metrics {
     pub sessions: IntGauge,
     pub auth_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub redis_errors: IntCounterVec,
+    pub log_queue_depth: IntGauge,
+    pub log_write_failures: IntCounter,
+    pub log_spilled: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -79,8 +84,34 @@ impl Metrics {
             &["limit"],
         )
         .expect("valid metric");
+        let redis_errors = IntCounterVec::new(
+            Opts::new(
+                "clawdbot_redis_errors_total",
+                "Failed requests to the Redis session store.",
+            ),
+            &["op"],
+        )
+        .expect("valid metric");
+        let log_queue_depth = IntGauge::new(
+            "clawdbot_log_queue_depth",
+            "Conversation log exchanges waiting in memory for the database writer.",
+        )
+        .expect("valid metric");
+        let log_write_failures = IntCounter::new(
+            "clawdbot_log_write_failures_total",
+            "Failed conversation log database writes and probes (each is retried or spilled).",
+        )
+        .expect("valid metric");
+        let log_spilled = IntCounter::new(
+            "clawdbot_log_spilled_total",
+            "Conversation log exchanges written to the local spill file.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(log_queue_depth.clone()),
+            Box::new(log_write_failures.clone()),
+            Box::new(log_spilled.clone()),
             Box::new(model_duration.clone()),
             Box::new(model_ttft.clone()),
             Box::new(model_tokens.clone()),
@@ -88,6 +119,7 @@ impl Metrics {
             Box::new(sessions.clone()),
             Box::new(auth_failures.clone()),
             Box::new(rate_limited.clone()),
+            Box::new(redis_errors.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -101,6 +133,10 @@ impl Metrics {
             sessions,
             auth_failures,
             rate_limited,
+            redis_errors,
+            log_queue_depth,
+            log_write_failures,
+            log_spilled,
         }
     }
 
@@ -119,6 +155,17 @@ impl Metrics {
         self.model_tokens
             .with_label_values(&[provider, "completion"])
             .inc_by(usage.completion_tokens);
+    }
+}
+
+impl Metrics {
+    /// The conversation log writer's handles.
+    pub fn log_writer(&self) -> crate::logs::WriterMetrics {
+        crate::logs::WriterMetrics {
+            queue_depth: self.log_queue_depth.clone(),
+            write_failures: self.log_write_failures.clone(),
+            spilled: self.log_spilled.clone(),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 
 use crate::auth::KeyStore;
 use crate::drain::Drain;
+use crate::logs::{LogStore, LogWriter};
 use crate::metrics::Metrics;
 use crate::model::Provider;
 use crate::ratelimit::{AuthThrottle, RateLimiter};
@@ -28,6 +29,8 @@ pub struct Inner {
     pub trusted_proxies: Vec<IpNet>,
     pub drain: Arc<Drain>,
     pub started: Instant,
+    /// Conversation logs: the batched writer and, through it, the store.
+    pub logs: LogWriter,
 }
 
 impl Deref for AppState {
@@ -38,16 +41,27 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(cfg: RuntimeConfig, provider: Arc<dyn Provider>) -> Self {
+    /// Fails only on a log database URL sqlx cannot use or an SQLite
+    /// directory that cannot be created; nothing connects here.
+    pub fn new(cfg: RuntimeConfig, provider: Arc<dyn Provider>) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let store = LogStore::open_lazy(&crate::logs::database_url(&cfg))?;
+        let logs = LogWriter::new(
+            store,
+            crate::logs::spill::Spill::new(crate::logs::spill_path(&cfg)),
+            &cfg.logs,
+            metrics.log_writer(),
+        );
         let trusted_proxies = cfg
             .server
             .trusted_proxies
             .iter()
             .filter_map(|p| clawdbot_config::parse_net(p))
             .collect();
-        Self(Arc::new(Inner {
-            sessions: SessionStore::new(&cfg.sessions),
-            metrics: Metrics::new(),
+        Ok(Self(Arc::new(Inner {
+            sessions: SessionStore::from_config(&cfg, &metrics)?,
+            metrics,
+            logs,
             keys: KeyStore::new(&cfg.auth.api_keys),
             limiter: RateLimiter::new(
                 cfg.server.rate_limit.requests_per_second,
@@ -62,6 +76,6 @@ impl AppState {
             started: Instant::now(),
             provider,
             cfg,
-        }))
+        })))
     }
 }

@@ -10,20 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bot-runtime");
-
 fn clean_command() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CLAWDBOT_")
-            || k.starts_with("MODEL_")
-            || k == "DATABASE_URL"
-            || k == "REDIS_URL"
-        {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
+    runtime_command()
 }
 
 fn write_config(text: &str) -> tempfile_path::Path {
@@ -101,27 +89,6 @@ fn check_config_names_the_bad_key_and_why() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_ready(base: &str) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(20) {
-        if let Ok(r) = client().get(format!("{base}/health/ready")).send().await
-            && r.status() == 200
-        {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("bot-runtime did not become ready");
 }
 
 #[tokio::test]

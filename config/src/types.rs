@@ -24,6 +24,8 @@ pub struct RuntimeConfig {
     pub logging: LoggingConfig,
     /// Conversation log database.
     pub database: DatabaseConfig,
+    /// How conversation logs are written, spilled and kept.
+    pub logs: LogsConfig,
     /// Shared session store.
     pub redis: RedisConfig,
     /// DingTalk robot.
@@ -279,7 +281,8 @@ pub struct SessionsConfig {
     /// this many seconds, then gets 409.
     #[schemars(range(min = 0, max = 600))]
     pub turn_wait_secs: u64,
-    /// Most sessions kept in memory; beyond it new sessions get 503.
+    /// Most sessions kept in memory; beyond it new sessions get 503. Not
+    /// applied with Redis (`redis.url`), whose own memory limit governs.
     #[schemars(range(min = 1))]
     pub max_sessions: usize,
 }
@@ -325,19 +328,89 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// Conversation log database: `postgres://…` or `mysql://…`; unset uses the
-    /// embedded default. Env `DATABASE_URL`. The runtime checks that the
-    /// server answers for `/health/ready`.
+    /// Conversation log database: `postgres://…`, `mysql://…` (MySQL and
+    /// MariaDB) or `sqlite://FILE`; unset uses the embedded default,
+    /// `sqlite://<server.data_dir>/clawdbot.db`. Env `DATABASE_URL`.
+    /// `/health/ready` runs a query on it.
     pub url: Option<Secret>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// The conversation log writer: exchanges are queued, written in batches off
+/// the request path, and spilled to a local file when the database cannot
+/// take them, so an answered exchange is never lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Exchanges older than this many days are deleted, in small batches.
+    /// Unset: keep everything.
+    #[schemars(range(min = 1))]
+    pub retention_days: Option<u32>,
+    /// Most exchanges written in one database transaction.
+    #[schemars(range(min = 1, max = 5000))]
+    pub batch_size: usize,
+    /// Longest an exchange waits in the queue for its batch to fill, in milliseconds.
+    #[schemars(range(min = 1, max = 60000))]
+    pub flush_interval_ms: u64,
+    /// Exchanges held in memory before new ones go to the spill file.
+    #[schemars(range(min = 1))]
+    pub queue_capacity: usize,
+    /// Append-only file (JSON lines, fsynced) holding exchanges the database
+    /// could not take; replayed on recovery and at start. Unset:
+    /// `<server.data_dir>/log-spill.jsonl`.
+    pub spill_file: Option<String>,
+    /// Longest pause between retries of a failing database write, in
+    /// milliseconds (the pause doubles from 50 ms, with jitter).
+    #[schemars(range(min = 50))]
+    pub max_retry_backoff_ms: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: None,
+            batch_size: 200,
+            flush_interval_ms: 100,
+            queue_capacity: 10_000,
+            spill_file: None,
+            max_retry_backoff_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// Redis for sessions shared by every replica, e.g. `redis://redis:6379/0`.
-    /// Env `REDIS_URL`. The runtime checks that the server answers for
-    /// `/health/ready`.
+    /// Redis for sessions shared by every replica, e.g. `redis://redis:6379/0`
+    /// (`rediss://` for TLS). Env `REDIS_URL`. Unset: sessions live in this
+    /// process's memory. `/health/ready` sends it a PING.
     pub url: Option<Secret>,
+    /// Prefix of every key the runtime writes, so several bots can share one
+    /// Redis database without seeing each other's sessions.
+    pub key_prefix: String,
+    /// Expiry of a session's turn lock in milliseconds: the longest a replica
+    /// that dies mid-turn can keep its session busy. A live replica extends
+    /// its lock every third of this while the answer runs.
+    #[schemars(range(min = 1000, max = 600000))]
+    pub lock_ttl_ms: u64,
+    /// TCP connect timeout in milliseconds for each (re)connection attempt.
+    #[schemars(range(min = 1, max = 60000))]
+    pub connect_timeout_ms: u64,
+    /// Deadline in milliseconds for one Redis command or pipeline, including
+    /// waiting for a reconnect: requests fail with 503 after it rather than hang.
+    #[schemars(range(min = 1, max = 60000))]
+    pub command_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            key_prefix: "clawdbot:".into(),
+            lock_ttl_ms: 15_000,
+            connect_timeout_ms: 1_000,
+            command_timeout_ms: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

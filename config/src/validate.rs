@@ -206,6 +206,67 @@ pub fn validate(cfg: &RuntimeConfig) -> Vec<Issue> {
             );
         }
     }
+    let r = &cfg.redis;
+    if r.key_prefix.len() > 128
+        || r.key_prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        bad(
+            "redis.key_prefix",
+            "must be at most 128 characters without whitespace".into(),
+        );
+    }
+    for (key, v, max) in [
+        ("redis.connect_timeout_ms", r.connect_timeout_ms, 60_000),
+        ("redis.command_timeout_ms", r.command_timeout_ms, 60_000),
+    ] {
+        if !(1..=max).contains(&v) {
+            bad(key, format!("must be between 1 and {max}"));
+        }
+    }
+    if !(1_000..=600_000).contains(&r.lock_ttl_ms) {
+        bad(
+            "redis.lock_ttl_ms",
+            "must be between 1000 and 600000".into(),
+        );
+    } else if r.lock_ttl_ms < 2 * r.command_timeout_ms {
+        // The lock is extended when a third of it has passed; the extension
+        // must land before the rest runs out.
+        bad(
+            "redis.lock_ttl_ms",
+            "must be at least twice redis.command_timeout_ms".into(),
+        );
+    }
+    let logs = &cfg.logs;
+    if logs.retention_days == Some(0) {
+        bad(
+            "logs.retention_days",
+            "must be at least 1 (leave it unset to keep everything)".into(),
+        );
+    }
+    if !(1..=5000).contains(&logs.batch_size) {
+        bad("logs.batch_size", "must be from 1 to 5000".into());
+    }
+    if !(1..=60_000).contains(&logs.flush_interval_ms) {
+        bad("logs.flush_interval_ms", "must be from 1 to 60000".into());
+    }
+    if logs.queue_capacity == 0 {
+        bad("logs.queue_capacity", "must be at least 1".into());
+    }
+    if logs
+        .spill_file
+        .as_deref()
+        .is_some_and(|f| f.trim().is_empty())
+    {
+        bad(
+            "logs.spill_file",
+            "must not be empty (leave it unset for the default)".into(),
+        );
+    }
+    if logs.max_retry_backoff_ms < 50 {
+        bad("logs.max_retry_backoff_ms", "must be at least 50".into());
+    }
     for (key, enabled) in [
         ("dingtalk.enabled", cfg.dingtalk.enabled),
         ("feishu.enabled", cfg.feishu.enabled),
@@ -295,6 +356,50 @@ mod tests {
         assert!(validate(&c)[0].why.contains("not an http"));
         c.model.endpoint = Some("http://127.0.0.1:9/v1".into());
         assert!(validate(&c).is_empty());
+    }
+
+    #[test]
+    fn redis_settings_are_checked() {
+        let mut c = RuntimeConfig::default();
+        c.redis.key_prefix = "has space:".into();
+        c.redis.lock_ttl_ms = 999;
+        c.redis.command_timeout_ms = 0;
+        let keys: Vec<_> = validate(&c).into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "redis.key_prefix",
+                "redis.command_timeout_ms",
+                "redis.lock_ttl_ms"
+            ]
+        );
+        let mut c = RuntimeConfig::default();
+        c.redis.lock_ttl_ms = 1_000;
+        c.redis.command_timeout_ms = 600;
+        assert!(validate(&c)[0].why.contains("twice"));
+    }
+
+    #[test]
+    fn log_writer_keys_are_checked() {
+        let mut c = RuntimeConfig::default();
+        c.logs.retention_days = Some(0);
+        c.logs.batch_size = 0;
+        c.logs.flush_interval_ms = 0;
+        c.logs.queue_capacity = 0;
+        c.logs.spill_file = Some(" ".into());
+        c.logs.max_retry_backoff_ms = 1;
+        let keys: Vec<_> = validate(&c).into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "logs.retention_days",
+                "logs.batch_size",
+                "logs.flush_interval_ms",
+                "logs.queue_capacity",
+                "logs.spill_file",
+                "logs.max_retry_backoff_ms"
+            ]
+        );
     }
 
     #[test]

@@ -113,6 +113,18 @@ pub struct ClawdBotSpec {
     /// Additions to the bot-runtime pod template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplateOverrides>,
+    /// Per-client request limit of the bot's API. Default 20 requests/s, burst 40.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Peers (IP addresses or CIDR ranges) whose X-Forwarded-For header names
+    /// the real client, for per-client rate limits and bad-key throttling.
+    /// Unset: the private ranges (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16,
+    /// 100.64.0.0/10, fc00::/7), which covers an in-cluster ingress controller.
+    /// Set [] when clients reach the pods directly (no proxy), so they cannot
+    /// claim another address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Stop reconciling: the operator makes no changes to this bot's objects
     /// until it is set back to false.
     #[serde(default)]
@@ -403,6 +415,18 @@ pub struct MonitoringSpec {
     /// Labels your Prometheus selects ServiceMonitors and rules by (e.g. release: prometheus).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Sustained requests per second per client address; 0 turns the limit off.
+    #[schemars(range(min = 0.0, max = 100000.0))]
+    pub requests_per_second: f64,
+    /// Requests a client may send in a burst above the sustained rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub burst: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]

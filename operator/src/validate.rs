@@ -201,9 +201,26 @@ pub fn validate(cb: &ClawdBot) -> Vec<FieldError> {
     errors
 }
 
+/// Runtime keys that the spec sets under another name.
+fn renamed(key: &str) -> Option<String> {
+    let map = [
+        ("server.trusted_proxies", "spec.trustedProxies"),
+        (
+            "server.rate_limit.requests_per_second",
+            "spec.rateLimit.requestsPerSecond",
+        ),
+        ("server.rate_limit.burst", "spec.rateLimit.burst"),
+    ];
+    map.iter()
+        .find_map(|(from, to)| key.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+}
+
 /// `model.max_tokens` -> `spec.model.maxTokens`, `dingtalk.enabled` ->
 /// `spec.channels.dingtalk.enabled`.
 fn spec_path_for_runtime_key(key: &str) -> String {
+    if let Some(p) = renamed(key) {
+        return p;
+    }
     let camel: Vec<String> = key
         .split('.')
         .map(|seg| {

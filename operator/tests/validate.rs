@@ -874,3 +874,30 @@ fn auth_secret_name_is_kept() {
         "remembered"
     );
 }
+
+#[test]
+fn trusted_proxies_and_rate_limit_are_checked_through_the_runtime_rules() {
+    let cb = bot(with(|s| {
+        s.trusted_proxies = Some(vec!["10.0.0.0/8".into(), "not-a-net".into()]);
+        s.rate_limit = Some(clawdbot_operator::crd::RateLimitSpec {
+            requests_per_second: -1.0,
+            burst: Some(0),
+        });
+    }));
+    let fields: Vec<String> = validate::validate(&cb)
+        .into_iter()
+        .map(|e| e.field)
+        .collect();
+    assert!(
+        fields.contains(&"spec.trustedProxies[1]".to_owned()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"spec.rateLimit.requestsPerSecond".to_owned()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"spec.rateLimit.burst".to_owned()),
+        "{fields:?}"
+    );
+}

@@ -2,8 +2,7 @@
 //! session-keeping chat API behind the web page.
 
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -19,12 +18,16 @@ use crate::auth::Caller;
 use crate::engine::{CallObserver, session_request};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
+use crate::logs::Exchange;
 use crate::metrics::StreamGauge;
 use crate::model::{ChunkStream, ModelError, Usage};
-use crate::sessions::{Session, SessionError, StoredMessage, TurnGuard, is_valid_session_id};
+use crate::sessions::{Role, SessionError, SessionInfo, StoredMessage, Turn, is_valid_session_id};
 use crate::state::AppState;
 
 const MAX_USER_ID: usize = 256;
+/// How long a history read waits for just-answered exchanges to reach the
+/// log database before reading what is there.
+const LOG_FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,19 +71,33 @@ fn session_error(e: SessionError) -> ApiError {
             "the server holds as many sessions as it may (sessions.max_sessions)",
         )
         .with_code("session_capacity"),
+        SessionError::Unavailable(why) => ApiError::unavailable(format!(
+            "the session store (Redis) is unavailable ({why}); retry shortly"
+        ))
+        .with_code("redis_unavailable"),
+        SessionError::LockLost => ApiError::unavailable(
+            "this turn lost its session lock (Redis) before its answer was recorded; send the message again",
+        )
+        .with_code("session_lock_lost"),
+    }
+}
+
+fn check_session_id(id: &str) -> ApiResult<()> {
+    if is_valid_session_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "session_id",
+            "session_id must be 32 lowercase hex digits, as returned by this API",
+        ))
     }
 }
 
 /// A session the caller may use: unknown ids and other keys' sessions look
 /// the same (404), so ids cannot be probed.
-fn owned_session(st: &AppState, caller: &Caller, id: &str) -> ApiResult<Arc<Session>> {
-    if !is_valid_session_id(id) {
-        return Err(ApiError::invalid(
-            "session_id",
-            "session_id must be 32 lowercase hex digits, as returned by this API",
-        ));
-    }
-    let s = st.sessions.get(id).map_err(session_error)?;
+pub async fn owned_session(st: &AppState, caller: &Caller, id: &str) -> ApiResult<SessionInfo> {
+    check_session_id(id)?;
+    let s = st.sessions.get(id).await.map_err(session_error)?;
     if !caller.may_access(s.owner.as_deref()) {
         return Err(session_error(SessionError::NotFound));
     }
@@ -103,20 +120,16 @@ pub async fn chat(
             "user_id must be 1 to 256 printable characters",
         ));
     }
-    let session = match &body.session_id {
-        Some(id) => owned_session(&st, &caller, id)?,
-        None => st
-            .sessions
-            .create(caller.key_name.clone(), body.user_id.clone())
-            .map_err(session_error)?,
-    };
+    if let Some(id) = &body.session_id {
+        check_session_id(id)?;
+    }
+    // Access is checked inside: other keys' sessions are 404, like unknown ones.
     let turn = st
         .sessions
-        .begin_turn(session)
+        .begin_turn(body.session_id.as_deref(), &caller, body.user_id.clone())
         .await
         .map_err(session_error)?;
-    let history = turn.session.context(st.sessions.window());
-    let req = session_request(&st, &history, &body.message);
+    let req = session_request(&st, &turn.history, &body.message);
     let obs = CallObserver::start(&st, "web", Some(turn.session.id.clone()));
     if body.stream {
         // Failures before the first token still get a real status code.
@@ -131,11 +144,23 @@ pub async fn chat(
     let result = st.provider.complete(&req).await;
     match result {
         Ok(done) => {
+            let ex = web_exchange(
+                &obs,
+                &turn.session,
+                &done.model,
+                done.usage,
+                &body.message,
+                &done.content,
+            );
             obs.finish(&done.model, Ok(done.usage));
-            st.sessions
-                .append(&turn, body.message, done.content.clone());
+            let session_id = turn.session.id.clone();
+            turn.finish(body.message, done.content.clone())
+                .await
+                .map_err(session_error)?;
+            // Queued (or spilled) before the client has the reply.
+            st.logs.submit(ex).await;
             Ok(Json(ChatReply {
-                session_id: turn.session.id.clone(),
+                session_id,
                 reply: done.content,
                 model: done.model,
                 usage: done.usage.unwrap_or_default(),
@@ -151,7 +176,7 @@ pub async fn chat(
 
 fn stream_reply(
     st: AppState,
-    turn: TurnGuard,
+    turn: Turn,
     mut obs: CallObserver,
     mut stream: ChunkStream,
     mut model: String,
@@ -195,10 +220,19 @@ fn stream_reply(
                 }
             }
         }
+        let ex = web_exchange(&obs, &turn.session, &model, usage, &message, &reply);
         obs.finish(&model, Ok(usage));
-        st.sessions.append(&turn, message, reply.clone());
+        let session_id = turn.session.id.clone();
+        if let Err(e) = turn.finish(message, reply.clone()).await {
+            let _ = tx
+                .send(json_event("error", &session_error(e).body_json()))
+                .await;
+            return;
+        }
+        // Queued (or spilled) before the client sees `done`.
+        st.logs.submit(ex).await;
         let done = ChatReply {
-            session_id: turn.session.id.clone(),
+            session_id,
             reply,
             model,
             usage: usage.unwrap_or_default(),
@@ -222,14 +256,81 @@ fn error_event(e: &ModelError) -> Event {
     json_event("error", &ApiError::from(e.clone()).body_json())
 }
 
+/// The log record of a web-chat answer.
+fn web_exchange(
+    obs: &CallObserver,
+    session: &SessionInfo,
+    model: &str,
+    usage: Option<Usage>,
+    message: &str,
+    reply: &str,
+) -> Exchange {
+    let mut ex = obs.exchange(model, usage, message.to_owned(), reply.to_owned());
+    ex.user_id = session.user_id.clone();
+    ex.owner = session.owner.clone();
+    ex
+}
+
+/// A session's history from the conversation log (kept beyond the session
+/// store's TTL). A session with nothing logged yet, or a log database that
+/// does not answer, falls back to the live session store.
 pub async fn messages(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<MessagesReply>> {
-    let s = owned_session(&st, &caller, &id)?;
+    check_session_id(&id)?;
+    // Read-your-writes: an exchange answered a moment ago may still be queued.
+    st.logs.flush(LOG_FLUSH_WAIT).await;
+    let store = st.logs.store();
+    let logged = match store.session_owner(&id).await {
+        Ok(Some(owner)) => {
+            // Other keys' sessions look unknown (404), so ids cannot be probed.
+            if !caller.may_access(owner.as_deref()) {
+                return Err(session_error(SessionError::NotFound));
+            }
+            store.session_exchanges(&id).await.map(Some)
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let exchanges = match logged {
+        Ok(Some(rows)) => rows,
+        Ok(None) => return live_messages(&st, &caller, &id).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "conversation log read failed; answering from the session store");
+            return live_messages(&st, &caller, &id).await;
+        }
+    };
+    let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let messages = exchanges
+        .into_iter()
+        .flat_map(|e| {
+            [
+                StoredMessage {
+                    role: Role::User,
+                    created_at: at(e.created_at - e.latency_ms),
+                    content: e.user_input,
+                },
+                StoredMessage {
+                    role: Role::Assistant,
+                    created_at: at(e.created_at),
+                    content: e.bot_response,
+                },
+            ]
+        })
+        .collect();
     Ok(Json(MessagesReply {
-        session_id: s.id.clone(),
-        messages: s.messages(),
+        session_id: id,
+        messages,
+    }))
+}
+
+async fn live_messages(st: &AppState, caller: &Caller, id: &str) -> ApiResult<Json<MessagesReply>> {
+    let s = owned_session(st, caller, id).await?;
+    let messages = st.sessions.messages(&s.id).await.map_err(session_error)?;
+    Ok(Json(MessagesReply {
+        session_id: s.id,
+        messages,
     }))
 }

@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use tokio::net::TcpStream;
 
 use crate::state::AppState;
 
@@ -35,18 +34,23 @@ pub async fn ready(State(st): State<AppState>) -> Response {
         )
             .into_response();
     }
-    let deps = dependencies(&st);
-    let results = futures_util::future::join_all(deps.iter().map(|(_, addr)| probe(addr))).await;
+    // Both get a real round trip through their store's own connections:
+    // what requests need, not just an open port.
+    let (redis, database) = tokio::join!(st.sessions.check(), database_check(&st));
+    let outcomes = redis
+        .map(|r| ("redis", r.map_err(|e| e.to_string())))
+        .into_iter()
+        .chain(std::iter::once(("database", database)));
     let mut checks = Map::new();
     let mut failing = Vec::new();
-    for ((name, _), result) in deps.iter().zip(results) {
+    for (name, result) in outcomes {
         match result {
             Ok(()) => {
-                checks.insert((*name).into(), json!("ok"));
+                checks.insert(name.into(), json!("ok"));
             }
             Err(why) => {
-                checks.insert((*name).into(), json!(format!("down: {why}")));
-                failing.push(*name);
+                checks.insert(name.into(), json!(format!("down: {why}")));
+                failing.push(name);
             }
         }
     }
@@ -67,51 +71,20 @@ pub async fn ready(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Configured network dependencies as (name, host:port).
-fn dependencies(st: &AppState) -> Vec<(&'static str, String)> {
-    let mut deps = Vec::new();
-    if let Some(url) = &st.cfg.redis.url
-        && let Some(addr) = host_port(url.expose(), 6379)
-    {
-        deps.push(("redis", addr));
-    }
-    if let Some(url) = &st.cfg.database.url {
-        let default_port = if url.expose().starts_with("postgres") {
-            5432
-        } else {
-            3306
-        };
-        if !url.expose().starts_with("sqlite")
-            && let Some(addr) = host_port(url.expose(), default_port)
-        {
-            deps.push(("database", addr));
-        }
-    }
-    deps
-}
-
-/// `scheme://user:pass@host:port/db?x` -> `host:port`.
-fn host_port(url: &str, default_port: u16) -> Option<String> {
-    let u = reqwest::Url::parse(url).ok()?;
-    let host = u.host_str()?;
-    let port = u.port().unwrap_or(default_port);
-    Some(if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    })
-}
-
-async fn probe(addr: &str) -> Result<(), String> {
-    match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await {
+/// `SELECT 1` on the conversation log database (the embedded SQLite file
+/// included: a full disk or a removed directory shows here too).
+async fn database_check(st: &AppState) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, st.logs.store().ping()).await {
         Err(_) => Err("no answer within 1 s".into()),
-        Ok(Err(e)) => Err(e.kind().to_string()),
-        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(())) => Ok(()),
     }
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    st.metrics.sessions.set(st.sessions.len() as i64);
+    if let Some(n) = st.sessions.held_in_memory() {
+        st.metrics.sessions.set(n as i64);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -120,26 +93,4 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         st.metrics.render(),
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn extracts_host_and_port_without_credentials() {
-        assert_eq!(
-            host_port("redis://:pw@cache:6380/0", 6379).as_deref(),
-            Some("cache:6380")
-        );
-        assert_eq!(
-            host_port("redis://cache", 6379).as_deref(),
-            Some("cache:6379")
-        );
-        assert_eq!(
-            host_port("postgres://u:p@[::1]/db", 5432).as_deref(),
-            Some("[::1]:5432")
-        );
-        assert_eq!(host_port("not a url", 1), None);
-    }
 }

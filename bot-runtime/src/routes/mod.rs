@@ -1,4 +1,5 @@
 pub mod chat;
+pub mod conversations;
 pub mod health;
 pub mod openai;
 pub mod web;

@@ -4,21 +4,22 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::auth::Caller;
 use crate::engine::{CallObserver, apply_generation_defaults};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 use crate::metrics::StreamGauge;
-use crate::model::{ChatRequest, Chunk, ChunkStream, Completion, ModelError};
+use crate::model::{ChatRequest, Chunk, ChunkStream, Completion, ModelError, Usage};
 use crate::state::AppState;
 
 const ROLES: &[&str] = &[
@@ -192,17 +193,77 @@ fn check_message(i: usize, m: &Value) -> ApiResult<()> {
     }
 }
 
+/// Who and what a stateless call's log record carries.
+struct LogContext {
+    owner: Option<String>,
+    /// OpenAI's optional `user` field: the caller's end user.
+    user_id: Option<String>,
+    user_input: String,
+}
+
+impl LogContext {
+    fn new(caller: &Caller, req: &ChatRequest) -> Self {
+        Self {
+            owner: caller.key_name.clone(),
+            user_id: req
+                .extra
+                .get("user")
+                .and_then(Value::as_str)
+                .filter(|u| !u.is_empty())
+                .map(|u| u.chars().take(256).collect()),
+            user_input: last_user_text(&req.messages),
+        }
+    }
+
+    /// Queues the record; returns once it is safe to acknowledge the reply.
+    async fn submit(
+        self,
+        st: &AppState,
+        obs: &CallObserver,
+        model: &str,
+        usage: Option<Usage>,
+        reply: String,
+    ) {
+        let mut ex = obs.exchange(model, usage, self.user_input, reply);
+        ex.owner = self.owner;
+        ex.user_id = self.user_id;
+        st.logs.submit(ex).await;
+    }
+}
+
+/// The text of the last `user` message: a string, or its text parts joined.
+fn last_user_text(messages: &[Value]) -> String {
+    let Some(m) = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+    else {
+        return String::new();
+    };
+    match m.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
 pub async fn chat_completions(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
     let mut call = parse_request(body, st.provider.models())?;
     apply_generation_defaults(&st, &mut call.req.extra);
+    let log = LogContext::new(&caller, &call.req);
     let obs = CallObserver::start(&st, "openai", None);
     if call.stream {
         // Failures before the first token still get a real status code.
         return match st.provider.stream(&call.req).await {
-            Ok(stream) => Ok(stream_completion(st, obs, stream, call)),
+            Ok(stream) => Ok(stream_completion(st, obs, stream, call, log)),
             Err(e) => {
                 obs.finish(&call.req.model, Err(&e));
                 Err(client_error(e))
@@ -211,6 +272,8 @@ pub async fn chat_completions(
     }
     match st.provider.complete(&call.req).await {
         Ok(done) => {
+            log.submit(&st, &obs, &done.model, done.usage, done.content.clone())
+                .await;
             obs.finish(&done.model, Ok(done.usage));
             Ok(match done.raw {
                 Some(raw) => ([(header::CONTENT_TYPE, "application/json")], raw).into_response(),
@@ -245,6 +308,7 @@ fn stream_completion(
     mut obs: CallObserver,
     mut stream: ChunkStream,
     call: OpenAiCall,
+    log: LogContext,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let work = st.drain.track();
@@ -255,6 +319,7 @@ fn stream_completion(
         let synth = Synth::new(&model);
         let mut usage = None;
         let mut first = true;
+        let mut reply = String::new();
         loop {
             let next = tokio::select! {
                 n = stream.next() => n,
@@ -276,6 +341,7 @@ fn stream_completion(
             if chunk.usage.is_some() {
                 usage = chunk.usage;
             }
+            reply.push_str(&chunk.content);
             if !chunk.has_choices && !call.include_usage {
                 continue;
             }
@@ -288,6 +354,9 @@ fn stream_completion(
                 return;
             }
         }
+        // Logged before `[DONE]`: a client that saw the end of the stream
+        // has an exchange that is queued or spilled.
+        log.submit(&st, &obs, &model, usage, reply).await;
         obs.finish(&model, Ok(usage));
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
     });

@@ -48,6 +48,8 @@ pub fn config_for(
     cfg.server.listen = "127.0.0.1:0".into();
     cfg.server.rate_limit.requests_per_second = 0.0;
     cfg.server.drain_deadline_secs = 10;
+    // Each runtime gets its own SQLite log file and spill file.
+    cfg.server.data_dir = temp_dir("rt").display().to_string();
     if let Some(m) = mock {
         cfg.model.endpoint = Some(m.base_url());
         cfg.model.name = "mock-model".into();
@@ -65,7 +67,7 @@ pub async fn start(cfg: RuntimeConfig) -> Runtime {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let provider = bot_runtime::model::from_config(&cfg.model).unwrap();
-    let state = AppState::new(cfg, provider);
+    let state = AppState::new(cfg, provider).unwrap();
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(bot_runtime::serve_state(state.clone(), listener, async {
         let _ = rx.await;
@@ -139,4 +141,53 @@ pub fn assert_error_shape(body: &Value) -> &Value {
         "param/code keys in {body}"
     );
     e
+}
+
+/// A fresh directory under the system temp dir (left for the OS to clean).
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "clawdbot-test-{tag}-{:016x}",
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The real binary with none of the caller's CLAWDBOT_/MODEL_/DATABASE_URL/
+/// REDIS_URL variables, and its data dir in a fresh temp directory.
+pub fn runtime_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bot-runtime"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CLAWDBOT_")
+            || k.starts_with("MODEL_")
+            || k == "DATABASE_URL"
+            || k == "REDIS_URL"
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("CLAWDBOT_SERVER__DATA_DIR", temp_dir("proc"));
+    cmd
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `/health/ready` until 200; returns how long it took and the body.
+pub async fn wait_ready(base: &str) -> (Duration, Value) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Ok(r) = client().get(format!("{base}/health/ready")).send().await
+            && r.status() == 200
+        {
+            return (started.elapsed(), r.json().await.unwrap_or(Value::Null));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("bot-runtime at {base} did not become ready");
 }

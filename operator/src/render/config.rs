@@ -14,6 +14,15 @@ pub const DATA_DIR: &str = "/var/lib/clawdbot";
 /// The runtime's drain deadline; the pod's grace period is longer.
 pub const DRAIN_DEADLINE_SECS: u64 = 25;
 
+/// In-cluster proxy hops (ingress controllers) live in private ranges.
+pub const DEFAULT_TRUSTED_PROXIES: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+];
+
 pub fn fallback_key_env(i: usize) -> String {
     format!("MODEL_FALLBACK_{}_API_KEY", i + 1)
 }
@@ -26,6 +35,19 @@ pub fn runtime_config(cb: &ClawdBot) -> RuntimeConfig {
     cfg.server.data_dir = DATA_DIR.into();
     cfg.server.drain_deadline_secs = DRAIN_DEADLINE_SECS;
     cfg.logging.format = rc::LogFormat::Json;
+    cfg.server.trusted_proxies = match &spec.trusted_proxies {
+        Some(list) => list.clone(),
+        None => DEFAULT_TRUSTED_PROXIES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+    };
+    if let Some(rl) = &spec.rate_limit {
+        cfg.server.rate_limit.requests_per_second = rl.requests_per_second;
+        if let Some(b) = rl.burst {
+            cfg.server.rate_limit.burst = b;
+        }
+    }
     cfg.model.backend = m.backend.map(|b| match b {
         ModelBackend::Openai => rc::ModelBackend::Openai,
         ModelBackend::None => rc::ModelBackend::None,

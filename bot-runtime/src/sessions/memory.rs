@@ -6,37 +6,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use clawdbot_config::SessionsConfig;
-use rand::Rng;
-use serde::Serialize;
 use tokio::sync::OwnedMutexGuard;
 
+use super::{
+    Hold as TurnHold, Role, SessionError, SessionInfo, StoredMessage, Turn, new_session_id,
+};
+use crate::auth::Caller;
+
 /// Messages kept per session for `GET .../messages`, beyond the model window.
-const KEEP_AT_LEAST: usize = 100;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    User,
-    Assistant,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StoredMessage {
-    pub role: Role,
-    pub content: String,
-    #[serde(serialize_with = "ser_time")]
-    pub created_at: SystemTime,
-}
-
-fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::timefmt::rfc3339(*t))
-}
+pub(super) const KEEP_AT_LEAST: usize = 100;
 
 pub struct Session {
     pub id: String,
     /// The API key name that created it (`None` on an open API).
     pub owner: Option<String>,
     pub user_id: Option<String>,
+    created_at: SystemTime,
     turn: Arc<tokio::sync::Mutex<()>>,
     state: Mutex<SessionState>,
 }
@@ -47,19 +32,13 @@ struct SessionState {
 }
 
 /// Holding this means the session's turn is ours.
-pub struct TurnGuard {
+pub(super) struct Hold {
     _guard: OwnedMutexGuard<()>,
-    pub session: Arc<Session>,
+    session: Arc<Session>,
+    keep: usize,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum SessionError {
-    NotFound,
-    Busy,
-    Full,
-}
-
-pub struct SessionStore {
+pub struct MemoryStore {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     ttl: Duration,
     turn_wait: Duration,
@@ -73,8 +52,17 @@ impl Session {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id.clone(),
+            owner: self.owner.clone(),
+            user_id: self.user_id.clone(),
+            created_at: self.created_at,
+        }
+    }
+
     /// The last `window` messages, oldest first, for the model.
-    pub fn context(&self, window: usize) -> Vec<StoredMessage> {
+    fn context(&self, window: usize) -> Vec<StoredMessage> {
         let s = self.lock();
         s.history
             .iter()
@@ -96,7 +84,29 @@ impl Session {
     }
 }
 
-impl SessionStore {
+impl Hold {
+    /// Records a finished exchange; the turn ends when `self` drops.
+    pub(super) fn finish(self, user: String, assistant: String) {
+        let now = SystemTime::now();
+        let mut s = self.session.lock();
+        s.history.push_back(StoredMessage {
+            role: Role::User,
+            content: user,
+            created_at: now,
+        });
+        s.history.push_back(StoredMessage {
+            role: Role::Assistant,
+            content: assistant,
+            created_at: SystemTime::now(),
+        });
+        while s.history.len() > self.keep {
+            s.history.pop_front();
+        }
+        s.last_active = Instant::now();
+    }
+}
+
+impl MemoryStore {
     pub fn new(cfg: &SessionsConfig) -> Self {
         Self {
             sessions: Mutex::new(HashMap::new()),
@@ -106,10 +116,6 @@ impl SessionStore {
             keep: cfg.history_messages.max(KEEP_AT_LEAST),
             max_sessions: cfg.max_sessions,
         }
-    }
-
-    pub fn window(&self) -> usize {
-        self.window
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
@@ -133,7 +139,7 @@ impl SessionStore {
         }
     }
 
-    pub fn create(
+    fn create(
         &self,
         owner: Option<String>,
         user_id: Option<String>,
@@ -147,6 +153,7 @@ impl SessionStore {
             id: id.clone(),
             owner,
             user_id,
+            created_at: SystemTime::now(),
             turn: Arc::new(tokio::sync::Mutex::new(())),
             state: Mutex::new(SessionState {
                 history: VecDeque::new(),
@@ -157,37 +164,38 @@ impl SessionStore {
         Ok(session)
     }
 
-    /// Waits up to `sessions.turn_wait_secs` for the session's previous turn.
-    pub async fn begin_turn(&self, session: Arc<Session>) -> Result<TurnGuard, SessionError> {
+    /// Access is checked before waiting, so another key's busy session
+    /// answers `NotFound` like an unknown one.
+    pub(super) async fn begin_turn(
+        &self,
+        id: Option<&str>,
+        caller: &Caller,
+        user_id: Option<String>,
+    ) -> Result<Turn, SessionError> {
+        let session = match id {
+            Some(id) => {
+                let s = self.get(id)?;
+                if !caller.may_access(s.owner.as_deref()) {
+                    return Err(SessionError::NotFound);
+                }
+                s
+            }
+            None => self.create(caller.key_name.clone(), user_id)?,
+        };
         let lock = session.turn.clone();
         let guard = tokio::time::timeout(self.turn_wait, lock.lock_owned())
             .await
             .map_err(|_| SessionError::Busy)?;
         session.touch();
-        Ok(TurnGuard {
-            _guard: guard,
-            session,
+        Ok(Turn {
+            session: session.info(),
+            history: session.context(self.window),
+            hold: TurnHold::Memory(Hold {
+                _guard: guard,
+                session,
+                keep: self.keep,
+            }),
         })
-    }
-
-    /// Records a finished exchange.
-    pub fn append(&self, turn: &TurnGuard, user: String, assistant: String) {
-        let now = SystemTime::now();
-        let mut s = turn.session.lock();
-        s.history.push_back(StoredMessage {
-            role: Role::User,
-            content: user,
-            created_at: now,
-        });
-        s.history.push_back(StoredMessage {
-            role: Role::Assistant,
-            content: assistant,
-            created_at: SystemTime::now(),
-        });
-        while s.history.len() > self.keep {
-            s.history.pop_front();
-        }
-        s.last_active = Instant::now();
     }
 
     /// Drops sessions idle longer than the TTL whose turn is not running.
@@ -200,22 +208,13 @@ impl SessionStore {
     }
 }
 
-/// 128 random bits from the thread's CSPRNG, as 32 hex digits.
-pub fn new_session_id() -> String {
-    format!("{:032x}", rand::rng().random::<u128>())
-}
-
-/// Whether a client-sent id has the shape we hand out.
-pub fn is_valid_session_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clawdbot_config::Scope;
 
-    fn store(ttl: u64, wait: u64) -> SessionStore {
-        SessionStore::new(&SessionsConfig {
+    fn store(ttl: u64, wait: u64) -> MemoryStore {
+        MemoryStore::new(&SessionsConfig {
             history_messages: 4,
             ttl_secs: ttl,
             turn_wait_secs: wait,
@@ -223,49 +222,76 @@ mod tests {
         })
     }
 
-    #[test]
-    fn ids_are_128_bit_hex_and_distinct() {
-        let a = new_session_id();
-        assert!(is_valid_session_id(&a));
-        assert_ne!(a, new_session_id());
-        assert!(!is_valid_session_id("ABC"));
-        assert!(!is_valid_session_id(&"g".repeat(32)));
+    fn key(name: &str) -> Caller {
+        Caller {
+            key_name: Some(name.into()),
+            scope: Scope::User,
+        }
     }
 
     #[tokio::test]
     async fn history_window_and_order() {
         let s = store(60, 1);
-        let sess = s.create(None, None).unwrap();
-        let t = s.begin_turn(sess.clone()).await.unwrap();
+        let anon = Caller::anonymous();
+        let id = s.begin_turn(None, &anon, None).await.unwrap().session.id;
         for i in 0..3 {
-            s.append(&t, format!("q{i}"), format!("a{i}"));
+            let t = s.begin_turn(Some(&id), &anon, None).await.unwrap();
+            t.finish(format!("q{i}"), format!("a{i}")).await.unwrap();
         }
-        let ctx = sess.context(s.window());
+        let t = s.begin_turn(Some(&id), &anon, None).await.unwrap();
         assert_eq!(
-            ctx.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+            t.history
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>(),
             ["q1", "a1", "q2", "a2"]
         );
-        assert_eq!(sess.messages().len(), 6);
-        assert_eq!(sess.messages()[0].role, Role::User);
+        let all = s.get(&id).unwrap().messages();
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[0].role, Role::User);
     }
 
     #[tokio::test]
     async fn a_second_turn_waits_then_is_busy() {
         let s = store(60, 0);
-        let sess = s.create(None, None).unwrap();
-        let _t = s.begin_turn(sess.clone()).await.unwrap();
+        let anon = Caller::anonymous();
+        let t = s.begin_turn(None, &anon, None).await.unwrap();
+        let id = t.session.id.clone();
         assert_eq!(
-            s.begin_turn(sess.clone()).await.err(),
+            s.begin_turn(Some(&id), &anon, None).await.err(),
             Some(SessionError::Busy)
+        );
+        drop(t);
+        assert!(s.begin_turn(Some(&id), &anon, None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn other_keys_sessions_are_not_found_even_when_busy() {
+        let s = store(60, 0);
+        let t = s
+            .begin_turn(None, &key("a"), Some("u1".into()))
+            .await
+            .unwrap();
+        assert_eq!(t.session.owner.as_deref(), Some("a"));
+        assert_eq!(t.session.user_id.as_deref(), Some("u1"));
+        assert_eq!(
+            s.begin_turn(Some(&t.session.id), &key("b"), None)
+                .await
+                .err(),
+            Some(SessionError::NotFound)
         );
     }
 
     #[tokio::test]
     async fn capacity_is_bounded() {
         let s = store(60, 0);
-        s.create(None, None).unwrap();
-        s.create(None, None).unwrap();
-        assert_eq!(s.create(None, None).err(), Some(SessionError::Full));
+        let anon = Caller::anonymous();
+        s.begin_turn(None, &anon, None).await.unwrap();
+        s.begin_turn(None, &anon, None).await.unwrap();
+        assert_eq!(
+            s.begin_turn(None, &anon, None).await.err(),
+            Some(SessionError::Full)
+        );
     }
 
     #[test]
