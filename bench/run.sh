@@ -8,6 +8,8 @@
 #                         bot-runtime does not build; the doc says so)
 #   BENCH_OUT=path        where to write the report (default docs/benchmarks.md)
 #   BENCH_SECS=10         measured seconds per run (LiteLLM max-RPS uses half)
+#   BENCH_SKIP_OPERATOR=1 skip the operator benchmark (emulator, 1000 ClawdBots)
+#   BENCH_SKIP_STATE=1    skip the Redis/PostgreSQL vs memory/SQLite benchmark
 #   BENCH_ROUNDS=3        direct/bot-runtime latency runs alternate this many
 #                         times; the report takes the median (noise on 2 cores)
 # All load is on 127.0.0.1 and every run is bounded in time.
@@ -293,5 +295,13 @@ if [[ ${BENCH_SKIP_OPERATOR:-0} != 1 ]]; then
     python3 "$ROOT/bench/operator_bench.py" "$BIN/clawdbot-operator" \
         "$ROOT/.cache/operator-venv/bin/python" "$WORK/operator.json" 1000 60 >/dev/null
     python3 "$ROOT/bench/operator_bench.py" --markdown "$WORK/operator.json" >>"$OUT_MD"
+fi
+
+if [[ ${BENCH_SKIP_STATE:-0} != 1 ]]; then
+    log "state: Redis + PostgreSQL vs in-memory + SQLite; log writer rows/s"
+    "$ROOT/scripts/ensure-services.sh" >/dev/null
+    cargo build --release -p bot-runtime --example log_writer_bench
+    python3 "$ROOT/bench/state_bench.py" "$BIN" "$WORK/state.json" "$SECS" >/dev/null
+    python3 "$ROOT/bench/state_bench.py" --markdown "$WORK/state.json" >>"$OUT_MD"
 fi
 log "wrote $OUT_MD"
