@@ -14,15 +14,27 @@ use clawdbot_config::LogsConfig;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().ok_or_else(|| anyhow::anyhow!("usage: log_writer_bench DATABASE_URL [ROWS]"))?;
-    let rows: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(20_000);
+    let url = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: log_writer_bench DATABASE_URL [ROWS]"))?;
+    let rows: usize = args
+        .next()
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(20_000);
     bot_runtime::tls::install_crypto_provider();
     let store = LogStore::open_lazy(&url)?;
     store.migrate().await?;
-    let spill_dir = std::env::temp_dir().join(format!("clawdbot-logbench-{:016x}", rand::random::<u64>()));
+    let spill_dir =
+        std::env::temp_dir().join(format!("clawdbot-logbench-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&spill_dir)?;
     let metrics = Metrics::new();
-    let writer = LogWriter::new(store.clone(), Spill::new(spill_dir.join("spill.jsonl")), &LogsConfig::default(), metrics.log_writer());
+    let writer = LogWriter::new(
+        store.clone(),
+        Spill::new(spill_dir.join("spill.jsonl")),
+        &LogsConfig::default(),
+        metrics.log_writer(),
+    );
     writer.start();
     let started = Instant::now();
     let session = new_exchange_id();
@@ -53,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
     let in_db = store.session_exchanges(&session).await?.len();
     writer.drain(std::time::Duration::from_secs(10)).await;
     let _ = std::fs::remove_dir_all(&spill_dir);
-    anyhow::ensure!(in_db == rows, "only {in_db} of {rows} rows are in the database");
+    anyhow::ensure!(
+        in_db == rows,
+        "only {in_db} of {rows} rows are in the database"
+    );
     println!(
         "{}",
         serde_json::json!({

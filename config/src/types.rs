@@ -349,6 +349,8 @@ pub struct LogsConfig {
     #[schemars(range(min = 1, max = 5000))]
     pub batch_size: usize,
     /// Longest an exchange waits in the queue for its batch to fill, in milliseconds.
+    /// Short by default: small, frequent batches keep the writer's CPU bursts
+    /// out of the request latency tail; under load batches fill up anyway.
     #[schemars(range(min = 1, max = 60000))]
     pub flush_interval_ms: u64,
     /// Exchanges held in memory before new ones go to the spill file.
@@ -369,7 +371,7 @@ impl Default for LogsConfig {
         Self {
             retention_days: None,
             batch_size: 200,
-            flush_interval_ms: 100,
+            flush_interval_ms: 10,
             queue_capacity: 10_000,
             spill_file: None,
             max_retry_backoff_ms: 5000,

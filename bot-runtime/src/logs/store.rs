@@ -11,6 +11,7 @@ use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, migrate::Migrator};
 
@@ -108,6 +109,11 @@ impl LogStore {
                     .map_err(|e| StoreError::Url(e.to_string()))?
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
+                    // In WAL mode NORMAL fsyncs at checkpoints, not every
+                    // commit: a crashed process loses nothing, only a crashed
+                    // machine can lose the last commits (and the embedded
+                    // SQLite file lives on pod-local scratch anyway).
+                    .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10));
                 if let Some(dir) = Path::new(opts.get_filename()).parent()
                     && !dir.as_os_str().is_empty()
@@ -364,9 +370,11 @@ struct SessionRow {
 
 /// One row per session in the batch (an upsert may touch a row only once
 /// per statement), sorted by id so concurrent writers lock in one order.
+/// Session rows for the batch. A stateless exchange (an OpenAI-compatible
+/// call, whose session id is its own id) has no session to record.
 fn session_rows(batch: &[Exchange]) -> Vec<SessionRow> {
     let mut by_id: std::collections::BTreeMap<&str, SessionRow> = Default::default();
-    for e in batch {
+    for e in batch.iter().filter(|e| e.session_id != e.id) {
         by_id
             .entry(&e.session_id)
             .and_modify(|s| {
