@@ -483,7 +483,7 @@ async fn ensure_api_keys_secret(
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let generated = labels::api_keys_secret_name(&cb.name_any());
     if let Some(r) = &cb.spec.auth.api_keys_secret_ref {
-        delete_if_owned::<Secret>(ctx, ns, &generated, cb, reference).await?;
+        delete_if_owned::<Secret>(ctx, ns, &generated, reference).await?;
         return Ok(r.name.clone());
     }
     if api.get_metadata_opt(&generated).await?.is_none() {
@@ -649,35 +649,16 @@ where
 {
     match obj {
         Some(o) => apply(ctx, ns, o, reference).await.map(|_| ()),
-        None => {
-            let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-            let Some(meta) = api.get_metadata_opt(bot).await? else {
-                return Ok(());
-            };
-            if owned_by(&meta.metadata, reference) {
-                api.delete(bot, &Default::default()).await?;
-                let child = Some(child_ref::<K>(ns, bot, meta.metadata.uid.clone()));
-                publish_about(
-                    ctx,
-                    reference,
-                    child,
-                    EventType::Normal,
-                    "Deleted",
-                    format!("Deleted {} {bot}: no longer in the spec", K::kind(&())),
-                    "Delete",
-                )
-                .await;
-            }
-            Ok(())
-        }
+        None => delete_if_owned::<K>(ctx, ns, bot, reference).await,
     }
 }
 
+/// Deletes the named child when this ClawdBot controls it (never an object
+/// someone else made with the same name).
 async fn delete_if_owned<K>(
     ctx: &Context,
     ns: &str,
     name: &str,
-    _cb: &ClawdBot,
     reference: &ObjectReference,
 ) -> Result<(), Error>
 where
