@@ -7,6 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clawdbot_bench::mock::MockUpstream;
 use common::*;
 use serde_json::{Value, json};
 
@@ -91,21 +92,30 @@ fn check_config_names_the_bad_key_and_why() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_drains_in_flight_streams_and_refuses_new_work() {
-    let mock = mock_with("w1 w2 w3 w4 w5 w6 w7 w8 w9 w10", Duration::from_millis(150)).await;
+/// The binary in front of `mock`, ready, with the given drain deadline.
+async fn spawn_in_front_of(mock: &MockUpstream, drain_secs: u32) -> (std::process::Child, String) {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = clean_command()
+    let child = clean_command()
         .env("CLAWDBOT_LISTEN", format!("127.0.0.1:{port}"))
         .env("MODEL_ENDPOINT", mock.base_url())
         .env("MODEL_NAME", "mock-model")
-        .env("CLAWDBOT_SERVER__DRAIN_DEADLINE_SECS", "20")
+        .env(
+            "CLAWDBOT_SERVER__DRAIN_DEADLINE_SECS",
+            drain_secs.to_string(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     wait_ready(&base).await;
+    (child, base)
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_streams_and_refuses_new_work() {
+    let mock = mock_with("w1 w2 w3 w4 w5 w6 w7 w8 w9 w10", Duration::from_millis(150)).await;
+    let (mut child, base) = spawn_in_front_of(&mock, 20).await;
 
     let stream = tokio::spawn({
         let base = base.clone();
@@ -168,17 +178,7 @@ async fn the_drain_deadline_bounds_shutdown() {
         Duration::from_millis(500),
     )
     .await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = clean_command()
-        .env("CLAWDBOT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("MODEL_ENDPOINT", mock.base_url())
-        .env("MODEL_NAME", "mock-model")
-        .env("CLAWDBOT_SERVER__DRAIN_DEADLINE_SECS", "1")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_ready(&base).await;
+    let (mut child, base) = spawn_in_front_of(&mock, 1).await;
     let _stream = tokio::spawn({
         let base = base.clone();
         async move {

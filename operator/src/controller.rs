@@ -293,35 +293,22 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
                     .get("status")
                     .and_then(|s| serde_json::from_value(s.clone()).ok()),
             };
-            let status = next_status(
+            report(
+                ctx,
+                &ns,
                 &shell,
-                &Observation {
-                    health: Health::Invalid(e.to_string()),
-                    paused: false,
-                    deployment: None,
-                    auth_secret_name: None,
-                    now: now(),
-                },
-            );
-            patch_status(ctx, &ns, &shell, status).await?;
+                Health::Invalid(e.to_string()),
+                false,
+                None,
+                None,
+            )
+            .await?;
             return Ok(Action::await_change());
         }
     };
     if cb.spec.paused {
-        let dep = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(&cb.name_any())
-            .await?;
-        let status = next_status(
-            &cb,
-            &Observation {
-                health: Health::Ok,
-                paused: true,
-                deployment: dep.as_ref(),
-                auth_secret_name: None,
-                now: now(),
-            },
-        );
-        patch_status(ctx, &ns, &cb, status).await?;
+        // Paused: look, report, touch nothing.
+        report_without_applying(ctx, &ns, &cb, Health::Ok, true).await?;
         return Ok(Action::await_change());
     }
     let errors = validate::validate(&cb);
@@ -332,20 +319,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
             .collect::<Vec<_>>()
             .join("; ");
         warn_event(ctx, &reference, "InvalidSpec", &msg).await;
-        let dep = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(&cb.name_any())
-            .await?;
-        let status = next_status(
-            &cb,
-            &Observation {
-                health: Health::Invalid(msg),
-                paused: false,
-                deployment: dep.as_ref(),
-                auth_secret_name: None,
-                now: now(),
-            },
-        );
-        patch_status(ctx, &ns, &cb, status).await?;
+        report_without_applying(ctx, &ns, &cb, Health::Invalid(msg), false).await?;
         return Ok(Action::await_change());
     }
 
@@ -365,17 +339,8 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
         Ok(d) => d,
         Err(e) => {
             warn_event(ctx, &reference, "ApplyFailed", &e.to_string()).await;
-            let status = next_status(
-                &cb,
-                &Observation {
-                    health: Health::ApplyFailed(e.to_string()),
-                    paused: false,
-                    deployment: None,
-                    auth_secret_name: Some(auth_secret_name),
-                    now: now(),
-                },
-            );
-            patch_status(ctx, &ns, &cb, status).await?;
+            let health = Health::ApplyFailed(e.to_string());
+            report(ctx, &ns, &cb, health, false, None, Some(auth_secret_name)).await?;
             return Err(e);
         }
     };
@@ -384,18 +349,52 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
     } else {
         Health::MissingSecrets(missing)
     };
-    let status = next_status(
+    report(
+        ctx,
+        &ns,
         &cb,
-        &Observation {
-            health,
-            paused: false,
-            deployment: Some(&deployment),
-            auth_secret_name: Some(auth_secret_name),
-            now: now(),
-        },
-    );
-    patch_status(ctx, &ns, &cb, status).await?;
+        health,
+        false,
+        Some(&deployment),
+        Some(auth_secret_name),
+    )
+    .await?;
     Ok(Action::await_change())
+}
+
+/// Computes the status from what was observed and writes it if it changed.
+async fn report(
+    ctx: &Context,
+    ns: &str,
+    cb: &ClawdBot,
+    health: Health,
+    paused: bool,
+    deployment: Option<&Deployment>,
+    auth_secret_name: Option<String>,
+) -> Result<(), Error> {
+    let obs = Observation {
+        health,
+        paused,
+        deployment,
+        auth_secret_name,
+        now: now(),
+    };
+    patch_status(ctx, ns, cb, next_status(cb, &obs)).await
+}
+
+/// `report` for a bot whose children are left alone: the Deployment is
+/// only read, so its rollout state still shows.
+async fn report_without_applying(
+    ctx: &Context,
+    ns: &str,
+    cb: &ClawdBot,
+    health: Health,
+    paused: bool,
+) -> Result<(), Error> {
+    let dep = Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&cb.name_any())
+        .await?;
+    report(ctx, ns, cb, health, paused, dep.as_ref(), None).await
 }
 
 async fn publish(
