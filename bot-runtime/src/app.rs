@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::client_ip::client_ip;
 use crate::error::ApiError;
-use crate::routes::{chat, conversations, health, openai, web};
+use crate::routes::{chat, conversations, health, notifications, openai, web, webhooks};
 use crate::state::AppState;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -30,6 +30,7 @@ pub fn router(st: AppState) -> Router {
         .route("/api/v1/chat", post(chat::chat))
         .route("/api/v1/sessions/{id}/messages", get(chat::messages))
         .route("/api/v1/conversations", get(conversations::list))
+        .route("/api/v1/notifications", post(notifications::create))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route_layer(middleware::from_fn_with_state(st.clone(), api_guard));
@@ -40,6 +41,15 @@ pub fn router(st: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .merge(api)
+        // Authenticated by the platforms' signatures, not API keys; bodies
+        // are read raw and bounded by `channels.body_limit_bytes`.
+        .route("/webhooks/dingtalk", post(webhooks::dingtalk))
+        .route("/webhooks/feishu", post(webhooks::feishu))
+        .route(
+            "/webhooks/wecom",
+            get(webhooks::wecom_verify).post(webhooks::wecom),
+        )
+        .route("/webhooks/slack", post(webhooks::slack))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(st.clone(), observe))

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod channels;
 pub mod client_ip;
 pub mod drain;
 pub mod engine;
@@ -50,6 +51,7 @@ where
         .retention_days
         .map(|days| logs::retention::spawn(st.logs.store().clone(), days));
     let sweeper = spawn_session_sweeper(st.clone());
+    let channels = start_channels(&st, deadline);
     let app = app::router(st.clone());
     let drained = {
         let st = st.clone();
@@ -85,6 +87,11 @@ where
     if let Some(r) = retention {
         r.abort();
     }
+    // IM answers in progress had the HTTP drain's time to finish too; the
+    // worker pool gives them what is left, then hands the rest over.
+    channels
+        .stop(deadline.saturating_sub(st.drain.draining_for().unwrap_or_default()))
+        .await;
     // After the HTTP drain no new exchanges arrive; the log writer gets what
     // is left of the drain deadline (at least 2 s) to empty its queue, and
     // spills the rest for the next start.
@@ -94,6 +101,65 @@ where
         .await;
     tracing::info!("stopped");
     result
+}
+
+/// Background work of the IM channels: delivery workers, long connections,
+/// notification senders, dedupe-key pruning.
+struct ChannelTasks {
+    workers: Option<tokio::task::JoinHandle<()>>,
+    others: Vec<tokio::task::JoinHandle<()>>,
+    stop_clients: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl ChannelTasks {
+    async fn stop(self, left: Duration) {
+        let _ = self.stop_clients.send(true);
+        // Let the clients close their connections cleanly.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(w) = self.workers {
+            // The pool stops by itself on drain; give it the time left.
+            let _ = tokio::time::timeout(left + Duration::from_secs(1), w).await;
+        }
+        for t in self.others {
+            t.abort();
+        }
+    }
+}
+
+fn start_channels(st: &AppState, deadline: Duration) -> ChannelTasks {
+    let (stop_clients, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = ChannelTasks {
+        workers: None,
+        others: Vec::new(),
+        stop_clients: std::sync::Arc::new(stop_clients),
+    };
+    if !st.channels_enabled() {
+        return tasks;
+    }
+    let _ = st.notifier.set(channels::notify::Notifier::start(
+        st.outbound.clone(),
+        st.cfg.channels.notify_queue,
+        &st.metrics,
+    ));
+    tasks.workers = Some(tokio::spawn(
+        st.deliveries.clone().run(st.clone(), deadline),
+    ));
+    let deliveries = st.deliveries.clone();
+    tasks.others.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            deliveries.prune().await;
+        }
+    }));
+    tasks.others.extend(channels::long_connections(st, stop_rx));
+    // Long connections stop taking deliveries as soon as the drain starts.
+    let (st2, stop) = (st.clone(), tasks.stop_clients.clone());
+    tasks.others.push(tokio::spawn(async move {
+        st2.drain.started().await;
+        let _ = stop.send(true);
+    }));
+    tasks
 }
 
 fn spawn_session_sweeper(st: AppState) -> tokio::task::JoinHandle<()> {

@@ -19,6 +19,11 @@ pub struct Metrics {
     pub log_queue_depth: IntGauge,
     pub log_write_failures: IntCounter,
     pub log_spilled: IntCounter,
+    pub webhook_requests: IntCounterVec,
+    pub channel_reply_duration: HistogramVec,
+    pub channel_replies: IntCounterVec,
+    pub channel_deliveries_in_flight: IntGauge,
+    pub notifications: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -107,8 +112,52 @@ impl Metrics {
             "Conversation log exchanges written to the local spill file.",
         )
         .expect("valid metric");
+        let webhook_requests = IntCounterVec::new(
+            Opts::new(
+                "clawdbot_webhook_requests_total",
+                "IM deliveries received (webhooks and long connections), by outcome: \
+                 accepted, duplicate, bad_signature, stale, bad_token, malformed, ignored, handshake, unavailable.",
+            ),
+            &["channel", "outcome"],
+        )
+        .expect("valid metric");
+        let channel_reply_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "clawdbot_channel_reply_duration_seconds",
+                "Time from receiving an IM message to the platform accepting our reply.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["channel"],
+        )
+        .expect("valid metric");
+        let channel_replies = IntCounterVec::new(
+            Opts::new(
+                "clawdbot_channel_replies_total",
+                "IM replies by outcome: sent, failed (after every retry).",
+            ),
+            &["channel", "outcome"],
+        )
+        .expect("valid metric");
+        let channel_deliveries_in_flight = IntGauge::new(
+            "clawdbot_channel_deliveries_in_flight",
+            "IM deliveries this replica is answering now.",
+        )
+        .expect("valid metric");
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "clawdbot_notifications_total",
+                "Outbound robot notifications by outcome: sent, failed, rejected (queue full).",
+            ),
+            &["channel", "outcome"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(webhook_requests.clone()),
+            Box::new(channel_reply_duration.clone()),
+            Box::new(channel_replies.clone()),
+            Box::new(channel_deliveries_in_flight.clone()),
+            Box::new(notifications.clone()),
             Box::new(log_queue_depth.clone()),
             Box::new(log_write_failures.clone()),
             Box::new(log_spilled.clone()),
@@ -137,7 +186,18 @@ impl Metrics {
             log_queue_depth,
             log_write_failures,
             log_spilled,
+            webhook_requests,
+            channel_reply_duration,
+            channel_replies,
+            channel_deliveries_in_flight,
+            notifications,
         }
+    }
+
+    pub fn webhook(&self, channel: &str, outcome: &str) {
+        self.webhook_requests
+            .with_label_values(&[channel, outcome])
+            .inc();
     }
 
     pub fn render(&self) -> String {

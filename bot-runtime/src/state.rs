@@ -1,13 +1,17 @@
 //! Shared state handed to every handler: cheap to clone (one `Arc`).
 
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clawdbot_config::RuntimeConfig;
 use ipnet::IpNet;
 
 use crate::auth::KeyStore;
+use crate::channels::delivery::Deliveries;
+use crate::channels::inbound::Verifiers;
+use crate::channels::notify::Notifier;
+use crate::channels::outbound::Outbound;
 use crate::drain::Drain;
 use crate::logs::{LogStore, LogWriter};
 use crate::metrics::Metrics;
@@ -31,6 +35,13 @@ pub struct Inner {
     pub started: Instant,
     /// Conversation logs: the batched writer and, through it, the store.
     pub logs: LogWriter,
+    /// IM channels: webhook verifiers, the durable delivery queue, the
+    /// platform API clients, and the notification queues (started with
+    /// the server).
+    pub verifiers: Verifiers,
+    pub deliveries: Arc<Deliveries>,
+    pub outbound: Arc<Outbound>,
+    pub notifier: OnceLock<Notifier>,
 }
 
 impl Deref for AppState {
@@ -47,7 +58,7 @@ impl AppState {
         let metrics = Metrics::new();
         let store = LogStore::open_lazy(&crate::logs::database_url(&cfg))?;
         let logs = LogWriter::new(
-            store,
+            store.clone(),
             crate::logs::spill::Spill::new(crate::logs::spill_path(&cfg)),
             &cfg.logs,
             metrics.log_writer(),
@@ -58,7 +69,12 @@ impl AppState {
             .iter()
             .filter_map(|p| clawdbot_config::parse_net(p))
             .collect();
+        let deliveries = Arc::new(Deliveries::from_config(&cfg, &store, &metrics)?);
         Ok(Self(Arc::new(Inner {
+            verifiers: Verifiers::from_config(&cfg)?,
+            deliveries,
+            outbound: Arc::new(Outbound::new(&cfg)?),
+            notifier: OnceLock::new(),
             sessions: SessionStore::from_config(&cfg, &metrics)?,
             metrics,
             logs,
@@ -77,5 +93,23 @@ impl AppState {
             provider,
             cfg,
         })))
+    }
+}
+
+impl AppState {
+    /// The notification queues; none until the server starts them.
+    pub fn notifier(&self) -> &Notifier {
+        static NONE: OnceLock<Notifier> = OnceLock::new();
+        self.notifier
+            .get()
+            .unwrap_or_else(|| NONE.get_or_init(Notifier::none))
+    }
+
+    /// Whether any IM channel is enabled (workers run only then).
+    pub fn channels_enabled(&self) -> bool {
+        self.cfg.dingtalk.enabled
+            || self.cfg.feishu.enabled
+            || self.cfg.wecom.enabled
+            || self.cfg.slack.enabled
     }
 }

@@ -28,6 +28,8 @@ pub struct RuntimeConfig {
     pub logs: LogsConfig,
     /// Shared session store.
     pub redis: RedisConfig,
+    /// How IM deliveries are recorded, deduplicated and answered (all platforms).
+    pub channels: ChannelsConfig,
     /// DingTalk robot.
     pub dingtalk: DingTalkConfig,
     /// Feishu / Lark app.
@@ -51,7 +53,8 @@ pub struct ServerConfig {
     /// Largest accepted request body in bytes; larger bodies get 413.
     #[schemars(range(min = 1024))]
     pub body_limit_bytes: u64,
-    /// Per-client request rate limit for `/api/*`, `/v1/*` and webhooks.
+    /// Per-client request rate limit for `/api/*` and `/v1/*` (webhooks are
+    /// authenticated by platform signatures and limited by the platforms).
     pub rate_limit: RateLimitConfig,
     /// Peers (IP addresses or CIDR ranges) whose `X-Forwarded-For` header is
     /// trusted to name the real client, e.g. your ingress controller's pod range.
@@ -444,6 +447,30 @@ pub struct DingTalkConfig {
     pub secret: Option<Secret>,
     /// DingTalk OpenAPI base URL.
     pub api_base: String,
+    /// Callbacks whose `timestamp` header is further than this from now are refused.
+    #[schemars(range(min = 1, max = 86400))]
+    pub timestamp_window_secs: u64,
+    /// `markdown`, `text`, or `action_card` (Markdown with one button; needs `action_card_url`).
+    pub reply_format: DingTalkReplyFormat,
+    /// The ActionCard button's link.
+    pub action_card_url: Option<String>,
+    /// The ActionCard button's label.
+    pub action_card_button: String,
+    /// Replies sent per second at most (the rest wait their turn).
+    #[schemars(range(min = 1, max = 1000))]
+    pub replies_per_second: u32,
+    /// Custom-robot notifications per minute at most (DingTalk allows 20).
+    #[schemars(range(min = 1, max = 600))]
+    pub notify_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DingTalkReplyFormat {
+    #[default]
+    Markdown,
+    Text,
+    ActionCard,
 }
 
 impl Default for DingTalkConfig {
@@ -457,6 +484,12 @@ impl Default for DingTalkConfig {
             webhook_url: None,
             secret: None,
             api_base: "https://api.dingtalk.com".into(),
+            timestamp_window_secs: 3600,
+            reply_format: DingTalkReplyFormat::Markdown,
+            action_card_url: None,
+            action_card_button: "View details".into(),
+            replies_per_second: 20,
+            notify_per_minute: 20,
         }
     }
 }
@@ -488,6 +521,31 @@ pub struct FeishuConfig {
     pub encrypt_key: Option<Secret>,
     /// `https://open.feishu.cn` (Feishu) or `https://open.larksuite.com` (Lark).
     pub api_base: String,
+    /// Events whose `X-Lark-Request-Timestamp` is further than this from now are
+    /// refused. Long, because Feishu's retries (up to 6 h later) may carry the
+    /// first attempt's timestamp; the event-id dedupe stops replays inside it.
+    #[schemars(range(min = 1, max = 86400))]
+    pub timestamp_window_secs: u64,
+    /// `text` or `card` (an interactive card with the answer as Markdown).
+    pub reply_format: FeishuReplyFormat,
+    /// Replies sent per second at most (Feishu allows 50/s per API).
+    #[schemars(range(min = 1, max = 1000))]
+    pub replies_per_second: u32,
+    /// A custom bot's webhook URL, for outbound notifications.
+    pub notify_webhook_url: Option<Secret>,
+    /// The custom bot's signing secret.
+    pub notify_secret: Option<Secret>,
+    /// Custom-bot notifications per minute at most (Feishu allows 100).
+    #[schemars(range(min = 1, max = 600))]
+    pub notify_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FeishuReplyFormat {
+    #[default]
+    Text,
+    Card,
 }
 
 impl Default for FeishuConfig {
@@ -500,6 +558,12 @@ impl Default for FeishuConfig {
             verification_token: None,
             encrypt_key: None,
             api_base: "https://open.feishu.cn".into(),
+            timestamp_window_secs: 8 * 3600,
+            reply_format: FeishuReplyFormat::Text,
+            replies_per_second: 50,
+            notify_webhook_url: None,
+            notify_secret: None,
+            notify_per_minute: 100,
         }
     }
 }
@@ -521,6 +585,17 @@ pub struct WeComConfig {
     pub encoding_aes_key: Option<Secret>,
     /// WeCom API base URL.
     pub api_base: String,
+    /// Callbacks whose `timestamp` is further than this from now are refused.
+    #[schemars(range(min = 1, max = 86400))]
+    pub timestamp_window_secs: u64,
+    /// Replies sent per second at most.
+    #[schemars(range(min = 1, max = 1000))]
+    pub replies_per_second: u32,
+    /// A group robot's webhook URL (with its `key`), for outbound notifications.
+    pub robot_webhook_url: Option<Secret>,
+    /// Group-robot notifications per minute at most (WeCom allows 20).
+    #[schemars(range(min = 1, max = 600))]
+    pub notify_per_minute: u32,
 }
 
 impl Default for WeComConfig {
@@ -533,6 +608,10 @@ impl Default for WeComConfig {
             token: None,
             encoding_aes_key: None,
             api_base: "https://qyapi.weixin.qq.com".into(),
+            timestamp_window_secs: 3600,
+            replies_per_second: 20,
+            robot_webhook_url: None,
+            notify_per_minute: 20,
         }
     }
 }
@@ -548,6 +627,12 @@ pub struct SlackConfig {
     pub bot_token: Option<Secret>,
     /// Slack Web API base URL.
     pub api_base: String,
+    /// Requests whose `X-Slack-Request-Timestamp` is further than this from now are refused.
+    #[schemars(range(min = 1, max = 86400))]
+    pub timestamp_window_secs: u64,
+    /// Replies sent per second at most (Slack allows about 1 per channel per second).
+    #[schemars(range(min = 1, max = 1000))]
+    pub replies_per_second: u32,
 }
 
 impl Default for SlackConfig {
@@ -557,6 +642,56 @@ impl Default for SlackConfig {
             signing_secret: None,
             bot_token: None,
             api_base: "https://slack.com/api".into(),
+            timestamp_window_secs: 300,
+            replies_per_second: 10,
+        }
+    }
+}
+
+/// IM deliveries: each is recorded durably before the platform gets its ack
+/// (a Redis stream when `redis.url` is set, else the log database), answered
+/// once by whichever replica claims it, and deduplicated in two steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelsConfig {
+    /// Largest webhook body accepted, in bytes (413 above it).
+    #[schemars(range(min = 1024, max = 10485760))]
+    pub body_limit_bytes: usize,
+    /// Expiry of the "processing" marker set while a delivery is being
+    /// recorded: a replica that dies in between blocks the platform's retry
+    /// no longer than this.
+    #[schemars(range(min = 1, max = 600))]
+    pub processing_ttl_secs: u64,
+    /// How long a recorded delivery id is remembered ("done"), so redeliveries
+    /// are answered once. Must outlast every platform's retry window (Feishu
+    /// retries for 6 h).
+    #[schemars(range(min = 3600))]
+    pub dedupe_ttl_secs: u64,
+    /// A replica answering a delivery renews its claim every third of this;
+    /// a claim not renewed for this long (the replica died) is taken over.
+    #[schemars(range(min = 5, max = 3600))]
+    pub claim_lease_secs: u64,
+    /// Deliveries answered at once per replica.
+    #[schemars(range(min = 1, max = 256))]
+    pub workers: usize,
+    /// Attempts at sending one reply before it is logged and counted as failed.
+    #[schemars(range(min = 1, max = 20))]
+    pub reply_attempts: u32,
+    /// Notifications waiting per platform before new ones are refused with 429.
+    #[schemars(range(min = 1, max = 100000))]
+    pub notify_queue: usize,
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 512 * 1024,
+            processing_ttl_secs: 30,
+            dedupe_ttl_secs: 24 * 3600,
+            claim_lease_secs: 60,
+            workers: 8,
+            reply_attempts: 5,
+            notify_queue: 1000,
         }
     }
 }

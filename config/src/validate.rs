@@ -21,6 +21,17 @@ impl std::fmt::Display for Issue {
 
 /// Every problem found, so a user fixes them all in one go.
 pub fn validate(cfg: &RuntimeConfig) -> Vec<Issue> {
+    validate_inner(cfg, true)
+}
+
+/// As [`validate`], except that an enabled IM channel's credentials may be
+/// missing: for a config whose secrets arrive later from the environment
+/// (the operator renders the file; the Secret fills in the credentials).
+pub fn validate_without_credentials(cfg: &RuntimeConfig) -> Vec<Issue> {
+    validate_inner(cfg, false)
+}
+
+fn validate_inner(cfg: &RuntimeConfig, credentials: bool) -> Vec<Issue> {
     let mut issues = Vec::new();
     let mut bad = |key: &str, why: String| {
         issues.push(Issue {
@@ -267,24 +278,160 @@ pub fn validate(cfg: &RuntimeConfig) -> Vec<Issue> {
     if logs.max_retry_backoff_ms < 50 {
         bad("logs.max_retry_backoff_ms", "must be at least 50".into());
     }
-    for (key, enabled) in [
-        ("dingtalk.enabled", cfg.dingtalk.enabled),
-        ("feishu.enabled", cfg.feishu.enabled),
-        ("wecom.enabled", cfg.wecom.enabled),
-        ("slack.enabled", cfg.slack.enabled),
-    ] {
-        // Accepted in the file so one config serves the releases that have
-        // IM channels; refused here so an enabled channel never silently
-        // does nothing.
-        if enabled {
-            bad(
-                key,
-                "IM channels are not available in this release of bot-runtime; set it to false"
-                    .into(),
+    validate_channels(cfg, credentials, &mut bad);
+    issues
+}
+
+/// An enabled channel must have what it needs to verify deliveries and to
+/// reply; a disabled one is not checked, so half-filled sections are fine.
+fn validate_channels(cfg: &RuntimeConfig, credentials: bool, bad: &mut impl FnMut(&str, String)) {
+    let need = |bad: &mut dyn FnMut(&str, String), key: &str, set: bool, why: &str| {
+        if credentials && !set {
+            bad(key, format!("is required {why}"));
+        }
+    };
+    let filled = |s: &Option<crate::Secret>| s.as_ref().is_some_and(|s| !s.expose().is_empty());
+    let filled_str = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+
+    let d = &cfg.dingtalk;
+    if d.enabled {
+        let why = "when dingtalk.enabled is true (it signs callbacks and gets reply tokens)";
+        need(bad, "dingtalk.app_secret", filled(&d.app_secret), why);
+        need(bad, "dingtalk.app_key", filled_str(&d.app_key), why);
+        if d.reply_format == crate::types::DingTalkReplyFormat::ActionCard {
+            need(
+                bad,
+                "dingtalk.action_card_url",
+                filled_str(&d.action_card_url),
+                "when dingtalk.reply_format is action_card",
             );
         }
     }
-    issues
+    let f = &cfg.feishu;
+    if f.enabled {
+        let why = "when feishu.enabled is true (replies need a tenant token)";
+        need(bad, "feishu.app_id", filled_str(&f.app_id), why);
+        need(bad, "feishu.app_secret", filled(&f.app_secret), why);
+        if f.mode == crate::types::FeishuMode::Webhook {
+            need(
+                bad,
+                "feishu.verification_token",
+                filled(&f.verification_token),
+                "when feishu.mode is webhook (every event carries it)",
+            );
+        }
+    }
+    let w = &cfg.wecom;
+    if w.enabled {
+        let why = "when wecom.enabled is true";
+        need(bad, "wecom.corp_id", filled_str(&w.corp_id), why);
+        need(bad, "wecom.agent_id", filled_str(&w.agent_id), why);
+        need(bad, "wecom.secret", filled(&w.secret), why);
+        need(bad, "wecom.token", filled(&w.token), why);
+        need(
+            bad,
+            "wecom.encoding_aes_key",
+            filled(&w.encoding_aes_key),
+            why,
+        );
+    }
+    if let Some(k) = &w.encoding_aes_key
+        && !k.expose().is_empty()
+        && !is_encoding_aes_key(k.expose())
+    {
+        bad(
+            "wecom.encoding_aes_key",
+            "must be the 43-character EncodingAESKey from the WeCom console".into(),
+        );
+    }
+    let s = &cfg.slack;
+    if s.enabled {
+        let why = "when slack.enabled is true";
+        need(bad, "slack.signing_secret", filled(&s.signing_secret), why);
+        need(bad, "slack.bot_token", filled(&s.bot_token), why);
+    }
+
+    for (key, url) in [
+        ("dingtalk.api_base", Some(d.api_base.as_str())),
+        ("dingtalk.action_card_url", d.action_card_url.as_deref()),
+        (
+            "dingtalk.webhook_url",
+            d.webhook_url.as_ref().map(|u| u.expose()),
+        ),
+        ("feishu.api_base", Some(f.api_base.as_str())),
+        (
+            "feishu.notify_webhook_url",
+            f.notify_webhook_url.as_ref().map(|u| u.expose()),
+        ),
+        ("wecom.api_base", Some(w.api_base.as_str())),
+        (
+            "wecom.robot_webhook_url",
+            w.robot_webhook_url.as_ref().map(|u| u.expose()),
+        ),
+        ("slack.api_base", Some(s.api_base.as_str())),
+    ] {
+        if let Some(url) = url
+            && !is_http_url(url)
+        {
+            // The URL may hold a credential (a robot's access token): never echo it.
+            bad(key, "is not an http:// or https:// URL".into());
+        }
+    }
+    for (key, secs) in [
+        ("dingtalk.timestamp_window_secs", d.timestamp_window_secs),
+        ("feishu.timestamp_window_secs", f.timestamp_window_secs),
+        ("wecom.timestamp_window_secs", w.timestamp_window_secs),
+        ("slack.timestamp_window_secs", s.timestamp_window_secs),
+    ] {
+        if secs == 0 {
+            bad(key, "must be at least 1".into());
+        }
+    }
+    for (key, n) in [
+        ("dingtalk.replies_per_second", d.replies_per_second),
+        ("dingtalk.notify_per_minute", d.notify_per_minute),
+        ("feishu.replies_per_second", f.replies_per_second),
+        ("feishu.notify_per_minute", f.notify_per_minute),
+        ("wecom.replies_per_second", w.replies_per_second),
+        ("wecom.notify_per_minute", w.notify_per_minute),
+        ("slack.replies_per_second", s.replies_per_second),
+    ] {
+        if n == 0 {
+            bad(key, "must be at least 1".into());
+        }
+    }
+    let c = &cfg.channels;
+    if c.body_limit_bytes < 1024 {
+        bad("channels.body_limit_bytes", "must be at least 1024".into());
+    }
+    if c.processing_ttl_secs == 0 {
+        bad("channels.processing_ttl_secs", "must be at least 1".into());
+    }
+    if c.dedupe_ttl_secs < 3600 {
+        bad(
+            "channels.dedupe_ttl_secs",
+            "must be at least 3600 (platforms retry for hours)".into(),
+        );
+    }
+    if c.claim_lease_secs < 5 {
+        bad("channels.claim_lease_secs", "must be at least 5".into());
+    }
+    if c.workers == 0 {
+        bad("channels.workers", "must be at least 1".into());
+    }
+    if c.reply_attempts == 0 {
+        bad("channels.reply_attempts", "must be at least 1".into());
+    }
+    if c.notify_queue == 0 {
+        bad("channels.notify_queue", "must be at least 1".into());
+    }
+}
+
+/// 43 characters of standard base64 (no padding) that decode to 32 bytes.
+fn is_encoding_aes_key(k: &str) -> bool {
+    k.len() == 43
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 fn is_env_name(s: &str) -> bool {

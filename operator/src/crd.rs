@@ -251,16 +251,16 @@ pub struct AuthSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelsSpec {
-    /// DingTalk. Credentials Secret keys: app_key, app_secret, robot_code, webhook_url, secret.
+    /// DingTalk. The Secret may also hold the channel's other runtime keys (reply_format, ...). Credentials Secret keys: app_key, app_secret, robot_code, webhook_url, secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dingtalk: Option<DingTalkChannel>,
-    /// Feishu / Lark. Credentials Secret keys: app_id, app_secret, verification_token, encrypt_key.
+    /// Feishu / Lark. The Secret may also hold the channel's other runtime keys (reply_format, ...). Credentials Secret keys: app_id, app_secret, verification_token, encrypt_key, notify_webhook_url, notify_secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feishu: Option<FeishuChannel>,
-    /// WeCom. Credentials Secret keys: corp_id, agent_id, secret, token, encoding_aes_key.
+    /// WeCom. The Secret may also hold the channel's other runtime keys. Credentials Secret keys: corp_id, agent_id, secret, token, encoding_aes_key, robot_webhook_url.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wecom: Option<BasicChannel>,
-    /// Slack. Credentials Secret keys: signing_secret, bot_token.
+    /// Slack. The Secret may also hold the channel's other runtime keys. Credentials Secret keys: signing_secret, bot_token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<BasicChannel>,
 }

@@ -192,7 +192,7 @@ pub fn validate(cb: &ClawdBot) -> Vec<FieldError> {
         );
     }
     // The runtime's own rules, on the config this ClawdBot renders to.
-    for issue in clawdbot_config::validate(&runtime_config(cb)) {
+    for issue in clawdbot_config::validate_without_credentials(&runtime_config(cb)) {
         bad(&spec_path_for_runtime_key(&issue.key), issue.why);
     }
     // The runtime's rules repeat some of ours: report each field once.

@@ -277,11 +277,9 @@ fn probes_ports_and_shutdown() {
             .expect("preStop sleep")
             .seconds;
         assert!(sleep > 0, "{name}: preStop sleep");
-        let cfg: RuntimeConfig =
-            clawdbot_config::load(config_yaml(&c), Vec::new()).unwrap_or_else(|_| {
-                // channels-enabled: refused by today's runtime; read the file without validation.
-                serde_saphyr::from_str(config_yaml(&c)).expect("config parses")
-            });
+        // Channel credentials come from the Secrets as environment.
+        let cfg: RuntimeConfig = clawdbot_config::load(config_yaml(&c), fake_channel_credentials())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let drain = i64::try_from(cfg.server.drain_deadline_secs).expect("small");
         assert_eq!(drain, 25, "{name}: drain deadline");
         let grace = pod_spec(&c)
@@ -895,21 +893,18 @@ fn config_map_loads_in_the_runtime() {
             cb.spec.channels.slack.as_ref().is_some_and(|x| x.enabled),
         ];
         if enabled_channels.iter().any(|e| *e) {
-            // Today's runtime refuses enabled channels; the operator says so first.
+            // The file alone lacks the channels' credentials (they come from
+            // the Secrets as environment); with them the runtime loads it.
             let err =
-                clawdbot_config::load(yaml, Vec::new()).expect_err("refused by today's runtime");
+                clawdbot_config::load(yaml, Vec::new()).expect_err("credentials are required");
             assert!(
-                err.issues().iter().all(|i| i.key.ends_with(".enabled")),
+                err.issues().iter().all(|i| i.why.contains("is required")),
                 "{name}: {err}"
             );
-            let fields: Vec<String> = validate::validate(&cb)
-                .into_iter()
-                .map(|e| e.field)
-                .collect();
-            assert!(
-                fields.contains(&"spec.channels.dingtalk.enabled".to_owned()),
-                "{name}: {fields:?}"
-            );
+            assert_eq!(validate::validate(&cb), Vec::new(), "{name}: validates");
+            let loaded = clawdbot_config::load(yaml, fake_channel_credentials())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(clawdbot_config::validate(&loaded).is_empty());
             continue;
         }
         let loaded =
@@ -924,6 +919,31 @@ fn config_map_loads_in_the_runtime() {
         assert_eq!(loaded.logging.format, clawdbot_config::LogFormat::Json);
         assert_eq!(validate::validate(&cb), Vec::new(), "{name}: validates");
     }
+}
+
+/// What channel Secrets would put in the environment: every credential an
+/// enabled channel may require, for each platform.
+fn fake_channel_credentials() -> Vec<(String, String)> {
+    [
+        ("CLAWDBOT_DINGTALK__app_key", "ding-key"),
+        ("CLAWDBOT_DINGTALK__app_secret", "ding-secret"),
+        ("CLAWDBOT_FEISHU__app_id", "cli_x"),
+        ("CLAWDBOT_FEISHU__app_secret", "feishu-secret"),
+        ("CLAWDBOT_FEISHU__verification_token", "feishu-token"),
+        ("CLAWDBOT_WECOM__corp_id", "ww1"),
+        ("CLAWDBOT_WECOM__agent_id", "1000002"),
+        ("CLAWDBOT_WECOM__secret", "wecom-secret"),
+        ("CLAWDBOT_WECOM__token", "wecom-token"),
+        (
+            "CLAWDBOT_WECOM__encoding_aes_key",
+            "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt",
+        ),
+        ("CLAWDBOT_SLACK__signing_secret", "slack-secret"),
+        ("CLAWDBOT_SLACK__bot_token", "xoxb-1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }
 
 fn env_names(c: &Children) -> Vec<String> {
@@ -1013,11 +1033,13 @@ fn env_names_are_runtime_config_keys() {
     // api_key_env of a fallback in the rendered config, and the runtime
     // loads the ConfigMap with that environment, putting each value where it belongs.
     for (name, cb, c) in all_cases() {
-        if validate::validate(&cb)
-            .iter()
-            .any(|e| e.field.starts_with("spec.channels."))
+        let ch = &cb.spec.channels;
+        if ch.dingtalk.as_ref().is_some_and(|x| x.enabled)
+            || ch.feishu.as_ref().is_some_and(|x| x.enabled)
+            || ch.wecom.as_ref().is_some_and(|x| x.enabled)
+            || ch.slack.as_ref().is_some_and(|x| x.enabled)
         {
-            continue; // channels-enabled: covered by channel_secrets_map_to_runtime_keys
+            continue; // channel Secrets: covered by channel_secrets_map_to_runtime_keys
         }
         let cfg_file: RuntimeConfig = serde_saphyr::from_str(config_yaml(&c)).expect("parses");
         let fallback_vars: Vec<String> = cfg_file
@@ -1147,12 +1169,59 @@ fn documented_keys(crd_spec: &Value, channel: &str) -> Vec<String> {
         .collect()
 }
 
+/// WeCom's documented sample EncodingAESKey (43 characters).
+const SAMPLE_AES_KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
+
+/// A value of the right shape for a channel's Secret key, naming both.
+fn fake_secret_value(channel: &str, key: &str) -> String {
+    if key == "encoding_aes_key" {
+        SAMPLE_AES_KEY.to_owned()
+    } else if key.ends_with("url") {
+        format!("https://{channel}.example/{key}")
+    } else {
+        format!("{channel}-{key}-value")
+    }
+}
+
+/// The keys of a channel's runtime section whose schema is a `Secret`.
+fn secret_typed_keys(defs: &serde_json::Value, channel: &str) -> BTreeSet<String> {
+    let def = defs
+        .as_object()
+        .expect("$defs")
+        .iter()
+        .find(|(name, _)| name.to_lowercase() == format!("{channel}config"))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no $defs entry for {channel}"));
+    def["properties"]
+        .as_object()
+        .expect("properties")
+        .iter()
+        .filter(|(_, schema)| schema.to_string().contains("#/$defs/Secret"))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 #[test]
 fn channel_secrets_map_to_runtime_keys() {
     let example = common::examples_dir().join("channels.yaml");
     let cb = common::load_clawdbot(&example);
-    // As shipped: disabled, so nothing is imported, and the runtime accepts it.
-    let off = build(&cb);
+    // Switched off: nothing is imported, and the runtime accepts the file alone.
+    let mut disabled = cb.clone();
+    disabled
+        .spec
+        .channels
+        .dingtalk
+        .as_mut()
+        .expect("dingtalk")
+        .enabled = false;
+    disabled
+        .spec
+        .channels
+        .feishu
+        .as_mut()
+        .expect("feishu")
+        .enabled = false;
+    let off = build(&disabled);
     assert!(container(&off).env_from.is_none());
     let cfg = clawdbot_config::load(config_yaml(&off), Vec::new()).expect("loads");
     assert_eq!(cfg.dingtalk.mode, clawdbot_config::DingTalkMode::Stream);
@@ -1257,10 +1326,19 @@ fn channel_secrets_map_to_runtime_keys() {
             .into_iter()
             .filter(|k| !["enabled", "mode", "api_base"].contains(&k.as_str()))
             .collect();
-        assert_eq!(
-            documented.iter().cloned().collect::<BTreeSet<_>>(),
-            leaves,
-            "{channel}: the CRD's documented Secret keys are the runtime's"
+        let documented_set: BTreeSet<String> = documented.iter().cloned().collect();
+        assert!(
+            documented_set.is_subset(&leaves),
+            "{channel}: the CRD documents keys the runtime lacks: {documented_set:?} vs {leaves:?}"
+        );
+        // Every credential of the runtime's section is documented.
+        let section = &runtime_schema["$defs"];
+        let secrets = secret_typed_keys(section, channel);
+        assert!(!secrets.is_empty(), "{channel}");
+        assert!(
+            secrets.is_subset(&documented_set),
+            "{channel}: undocumented credentials {:?}",
+            secrets.difference(&documented_set).collect::<Vec<_>>()
         );
         for k in secret_keys.get(secret).cloned().unwrap_or(documented) {
             assert!(
@@ -1268,13 +1346,13 @@ fn channel_secrets_map_to_runtime_keys() {
                 "{secret}: {k} is not a {channel} key of the runtime"
             );
             // Kubernetes names the variable prefix + Secret key, verbatim.
-            env.push((format!("{prefix}{k}"), format!("{channel}-{k}-value")));
+            env.push((format!("{prefix}{k}"), fake_secret_value(channel, &k)));
         }
     }
-    // The runtime accepts exactly those variables and puts each value in its
-    // key. (With the channels left disabled: today's runtime refuses enabled ones.)
-    let cfg =
-        clawdbot_config::load(config_yaml(&off), env.clone()).unwrap_or_else(|e| panic!("{e}"));
+    // The runtime, every channel enabled, accepts exactly those variables
+    // and puts each value in its key.
+    let cfg = clawdbot_config::load(config_yaml(&on_children), env.clone())
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         cfg.dingtalk.app_key.as_deref(),
         Some("dingtalk-app_key-value")
@@ -1303,13 +1381,13 @@ fn channel_secrets_map_to_runtime_keys() {
     assert_eq!(cfg.wecom.corp_id.as_deref(), Some("wecom-corp_id-value"));
     assert_eq!(
         cfg.wecom.encoding_aes_key.as_ref().map(|s| s.expose()),
-        Some("wecom-encoding_aes_key-value")
+        Some(SAMPLE_AES_KEY)
     );
     assert_eq!(
         cfg.slack.bot_token.as_ref().map(|s| s.expose()),
         Some("slack-bot_token-value")
     );
-    assert!(!cfg.dingtalk.enabled && !cfg.feishu.enabled);
+    assert!(cfg.dingtalk.enabled && cfg.feishu.enabled && cfg.wecom.enabled && cfg.slack.enabled);
 
     // A key that is not the runtime's stops it, naming the variable.
     let mut typo = env.clone();
@@ -1320,20 +1398,14 @@ fn channel_secrets_map_to_runtime_keys() {
         "{err}"
     );
 
-    // Enabled, today's runtime refuses the rendered config.
-    let err = clawdbot_config::load(config_yaml(&on_children), env).expect_err("refused today");
+    // A Secret without a required credential stops the runtime naming it.
+    let missing: Vec<_> = env
+        .into_iter()
+        .filter(|(k, _)| k != "CLAWDBOT_SLACK__bot_token")
+        .collect();
+    let err = clawdbot_config::load(config_yaml(&on_children), missing).expect_err("missing");
     let keys: BTreeSet<String> = err.issues().into_iter().map(|i| i.key).collect();
-    assert_eq!(
-        keys,
-        [
-            "dingtalk.enabled",
-            "feishu.enabled",
-            "slack.enabled",
-            "wecom.enabled"
-        ]
-        .map(String::from)
-        .into()
-    );
+    assert_eq!(keys, ["slack.bot_token"].map(String::from).into());
 }
 
 fn runtime_props(schema: &Value, section: &str) -> Vec<String> {

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clawdbot_config::RuntimeConfig;
 use serde::{Deserialize, Serialize};
 
-pub use store::{LogStore, Page, StoreError};
+pub use store::{ClaimedRow, LogStore, Page, StoreError};
 pub use writer::{LogWriter, WriterMetrics};
 
 /// One answered exchange: what the user sent and what the bot replied.

@@ -75,6 +75,9 @@ macro_rules! on_pool {
     };
 }
 
+mod deliveries;
+pub use deliveries::ClaimedRow;
+
 /// Filters and position for reading exchanges in (created_at, id) order.
 #[derive(Debug, Clone, Default)]
 pub struct Page {

@@ -144,11 +144,32 @@ impl MemoryStore {
         owner: Option<String>,
         user_id: Option<String>,
     ) -> Result<Arc<Session>, SessionError> {
+        self.insert(new_session_id(), owner, user_id)
+    }
+
+    /// The live session with this id, or a new one under it.
+    fn get_or_create(
+        &self,
+        id: &str,
+        owner: Option<String>,
+        user_id: Option<String>,
+    ) -> Result<Arc<Session>, SessionError> {
+        match self.get(id) {
+            Ok(s) => Ok(s),
+            Err(_) => self.insert(id.to_owned(), owner, user_id),
+        }
+    }
+
+    fn insert(
+        &self,
+        id: String,
+        owner: Option<String>,
+        user_id: Option<String>,
+    ) -> Result<Arc<Session>, SessionError> {
         let mut map = self.map();
-        if map.len() >= self.max_sessions {
+        if map.len() >= self.max_sessions && !map.contains_key(&id) {
             return Err(SessionError::Full);
         }
-        let id = new_session_id();
         let session = Arc::new(Session {
             id: id.clone(),
             owner,
@@ -173,15 +194,32 @@ impl MemoryStore {
         user_id: Option<String>,
     ) -> Result<Turn, SessionError> {
         let session = match id {
-            Some(id) => {
-                let s = self.get(id)?;
-                if !caller.may_access(s.owner.as_deref()) {
-                    return Err(SessionError::NotFound);
-                }
-                s
-            }
+            Some(id) => self.get(id)?,
             None => self.create(caller.key_name.clone(), user_id)?,
         };
+        self.lock_turn(session, caller).await
+    }
+
+    /// A turn on the session with this id, created (owned by `caller`) when
+    /// it does not exist: IM conversations derive their session id.
+    pub(super) async fn begin_keyed_turn(
+        &self,
+        id: &str,
+        caller: &Caller,
+        user_id: Option<String>,
+    ) -> Result<Turn, SessionError> {
+        let session = self.get_or_create(id, caller.key_name.clone(), user_id)?;
+        self.lock_turn(session, caller).await
+    }
+
+    async fn lock_turn(
+        &self,
+        session: Arc<Session>,
+        caller: &Caller,
+    ) -> Result<Turn, SessionError> {
+        if !caller.may_access(session.owner.as_deref()) {
+            return Err(SessionError::NotFound);
+        }
         let lock = session.turn.clone();
         let guard = tokio::time::timeout(self.turn_wait, lock.lock_owned())
             .await

@@ -132,6 +132,21 @@ impl SessionStore {
         }
     }
 
+    /// A turn on the session with this id, created (owned by `caller`) when
+    /// missing or expired. For ids derived from something stable (an IM
+    /// platform, conversation and user), never from client input.
+    pub async fn begin_keyed_turn(
+        &self,
+        id: &str,
+        caller: &Caller,
+        user_id: Option<String>,
+    ) -> Result<Turn, SessionError> {
+        match self {
+            Self::Memory(s) => s.begin_keyed_turn(id, caller, user_id).await,
+            Self::Redis(s) => s.begin_keyed_turn(id, caller, user_id).await,
+        }
+    }
+
     /// A live session (`NotFound`: unknown or expired); access is the caller's check.
     pub async fn get(&self, id: &str) -> Result<SessionInfo, SessionError> {
         match self {

@@ -144,8 +144,25 @@ impl RedisStore {
     ) -> Result<Turn, SessionError> {
         match id {
             None => self.create(caller, user_id).await,
-            Some(id) => self.resume(id, caller).await,
+            Some(id) => self.resume(id, caller, None).await,
         }
+    }
+
+    /// A turn on the session with this id, created (owned by `caller`) when
+    /// it does not exist: IM conversations derive their session id.
+    pub(super) async fn begin_keyed_turn(
+        &self,
+        id: &str,
+        caller: &Caller,
+        user_id: Option<String>,
+    ) -> Result<Turn, SessionError> {
+        let fresh = SessionInfo {
+            id: id.to_owned(),
+            owner: caller.key_name.clone(),
+            user_id,
+            created_at: SystemTime::now(),
+        };
+        self.resume(id, caller, Some(fresh)).await
     }
 
     /// One round trip: the new session's meta and its lock.
@@ -186,7 +203,14 @@ impl RedisStore {
 
     /// Two round trips when the session is free: take its lock, then read
     /// meta and history and refresh the idle TTL in one pipeline.
-    async fn resume(&self, id: &str, caller: &Caller) -> Result<Turn, SessionError> {
+    /// With `create`, a missing session is created (one more round trip)
+    /// instead of answering `NotFound`.
+    async fn resume(
+        &self,
+        id: &str,
+        caller: &Caller,
+        create: Option<SessionInfo>,
+    ) -> Result<Turn, SessionError> {
         let sh = &self.0;
         let keys = sh.keys(id);
         let token = lock::new_token();
@@ -197,9 +221,15 @@ impl RedisStore {
         if !taken {
             // Busy. Check access before waiting, so another key's busy
             // session answers 404 like an unknown one.
-            let info = self.get(id).await?;
-            if !caller.may_access(info.owner.as_deref()) {
-                return Err(SessionError::NotFound);
+            match self.get(id).await {
+                Ok(info) if !caller.may_access(info.owner.as_deref()) => {
+                    return Err(SessionError::NotFound);
+                }
+                Err(SessionError::NotFound) if create.is_none() => {
+                    return Err(SessionError::NotFound);
+                }
+                Err(e @ SessionError::Unavailable(_)) => return Err(e),
+                _ => {}
             }
             self.wait_for_lock(&mut conn, &keys.lock, &token).await?;
         }
@@ -229,7 +259,20 @@ impl RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(|e| sh.fail("read", &e))?;
-        let session = codec::info(id, meta)?;
+        let session = match (meta, create) {
+            (None, Some(fresh)) => {
+                redis::cmd("SET")
+                    .arg(&keys.meta)
+                    .arg(codec::meta(&fresh))
+                    .arg("PX")
+                    .arg(ms(sh.idle_ttl))
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| sh.fail("create", &e))?;
+                fresh
+            }
+            (meta, _) => codec::info(id, meta)?,
+        };
         if !caller.may_access(session.owner.as_deref()) {
             return Err(SessionError::NotFound);
         }

@@ -1,0 +1,263 @@
+//! The Redis side of the IM delivery queue: one stream all replicas read as
+//! one consumer group, so each delivery goes to one replica; entries a dead
+//! replica had read are claimed by another once idle past the lease.
+//!
+//! Keys, under `redis.key_prefix`:
+//! - `deliveries`: the stream; entry field `d` is the delivery as JSON
+//! - `delivery:<platform>:<id>`: the dedupe marker, `processing` (short
+//!   expiry, while the delivery is being recorded), then `done` (dedupe TTL)
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands, RedisError, Script};
+
+use super::{Claimed, QueueError};
+
+const GROUP: &str = "bot-runtime";
+/// Entries kept in the stream at most (answered ones are deleted anyway).
+const MAX_LEN: usize = 100_000;
+
+/// Sets every marker to `processing` if none exists yet; 0 = a duplicate.
+const MARK: &str = r#"
+for _, k in ipairs(KEYS) do
+  if redis.call('EXISTS', k) == 1 then return 0 end
+end
+for _, k in ipairs(KEYS) do
+  redis.call('SET', k, 'processing', 'PX', ARGV[1])
+end
+return 1
+"#;
+
+pub struct RedisQueue {
+    conn: ConnectionManager,
+    /// Its own connection: a blocking read would stall every command
+    /// multiplexed behind it.
+    reader: ConnectionManager,
+    stream: String,
+    prefix: String,
+    consumer: String,
+    timeout: Duration,
+    mark: Script,
+}
+
+fn manager(
+    client: &redis::Client,
+    connect: Duration,
+    response: Duration,
+) -> redis::RedisResult<ConnectionManager> {
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(connect))
+        .set_response_timeout(Some(response))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client.clone(), cfg)
+}
+
+fn describe(e: &RedisError) -> QueueError {
+    QueueError(if e.is_timeout() {
+        "Redis did not answer in time".into()
+    } else if e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error() {
+        "Redis connection failed".into()
+    } else {
+        format!("Redis error ({})", e.category())
+    })
+}
+
+impl RedisQueue {
+    pub const BLOCK: Duration = Duration::from_millis(1000);
+
+    pub fn new(
+        url: &str,
+        cfg: &clawdbot_config::RedisConfig,
+        consumer: String,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("redis.url is not usable ({})", e.category()))?;
+        let connect = Duration::from_millis(cfg.connect_timeout_ms);
+        let timeout = Duration::from_millis(cfg.command_timeout_ms);
+        Ok(Self {
+            conn: manager(&client, connect, timeout)?,
+            reader: manager(&client, connect, Self::BLOCK + timeout)?,
+            stream: format!("{}deliveries", cfg.key_prefix),
+            prefix: cfg.key_prefix.clone(),
+            consumer,
+            timeout,
+            mark: Script::new(MARK),
+        })
+    }
+
+    fn marker(&self, key: &str) -> String {
+        format!("{}delivery:{key}", self.prefix)
+    }
+
+    /// Creates the consumer group (from the stream's start, so entries
+    /// written before any replica ran are read too); idempotent.
+    pub async fn ensure_group(&self) -> Result<(), QueueError> {
+        let mut c = self.conn.clone();
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(describe(&e)),
+        }
+    }
+
+    /// Step one: the `processing` markers (atomic, short expiry); step
+    /// two, once the entry is in the stream: `done` with the dedupe TTL.
+    /// `Ok(false)`: a duplicate.
+    pub async fn record(
+        &self,
+        keys: &[String],
+        payload: &str,
+        processing_ttl: Duration,
+        dedupe_ttl: Duration,
+    ) -> Result<bool, QueueError> {
+        let markers: Vec<String> = keys.iter().map(|k| self.marker(k)).collect();
+        let mut c = self.conn.clone();
+        let mut inv = self.mark.prepare_invoke();
+        for m in &markers {
+            inv.key(m);
+        }
+        inv.arg(processing_ttl.as_millis() as u64);
+        let fresh: i64 = inv.invoke_async(&mut c).await.map_err(|e| describe(&e))?;
+        if fresh == 0 {
+            return Ok(false);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("XADD")
+            .arg(&self.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(MAX_LEN)
+            .arg("*")
+            .arg("d")
+            .arg(payload)
+            .ignore();
+        for m in &markers {
+            pipe.cmd("SET")
+                .arg(m)
+                .arg("done")
+                .arg("PX")
+                .arg(dedupe_ttl.as_millis() as u64)
+                .ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut c).await {
+            // Not recorded: free the markers so the platform's retry is taken.
+            let _: redis::RedisResult<()> = c.del(&markers).await;
+            return Err(describe(&e));
+        }
+        Ok(true)
+    }
+
+    /// New entries for this replica, waiting up to [`Self::BLOCK`].
+    pub async fn read_new(&self, max: usize) -> Result<Vec<Claimed>, QueueError> {
+        let mut c = self.reader.clone();
+        let opts = StreamReadOptions::default()
+            .group(GROUP, &self.consumer)
+            .count(max)
+            .block(Self::BLOCK.as_millis() as usize);
+        let reply: Option<StreamReadReply> = c
+            .xread_options(&[&self.stream], &[">"], &opts)
+            .await
+            .map_err(|e| describe(&e))?;
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            for entry in key.ids {
+                let payload: Option<String> = entry.get("d");
+                out.push(Claimed {
+                    key: entry.id,
+                    payload: payload.unwrap_or_default(),
+                    attempts: 1,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Entries read by a replica that has not renewed them for `lease`
+    /// (it died): now this replica's.
+    pub async fn claim_stale(
+        &self,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Claimed>, QueueError> {
+        let mut c = self.conn.clone();
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(lease.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| describe(&e))?;
+        Ok(reply
+            .claimed
+            .into_iter()
+            .map(|entry| Claimed {
+                payload: entry.get::<String>("d").unwrap_or_default(),
+                key: entry.id,
+                attempts: 2,
+            })
+            .collect())
+    }
+
+    /// Resets the entry's idle time: the claim stays ours.
+    pub async fn renew(&self, id: &str) -> Result<(), QueueError> {
+        let mut c = self.conn.clone();
+        redis::cmd("XCLAIM")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(id)
+            .arg("JUSTID")
+            .query_async::<redis::Value>(&mut c)
+            .await
+            .map(drop)
+            .map_err(|e| describe(&e))
+    }
+
+    /// Answered: acknowledged and removed (its markers keep the dedupe).
+    pub async fn finish(&self, id: &str) -> Result<(), QueueError> {
+        let mut c = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XACK")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg(id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.stream)
+            .arg(id)
+            .ignore();
+        pipe.query_async::<()>(&mut c)
+            .await
+            .map_err(|e| describe(&e))
+    }
+
+    /// Entries in the stream not yet answered (tests, diagnostics).
+    #[allow(clippy::len_without_is_empty)]
+    pub async fn len(&self) -> Result<u64, QueueError> {
+        let mut c = self.conn.clone();
+        c.xlen(&self.stream).await.map_err(|e| describe(&e))
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        self.timeout
+    }
+}

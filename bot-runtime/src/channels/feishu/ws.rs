@@ -1,0 +1,818 @@
+//! Feishu / Lark long connection: the app dials out, so no public URL is
+//! needed (self-built apps only).
+//!
+//! 1. `POST {api_base}/callback/ws/endpoint` `{"AppID","AppSecret"}` answers
+//!    `{"code":0,"data":{"URL","ClientConfig":{..,"PingInterval"}}}`.
+//! 2. The WebSocket at `URL` carries protobuf [`Frame`]s: method 0 control
+//!    (our `ping`, the server's `pong`, which may carry a new ClientConfig),
+//!    method 1 data (`type` `event`, split into `sum` parts numbered `seq`
+//!    under one `message_id`).
+//! 3. Each event is answered on its own frame, payload `{"code":200}` plus a
+//!    `biz_rt` header. We answer only after the sink has recorded the message
+//!    durably; a sink failure answers 500 so the platform delivers it again.
+//!
+//! No signature or encryption on this channel: the connection is the proof.
+//! Every error or close ends the session; the next one asks for a fresh
+//! endpoint after a jittered exponential backoff.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clawdbot_config::Secret;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::frame::{self, Frame, METHOD_CONTROL, METHOD_DATA};
+use crate::channels::{Accepted, InboundSink, Verdict};
+
+pub const ENDPOINT_PATH: &str = "/callback/ws/endpoint";
+
+/// The endpoint call's `code` for success.
+const CODE_OK: i64 = 0;
+/// Largest WebSocket message we read; events are split well below this.
+const MAX_MESSAGE: usize = 4 << 20;
+/// How long the parts of a split event wait for their siblings.
+const PART_TTL: Duration = Duration::from_secs(10);
+/// Most parts one event may be split into.
+const MAX_PARTS: usize = 256;
+/// Most bytes held across all unfinished split events.
+const MAX_PENDING_BYTES: usize = 16 << 20;
+/// A session that stayed up this long resets the reconnect backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Cap on any configured wait, so time arithmetic cannot overflow.
+const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
+/// Called with the `clawdbot_webhook_requests_total` outcome of each event.
+pub type OutcomeHook = Arc<dyn Fn(&'static str) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct FeishuWsConfig {
+    /// `https://open.feishu.cn` (Feishu) or `https://open.larksuite.com` (Lark).
+    pub api_base: String,
+    pub app_id: String,
+    pub app_secret: Secret,
+    /// First reconnect delay; it doubles per failed attempt up to `reconnect_max`.
+    pub reconnect_base: Duration,
+    pub reconnect_max: Duration,
+    /// Ping interval until the server's ClientConfig names one.
+    pub ping_interval: Duration,
+    /// Deadline of the endpoint call and of the WebSocket handshake.
+    pub connect_timeout: Duration,
+    pub on_outcome: Option<OutcomeHook>,
+}
+
+impl FeishuWsConfig {
+    pub fn new(api_base: impl Into<String>, app_id: impl Into<String>, app_secret: Secret) -> Self {
+        Self {
+            api_base: api_base.into(),
+            app_id: app_id.into(),
+            app_secret,
+            reconnect_base: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            on_outcome: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for FeishuWsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeishuWsConfig")
+            .field("api_base", &self.api_base)
+            .field("app_id", &self.app_id)
+            .field("app_secret", &self.app_secret)
+            .field("reconnect_base", &self.reconnect_base)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("ping_interval", &self.ping_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keeps the long connection up until `shutdown` turns true (or its sender
+/// is dropped), handing each message event to `sink`.
+pub async fn run(
+    cfg: FeishuWsConfig,
+    sink: Arc<dyn InboundSink>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    crate::tls::install_crypto_provider();
+    let http = match http_client(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "feishu: cannot build the HTTP client; long connection not started");
+            return;
+        }
+    };
+    let mut client = Client {
+        ping_interval: cfg.ping_interval,
+        cfg,
+        sink,
+        http,
+        parts: Reassembly::default(),
+    };
+    let mut failures = 0u32;
+    loop {
+        let started = Instant::now();
+        match client.session(&mut shutdown).await {
+            Ok(Ended::Shutdown) => break,
+            Ok(Ended::Closed) => tracing::info!("feishu: long connection closed by the server"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "feishu: long connection failed"),
+        }
+        if started.elapsed() >= STABLE_AFTER {
+            failures = 0;
+        }
+        let delay = backoff_delay(
+            failures,
+            client.cfg.reconnect_base,
+            client.cfg.reconnect_max,
+            rand::random(),
+        );
+        failures = failures.saturating_add(1);
+        tracing::debug!(delay_ms = delay.as_millis() as u64, "feishu: reconnecting");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+    tracing::info!("feishu: long connection stopped");
+}
+
+/// Delay before reconnect attempt `attempt` (0-based): `base * 2^attempt`
+/// capped at `max`, then scaled into `[1/2, 1]` of itself by `jitter`
+/// (0..1) so a fleet does not reconnect in lockstep.
+pub fn backoff_delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempt.min(30)));
+    exp.min(max)
+        .min(MAX_WAIT)
+        .mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// `now + d`, with `d` capped so an absurd setting cannot overflow.
+fn after(d: Duration) -> Instant {
+    Instant::now() + d.min(MAX_WAIT)
+}
+
+/// Resolves once shutdown is asked for, or nobody can ask any more.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn http_client(cfg: &FeishuWsConfig) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(cfg.connect_timeout)
+        .timeout(cfg.connect_timeout)
+        .user_agent(concat!("clawdbot-bot-runtime/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// A refused handshake with the reasons Feishu puts in its headers.
+fn handshake_error(e: tungstenite::Error) -> anyhow::Error {
+    let tungstenite::Error::Http(resp) = &e else {
+        return e.into();
+    };
+    let h = |k: &str| {
+        resp.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect::<String>()
+    };
+    anyhow::anyhow!(
+        "handshake refused: HTTP {}, handshake-status {:?}, handshake-msg {:?}, autherrcode {:?}",
+        resp.status(),
+        h("handshake-status"),
+        h("handshake-msg"),
+        h("handshake-autherrcode"),
+    )
+}
+
+enum Ended {
+    Shutdown,
+    Closed,
+}
+
+struct Client {
+    cfg: FeishuWsConfig,
+    sink: Arc<dyn InboundSink>,
+    http: reqwest::Client,
+    ping_interval: Duration,
+    parts: Reassembly,
+}
+
+impl Client {
+    async fn session(&mut self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<Ended> {
+        let endpoint = tokio::select! {
+            r = self.fetch_endpoint() => r?,
+            _ = stopped(shutdown) => return Ok(Ended::Shutdown),
+        };
+        if let Some(conf) = endpoint.client_config {
+            self.apply(conf);
+        }
+        let target = ConnTarget::parse(&endpoint.url)?;
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE))
+            .max_frame_size(Some(MAX_MESSAGE));
+        let connect = tokio_tungstenite::connect_async_with_config(
+            endpoint.url.as_str(),
+            Some(ws_config),
+            true,
+        );
+        let (ws, _) = tokio::select! {
+            r = tokio::time::timeout(self.cfg.connect_timeout, connect) => r
+                .context("websocket handshake timed out")?
+                .map_err(handshake_error)
+                .with_context(|| format!("websocket handshake with {}", target.safe_url))?,
+            _ = stopped(shutdown) => return Ok(Ended::Shutdown),
+        };
+        tracing::info!(endpoint = %target.safe_url, conn_id = %target.conn_id, "feishu: long connection up");
+        self.pump(ws, &target, shutdown).await
+    }
+
+    async fn fetch_endpoint(&self) -> anyhow::Result<Endpoint> {
+        let url = format!("{}{ENDPOINT_PATH}", self.cfg.api_base.trim_end_matches('/'));
+        let body = serde_json::json!({
+            "AppID": self.cfg.app_id,
+            "AppSecret": self.cfg.app_secret.expose(),
+        });
+        let resp = self
+            .http
+            .post(&url)
+            .header("locale", "zh")
+            .json(&body)
+            .send()
+            .await
+            .context("endpoint call")?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("endpoint call body")?;
+        if !status.is_success() {
+            bail!("endpoint call answered HTTP {status}");
+        }
+        Ok(parse_endpoint(&bytes)?)
+    }
+
+    fn apply(&mut self, conf: ClientConfig) {
+        if let Some(every) = conf.ping_interval() {
+            self.ping_interval = every;
+        }
+    }
+
+    async fn pump<S>(
+        &mut self,
+        mut ws: tokio_tungstenite::WebSocketStream<S>,
+        target: &ConnTarget,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<Ended>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        // The first ping goes out at once, as the SDKs do.
+        let mut next_ping = Instant::now();
+        let mut last_seen = Instant::now();
+        loop {
+            tokio::select! {
+                _ = stopped(shutdown) => {
+                    let _ = ws.close(None).await;
+                    return Ok(Ended::Shutdown);
+                }
+                _ = tokio::time::sleep_until(next_ping) => {
+                    // Three silent ping rounds: the connection is dead
+                    // even if TCP has not noticed yet.
+                    if last_seen.elapsed() > self.ping_interval.saturating_mul(3) {
+                        bail!("no traffic for {:?}", last_seen.elapsed());
+                    }
+                    let ping = frame::encode(&ping_frame(target.service_id));
+                    ws.send(Message::Binary(ping.into())).await.context("sending ping")?;
+                    next_ping = after(self.ping_interval);
+                }
+                msg = ws.next() => {
+                    let Some(msg) = msg else { return Ok(Ended::Closed) };
+                    let msg = msg.context("reading")?;
+                    last_seen = Instant::now();
+                    match msg {
+                        Message::Binary(bytes) => {
+                            if let Some(answer) = self.on_frame(&bytes).await {
+                                ws.send(Message::Binary(answer.into())).await.context("sending answer")?;
+                            }
+                        }
+                        Message::Close(_) => return Ok(Ended::Closed),
+                        Message::Text(_) => tracing::debug!("feishu: text message ignored"),
+                        // tungstenite answers WebSocket pings itself.
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one binary message; returns the encoded answer frame, if any.
+    async fn on_frame(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let frame = match frame::decode(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, len = bytes.len(), "feishu: undecodable frame skipped");
+                return None;
+            }
+        };
+        match frame.method {
+            METHOD_CONTROL => {
+                self.on_control(&frame);
+                None
+            }
+            METHOD_DATA => self.on_data(frame).await,
+            other => {
+                tracing::debug!(method = other, "feishu: frame of unknown method skipped");
+                None
+            }
+        }
+    }
+
+    fn on_control(&mut self, frame: &Frame) {
+        if frame.header("type") != Some("pong") || frame.payload.is_empty() {
+            return;
+        }
+        match serde_json::from_slice::<ClientConfig>(&frame.payload) {
+            Ok(conf) => self.apply(conf),
+            Err(_) => tracing::warn!("feishu: pong with an unreadable ClientConfig"),
+        }
+    }
+
+    async fn on_data(&mut self, mut frame: Frame) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let message_id = frame.header("message_id").unwrap_or_default().to_owned();
+        let sum = header_number(&frame, "sum").unwrap_or(1);
+        let seq = header_number(&frame, "seq").unwrap_or(0);
+        let part = std::mem::take(&mut frame.payload);
+        let payload = if sum > 1 {
+            self.parts
+                .push(&message_id, sum, seq, part, std::time::Instant::now())?
+        } else {
+            part
+        };
+        let kind = frame.header("type").unwrap_or_default();
+        if kind != "event" {
+            // Cards and anything newer: not subscribed, left unanswered as
+            // the SDKs do.
+            tracing::debug!(kind, message_id, "feishu: data frame not handled");
+            return None;
+        }
+        let code = self
+            .on_event(&payload, &message_id, frame.header("trace_id"))
+            .await;
+        Some(frame::encode(&answer(frame, code, started.elapsed())))
+    }
+
+    /// Parses and records one event; returns the status to answer with.
+    async fn on_event(&self, payload: &[u8], message_id: &str, trace_id: Option<&str>) -> u16 {
+        let trace_id = trace_id.unwrap_or_default();
+        let (outcome, code) = match super::parse_event(payload, None) {
+            Ok(Verdict::Message(m)) => {
+                let delivery_id = m.delivery_id.clone();
+                match self.sink.accept(*m).await {
+                    Ok(Accepted::New) => ("accepted", 200),
+                    Ok(Accepted::Duplicate) => ("duplicate", 200),
+                    Err(e) => {
+                        tracing::warn!(error = %e, message_id, trace_id, delivery_id,
+                            "feishu: event not recorded; answering 500 for a redelivery");
+                        ("unavailable", 500)
+                    }
+                }
+            }
+            Ok(Verdict::Ignored(why)) => {
+                tracing::debug!(why, message_id, "feishu: event ignored");
+                ("ignored", 200)
+            }
+            Ok(Verdict::Handshake { .. }) => ("handshake", 200),
+            Err(rejection) => {
+                // Authentic but unreadable: a redelivery would not parse
+                // either, so it is answered 200 and dropped.
+                tracing::warn!(
+                    outcome = rejection.outcome(),
+                    message_id,
+                    trace_id,
+                    "feishu: event refused"
+                );
+                (rejection.outcome(), 200)
+            }
+        };
+        if let Some(hook) = &self.cfg.on_outcome {
+            hook(outcome);
+        }
+        code
+    }
+}
+
+fn header_number(frame: &Frame, key: &str) -> Option<usize> {
+    frame.header(key)?.trim().parse().ok()
+}
+
+/// Our ping: a control frame naming the connection's service.
+pub fn ping_frame(service_id: i32) -> Frame {
+    let mut f = Frame {
+        service: service_id,
+        method: METHOD_CONTROL,
+        ..Frame::default()
+    };
+    f.push_header("type", "ping");
+    f
+}
+
+/// The answer to a data frame: the same frame (ids, service, headers) with
+/// the handling time in `biz_rt` and `{"code":..}` as its payload.
+pub fn answer(mut frame: Frame, code: u16, took: Duration) -> Frame {
+    frame.push_header("biz_rt", took.as_millis().to_string());
+    frame.payload = serde_json::json!({ "code": code }).to_string().into_bytes();
+    frame
+}
+
+/// What the endpoint call hands back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    pub client_config: Option<ClientConfig>,
+}
+
+/// Connection settings from the server (seconds). Only the ping interval is
+/// followed; reconnects use our own backoff.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct ClientConfig {
+    #[serde(rename = "ReconnectCount", default)]
+    pub reconnect_count: i64,
+    #[serde(rename = "ReconnectInterval", default)]
+    pub reconnect_interval: i64,
+    #[serde(rename = "ReconnectNonce", default)]
+    pub reconnect_nonce: i64,
+    #[serde(rename = "PingInterval", default)]
+    pub ping_interval: i64,
+}
+
+impl ClientConfig {
+    /// The ping interval, when the server named a sane one.
+    pub fn ping_interval(&self) -> Option<Duration> {
+        u64::try_from(self.ping_interval)
+            .ok()
+            .filter(|s| (1..=3600).contains(s))
+            .map(Duration::from_secs)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("endpoint answer is not the expected JSON")]
+    Malformed,
+    #[error("endpoint call refused: code {code}: {msg}")]
+    Refused { code: i64, msg: String },
+    #[error("endpoint answer has no URL")]
+    NoUrl,
+}
+
+#[derive(Deserialize)]
+struct EndpointResp {
+    code: i64,
+    #[serde(default)]
+    msg: String,
+    data: Option<EndpointData>,
+}
+
+#[derive(Deserialize)]
+struct EndpointData {
+    #[serde(rename = "URL", default)]
+    url: String,
+    #[serde(rename = "ClientConfig")]
+    client_config: Option<ClientConfig>,
+}
+
+/// Reads the endpoint call's JSON answer.
+pub fn parse_endpoint(body: &[u8]) -> Result<Endpoint, EndpointError> {
+    let resp: EndpointResp = serde_json::from_slice(body).map_err(|_| EndpointError::Malformed)?;
+    if resp.code != CODE_OK {
+        return Err(EndpointError::Refused {
+            code: resp.code,
+            msg: resp.msg,
+        });
+    }
+    let data = resp.data.ok_or(EndpointError::NoUrl)?;
+    if data.url.is_empty() {
+        return Err(EndpointError::NoUrl);
+    }
+    Ok(Endpoint {
+        url: data.url,
+        client_config: data.client_config,
+    })
+}
+
+/// What the WebSocket URL tells us, and a form of it fit for logs (its
+/// query carries the connection's credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnTarget {
+    pub service_id: i32,
+    pub conn_id: String,
+    pub safe_url: String,
+}
+
+impl ConnTarget {
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let uri: http::Uri = url.parse().context("endpoint URL does not parse")?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            bail!("endpoint URL is not absolute");
+        };
+        if !matches!(scheme, "ws" | "wss") {
+            bail!("endpoint URL scheme {scheme} is not ws or wss");
+        }
+        let query: Vec<(String, String)> =
+            serde_urlencoded::from_str(uri.query().unwrap_or_default()).unwrap_or_default();
+        let get = |k: &str| {
+            query
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        Ok(Self {
+            service_id: get("service_id").and_then(|s| s.parse().ok()).unwrap_or(0),
+            conn_id: get("device_id").unwrap_or_default().to_owned(),
+            safe_url: format!("{scheme}://{authority}{}", uri.path()),
+        })
+    }
+}
+
+/// Joins split events. Parts wait at most [`PART_TTL`]; what would exceed
+/// the limits is dropped (the platform redelivers unanswered events).
+#[derive(Debug, Default)]
+pub struct Reassembly {
+    pending: HashMap<String, Partial>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Partial {
+    parts: Vec<Option<Vec<u8>>>,
+    bytes: usize,
+    since: std::time::Instant,
+}
+
+impl Reassembly {
+    /// Stores part `seq` of `sum`; returns the whole payload once every
+    /// part is in.
+    pub fn push(
+        &mut self,
+        message_id: &str,
+        sum: usize,
+        seq: usize,
+        part: Vec<u8>,
+        now: std::time::Instant,
+    ) -> Option<Vec<u8>> {
+        self.expire(now);
+        if sum > MAX_PARTS || seq >= sum {
+            tracing::warn!(
+                message_id,
+                sum,
+                seq,
+                "feishu: event part out of range dropped"
+            );
+            return None;
+        }
+        if self.bytes + part.len() > MAX_PENDING_BYTES {
+            tracing::warn!(
+                message_id,
+                "feishu: too many pending event parts; part dropped"
+            );
+            return None;
+        }
+        let entry = self
+            .pending
+            .entry(message_id.to_owned())
+            .or_insert_with(|| Partial::new(sum, now));
+        if entry.parts.len() != sum {
+            // Another split of the same id: start over.
+            self.bytes -= entry.bytes;
+            *entry = Partial::new(sum, now);
+        }
+        let added = part.len();
+        if let Some(old) = entry.parts[seq].replace(part) {
+            entry.bytes -= old.len();
+            self.bytes -= old.len();
+        }
+        entry.bytes += added;
+        self.bytes += added;
+        if entry.parts.iter().any(Option::is_none) {
+            return None;
+        }
+        let done = self.pending.remove(message_id)?;
+        self.bytes -= done.bytes;
+        Some(done.parts.into_iter().flatten().flatten().collect())
+    }
+
+    fn expire(&mut self, now: std::time::Instant) {
+        let mut freed = 0;
+        self.pending.retain(|_, p| {
+            let keep = now.saturating_duration_since(p.since) < PART_TTL;
+            if !keep {
+                freed += p.bytes;
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+impl Partial {
+    fn new(sum: usize, now: std::time::Instant) -> Self {
+        Self {
+            parts: vec![None; sum],
+            bytes: 0,
+            since: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_answer_parses() {
+        let body = br#"{"code":0,"msg":"ok","data":{"URL":"wss://msg-frontier.feishu.cn/ws/v2?fpid=493&aid=552564&device_id=7300&access_key=secret&service_id=33554678&ticket=t","ClientConfig":{"ReconnectCount":-1,"ReconnectInterval":120,"ReconnectNonce":30,"PingInterval":120}}}"#;
+        let ep = parse_endpoint(body).unwrap();
+        assert!(ep.url.starts_with("wss://msg-frontier.feishu.cn/ws/v2?"));
+        let conf = ep.client_config.unwrap();
+        assert_eq!(conf.reconnect_count, -1);
+        assert_eq!(conf.ping_interval(), Some(Duration::from_secs(120)));
+        let target = ConnTarget::parse(&ep.url).unwrap();
+        assert_eq!(target.service_id, 33554678);
+        assert_eq!(target.conn_id, "7300");
+        assert_eq!(target.safe_url, "wss://msg-frontier.feishu.cn/ws/v2");
+    }
+
+    #[test]
+    fn endpoint_refusals_and_garbage() {
+        assert_eq!(
+            parse_endpoint(br#"{"code":1000040350,"msg":"exceed connection limit"}"#),
+            Err(EndpointError::Refused {
+                code: 1000040350,
+                msg: "exceed connection limit".into()
+            })
+        );
+        assert_eq!(
+            parse_endpoint(br#"{"code":0,"data":{}}"#),
+            Err(EndpointError::NoUrl)
+        );
+        assert_eq!(parse_endpoint(br#"{"code":0}"#), Err(EndpointError::NoUrl));
+        assert_eq!(parse_endpoint(b"<html>"), Err(EndpointError::Malformed));
+        let ep = parse_endpoint(br#"{"code":0,"data":{"URL":"ws://h/p"}}"#).unwrap();
+        assert_eq!(ep.client_config, None);
+    }
+
+    #[test]
+    fn odd_ping_intervals_are_not_followed() {
+        let conf = |s| ClientConfig {
+            ping_interval: s,
+            ..ClientConfig::default()
+        };
+        assert_eq!(conf(0).ping_interval(), None);
+        assert_eq!(conf(-5).ping_interval(), None);
+        assert_eq!(conf(100_000).ping_interval(), None);
+        assert_eq!(conf(90).ping_interval(), Some(Duration::from_secs(90)));
+        let from_pong: ClientConfig = serde_json::from_str(r#"{"PingInterval":45}"#).unwrap();
+        assert_eq!(from_pong.ping_interval(), Some(Duration::from_secs(45)));
+    }
+
+    #[test]
+    fn conn_target_rejects_non_websocket_urls() {
+        assert!(ConnTarget::parse("https://h/p").is_err());
+        assert!(ConnTarget::parse("/relative").is_err());
+        let t = ConnTarget::parse("ws://127.0.0.1:9/ws?service_id=nope").unwrap();
+        assert_eq!(t.service_id, 0);
+        assert_eq!(t.conn_id, "");
+    }
+
+    #[test]
+    fn ping_and_answer_frames() {
+        let ping = ping_frame(42);
+        assert_eq!(ping.method, METHOD_CONTROL);
+        assert_eq!(ping.service, 42);
+        assert_eq!(ping.header("type"), Some("ping"));
+
+        let mut event = Frame {
+            seq_id: 3,
+            log_id: 4,
+            service: 42,
+            method: METHOD_DATA,
+            payload: b"{...}".to_vec(),
+            ..Frame::default()
+        };
+        event.push_header("type", "event");
+        event.push_header("message_id", "m1");
+        let a = answer(event, 200, Duration::from_millis(12));
+        assert_eq!(
+            (a.seq_id, a.log_id, a.service, a.method),
+            (3, 4, 42, METHOD_DATA)
+        );
+        assert_eq!(a.header("message_id"), Some("m1"));
+        assert_eq!(a.header("biz_rt"), Some("12"));
+        assert_eq!(a.payload, br#"{"code":200}"#);
+        let a = answer(Frame::default(), 500, Duration::ZERO);
+        assert_eq!(a.payload, br#"{"code":500}"#);
+    }
+
+    #[test]
+    fn refused_handshakes_name_feishus_reasons() {
+        let resp = http::Response::builder()
+            .status(403)
+            .header("handshake-status", "514")
+            .header("handshake-msg", "auth failed")
+            .header("handshake-autherrcode", "1000040350")
+            .body(None)
+            .unwrap();
+        let e = handshake_error(tungstenite::Error::Http(Box::new(resp))).to_string();
+        assert!(e.contains("403"), "{e}");
+        assert!(e.contains("\"514\""), "{e}");
+        assert!(e.contains("auth failed"), "{e}");
+        assert!(e.contains("1000040350"), "{e}");
+        let e = handshake_error(tungstenite::Error::ConnectionClosed).to_string();
+        assert!(!e.contains("handshake refused"), "{e}");
+    }
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        assert_eq!(backoff_delay(0, base, max, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(0, base, max, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff_delay(3, base, max, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff_delay(10, base, max, 1.0), max);
+        assert_eq!(backoff_delay(u32::MAX, base, max, 1.0), max);
+        assert_eq!(backoff_delay(u32::MAX, base, max, 0.0), max / 2);
+        // Out-of-range jitter is clamped, never negative or beyond the cap.
+        assert_eq!(backoff_delay(10, base, max, 7.0), max);
+        assert_eq!(backoff_delay(10, base, max, -1.0), max / 2);
+    }
+
+    #[test]
+    fn reassembly_joins_parts_in_any_order() {
+        let now = std::time::Instant::now();
+        let mut r = Reassembly::default();
+        assert_eq!(r.push("m", 3, 2, b"c".to_vec(), now), None);
+        assert_eq!(r.push("m", 3, 0, b"a".to_vec(), now), None);
+        assert_eq!(r.push("other", 2, 0, b"x".to_vec(), now), None);
+        assert_eq!(r.push("m", 3, 1, b"b".to_vec(), now), Some(b"abc".to_vec()));
+        assert_eq!(r.pending(), 1);
+        assert_eq!(
+            r.push("other", 2, 1, b"y".to_vec(), now),
+            Some(b"xy".to_vec())
+        );
+        assert_eq!(r.pending(), 0);
+        assert_eq!(r.bytes, 0);
+    }
+
+    #[test]
+    fn reassembly_drops_bad_and_stale_parts() {
+        let now = std::time::Instant::now();
+        let mut r = Reassembly::default();
+        assert_eq!(r.push("m", 2, 2, b"x".to_vec(), now), None);
+        assert_eq!(r.push("m", MAX_PARTS + 1, 0, b"x".to_vec(), now), None);
+        assert_eq!(r.pending(), 0);
+        // A part older than the TTL is forgotten.
+        assert_eq!(r.push("m", 2, 0, b"a".to_vec(), now), None);
+        let later = now + PART_TTL + Duration::from_secs(1);
+        assert_eq!(r.push("m", 2, 1, b"b".to_vec(), later), None);
+        assert_eq!(
+            r.push("m", 2, 0, b"a".to_vec(), later),
+            Some(b"ab".to_vec())
+        );
+        // A repeated part replaces the first copy.
+        assert_eq!(r.push("n", 2, 0, b"old".to_vec(), now), None);
+        assert_eq!(r.push("n", 2, 0, b"new".to_vec(), now), None);
+        assert_eq!(
+            r.push("n", 2, 1, b"!".to_vec(), now),
+            Some(b"new!".to_vec())
+        );
+        // A different split of the same id starts over.
+        assert_eq!(r.push("k", 2, 0, b"a".to_vec(), now), None);
+        assert_eq!(r.push("k", 3, 0, b"1".to_vec(), now), None);
+        assert_eq!(r.push("k", 3, 1, b"2".to_vec(), now), None);
+        assert_eq!(r.push("k", 3, 2, b"3".to_vec(), now), Some(b"123".to_vec()));
+        assert_eq!(r.bytes, 0);
+    }
+
+    #[test]
+    fn reassembly_caps_pending_bytes() {
+        let now = std::time::Instant::now();
+        let mut r = Reassembly::default();
+        let big = vec![0u8; MAX_PENDING_BYTES / 2 + 1];
+        assert_eq!(r.push("a", 2, 0, big.clone(), now), None);
+        assert_eq!(r.push("b", 2, 0, big, now), None);
+        assert_eq!(r.pending(), 1);
+    }
+}

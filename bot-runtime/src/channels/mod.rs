@@ -1,0 +1,220 @@
+//! IM channels: DingTalk, Feishu/Lark, WeCom and Slack.
+//!
+//! Each platform module holds pure protocol code: `verify` turns a request's
+//! headers and raw bytes into a [`Verdict`] or a typed [`Rejection`], and
+//! builders shape what we send back. I/O lives elsewhere: the webhook
+//! handlers (`routes::webhooks`), the long-connection clients, the durable
+//! delivery queue (`delivery`) and the platform API clients (`outbound`).
+
+pub mod crypto;
+pub mod delivery;
+pub mod dingtalk;
+pub mod feishu;
+pub mod inbound;
+pub mod notify;
+pub mod outbound;
+pub mod slack;
+pub mod wecom;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Dingtalk,
+    Feishu,
+    Wecom,
+    Slack,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 4] = [Self::Dingtalk, Self::Feishu, Self::Wecom, Self::Slack];
+
+    /// The metric label, log field and conversation-log channel.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Dingtalk => "dingtalk",
+            Self::Feishu => "feishu",
+            Self::Wecom => "wecom",
+            Self::Slack => "slack",
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.label() == s)
+    }
+}
+
+/// A verified user message, ready for the chat engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inbound {
+    pub platform: Platform,
+    /// The platform's id of this delivery, the dedupe key: DingTalk `msgId`,
+    /// Feishu `header.event_id` (v1: `uuid`), WeCom `MsgId`, Slack `event_id`.
+    pub delivery_id: String,
+    /// The message's own id where the platform has one besides the delivery
+    /// id (Feishu `message_id`): a second dedupe key.
+    pub message_id: Option<String>,
+    /// The chat the message came from (a group or a one-to-one chat).
+    pub conversation_id: String,
+    /// The sender, as the platform names them to this app.
+    pub user_id: String,
+    /// What the user wrote, with the bot's @-mention removed, trimmed.
+    pub text: String,
+    /// Where the answer goes.
+    pub reply: ReplyTo,
+}
+
+/// Routing for the answer, per platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "platform", rename_all = "lowercase")]
+pub enum ReplyTo {
+    Dingtalk {
+        /// Per-conversation reply URL from the message; valid until
+        /// `session_webhook_expires_ms`.
+        session_webhook: Option<String>,
+        session_webhook_expires_ms: Option<i64>,
+        /// `conversationType` "2".
+        group: bool,
+        /// `conversationId`, the group's `openConversationId` for the OpenAPI.
+        conversation_id: String,
+        /// `senderStaffId`: the OpenAPI's one-to-one recipient, and the @ in groups.
+        sender_staff_id: Option<String>,
+        /// `robotCode` from the message (falls back to `dingtalk.robot_code`).
+        robot_code: Option<String>,
+    },
+    Feishu {
+        /// Replied to with `POST /open-apis/im/v1/messages/{message_id}/reply`.
+        message_id: String,
+        chat_id: String,
+    },
+    Wecom {
+        /// `FromUserName`: the recipient of the message-send API.
+        to_user: String,
+    },
+    Slack {
+        channel: String,
+        /// Set when the message was in a thread: answer in the same thread.
+        thread_ts: Option<String>,
+    },
+}
+
+/// What an authentic request asks of us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A user message to answer.
+    Message(Box<Inbound>),
+    /// A handshake answered in the HTTP response itself (Feishu and Slack
+    /// `url_verification`, WeCom's `echostr`).
+    Handshake {
+        content_type: &'static str,
+        body: String,
+    },
+    /// Authentic, nothing to answer: the bot's own message, an event type we
+    /// do not handle, a message with no text. Acked with 200.
+    Ignored(&'static str),
+}
+
+/// Why a request was refused. Nothing refused reaches the model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("missing or wrong signature")]
+    BadSignature,
+    #[error("timestamp missing or outside the freshness window")]
+    Stale,
+    #[error("wrong verification token or receiver")]
+    BadToken,
+    #[error("cannot decrypt the body: {0}")]
+    Undecryptable(&'static str),
+    #[error("malformed body: {0}")]
+    Malformed(String),
+}
+
+impl Rejection {
+    /// The `outcome` label of `clawdbot_webhook_requests_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::BadSignature => "bad_signature",
+            Self::Stale => "stale",
+            Self::BadToken => "bad_token",
+            Self::Undecryptable(_) | Self::Malformed(_) => "malformed",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadSignature | Self::Stale | Self::BadToken => StatusCode::UNAUTHORIZED,
+            Self::Undecryptable(_) | Self::Malformed(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn malformed(why: impl Into<String>) -> Self {
+        Self::Malformed(why.into())
+    }
+}
+
+/// What became of a delivery handed to an [`InboundSink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Recorded durably; it will be answered.
+    New,
+    /// Seen before (a redelivery or a replay): not answered again.
+    Duplicate,
+}
+
+/// The delivery could not be recorded: do not ack, so the platform retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("delivery not recorded: {0}")]
+pub struct SinkError(pub String);
+
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Accepted, SinkError>> + Send + 'a>>;
+
+/// Where verified messages go, from webhooks and long connections alike:
+/// deduplicated and recorded durably before the platform gets its ack.
+pub trait InboundSink: Send + Sync + 'static {
+    fn accept(&self, message: Inbound) -> SinkFuture<'_>;
+}
+
+/// Starts the long-connection clients the config asks for (DingTalk Stream
+/// mode, Feishu's WebSocket mode); they stop when `stop` turns true.
+pub fn long_connections(
+    st: &crate::state::AppState,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use clawdbot_config::{DingTalkMode, FeishuMode, Secret};
+    let mut tasks = Vec::new();
+    let sink: std::sync::Arc<dyn InboundSink> = st.deliveries.clone();
+    let hook = |p: Platform| -> std::sync::Arc<dyn Fn(&'static str) + Send + Sync> {
+        let m = st.metrics.webhook_requests.clone();
+        std::sync::Arc::new(move |outcome| m.with_label_values(&[p.label(), outcome]).inc())
+    };
+    let d = &st.cfg.dingtalk;
+    if d.enabled && d.mode == DingTalkMode::Stream {
+        let mut cfg = dingtalk::stream::DingTalkStreamConfig::new(
+            d.api_base.clone(),
+            d.app_key.clone().unwrap_or_default(),
+            d.app_secret.clone().unwrap_or_else(|| Secret::new("")),
+        );
+        cfg.on_outcome = Some(hook(Platform::Dingtalk));
+        tasks.push(tokio::spawn(dingtalk::stream::run(
+            cfg,
+            sink.clone(),
+            stop.clone(),
+        )));
+    }
+    let f = &st.cfg.feishu;
+    if f.enabled && f.mode == FeishuMode::Websocket {
+        let mut cfg = feishu::ws::FeishuWsConfig::new(
+            f.api_base.clone(),
+            f.app_id.clone().unwrap_or_default(),
+            f.app_secret.clone().unwrap_or_else(|| Secret::new("")),
+        );
+        cfg.on_outcome = Some(hook(Platform::Feishu));
+        tasks.push(tokio::spawn(feishu::ws::run(cfg, sink, stop)));
+    }
+    tasks
+}

@@ -1,0 +1,261 @@
+//! One platform API call with what every platform needs: a pace (the
+//! platform's rate limit, waited for rather than exceeded), retries with
+//! jittered backoff on transient failures, and errors that never carry a
+//! URL (webhook and API URLs hold tokens).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use rand::Rng;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboundError {
+    /// Worth another try: network trouble, 5xx, 429, a platform's "busy"
+    /// or rate-limit code, an expired token.
+    #[error("{0}")]
+    Transient(String),
+    /// Will fail the same way again: bad credentials, a bad request.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl OutboundError {
+    pub fn from_reqwest(e: reqwest::Error) -> Self {
+        let e = e.without_url();
+        if e.is_builder() {
+            Self::Fatal(format!("request not built: {e}"))
+        } else {
+            Self::Transient(format!("request failed: {e}"))
+        }
+    }
+}
+
+/// At most `n` calls in any `period` (a sliding window): the platforms
+/// count per minute or per second, and a burst up to the limit is fine.
+pub struct Pace {
+    n: usize,
+    period: Duration,
+    sent: Mutex<VecDeque<Instant>>,
+}
+
+impl Pace {
+    pub fn new(n: u32, period: Duration) -> Self {
+        Self {
+            n: n.max(1) as usize,
+            period,
+            sent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn per_second(n: u32) -> Self {
+        Self::new(n, Duration::from_secs(1))
+    }
+
+    pub fn per_minute(n: u32) -> Self {
+        Self::new(n, Duration::from_secs(60))
+    }
+
+    /// Waits for a free slot and takes it. Callers queue on the lock in
+    /// arrival order.
+    pub async fn wait(&self) {
+        let mut sent = self.sent.lock().await;
+        let now = Instant::now();
+        while sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.period)
+        {
+            sent.pop_front();
+        }
+        if sent.len() >= self.n
+            && let Some(oldest) = sent.pop_front()
+        {
+            tokio::time::sleep_until(oldest + self.period).await;
+        }
+        sent.push_back(Instant::now());
+    }
+}
+
+/// The pause before retry `attempt` (0-based): 500 ms doubling to 10 s,
+/// with jitter so replicas do not retry in step; a platform's Retry-After
+/// wins when longer.
+pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let base = Duration::from_millis(500u64.saturating_mul(1 << attempt.min(5)))
+        .min(Duration::from_secs(10));
+    let jitter = rand::rng().random_range(0.5..1.0);
+    let d = base.mul_f64(jitter);
+    retry_after.map_or(d, |r| r.max(d))
+}
+
+/// Runs `call` up to `attempts` times, waiting on `pace` before each.
+pub async fn with_retries<F, Fut, T>(
+    attempts: u32,
+    pace: &Pace,
+    mut call: F,
+) -> Result<T, OutboundError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, OutboundError>>,
+{
+    let mut attempt = 0;
+    loop {
+        pace.wait().await;
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(OutboundError::Transient(why)) if attempt + 1 < attempts => {
+                tracing::debug!(attempt, error = %why, "platform call failed; retrying");
+                tokio::time::sleep(backoff(attempt, None)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A response's status and body; transport errors become `Transient`.
+pub async fn send(req: reqwest::RequestBuilder) -> Result<(StatusCode, Bytes), OutboundError> {
+    let resp = req.send().await.map_err(OutboundError::from_reqwest)?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(OutboundError::from_reqwest)?;
+    Ok((status, body))
+}
+
+/// HTTP-level verdict, before the platform's own error codes are read.
+pub fn check_status(status: StatusCode, body: &[u8]) -> Result<(), OutboundError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    let why = format!("HTTP {}: {snippet}", status.as_u16());
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        Err(OutboundError::Transient(why))
+    } else {
+        Err(OutboundError::Fatal(why))
+    }
+}
+
+/// A cached access token, fetched once at a time and renewed a margin
+/// before it expires.
+pub struct TokenCache {
+    held: Mutex<Option<(String, Instant)>>,
+    margin: Duration,
+}
+
+impl TokenCache {
+    pub fn new(margin: Duration) -> Self {
+        Self {
+            held: Mutex::new(None),
+            margin,
+        }
+    }
+
+    /// The cached token, or a fresh one from `fetch` (token, lifetime).
+    /// Concurrent callers wait for the one fetch in progress.
+    pub async fn get<F, Fut>(&self, fetch: F) -> Result<String, OutboundError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(String, Duration), OutboundError>>,
+    {
+        let mut held = self.held.lock().await;
+        if let Some((token, expires)) = held.as_ref()
+            && Instant::now() + self.margin < *expires
+        {
+            return Ok(token.clone());
+        }
+        let (token, ttl) = fetch().await?;
+        *held = Some((token.clone(), Instant::now() + ttl));
+        Ok(token)
+    }
+
+    /// Forgets the token (the platform said it is invalid or expired).
+    pub async fn invalidate(&self) {
+        *self.held.lock().await = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pace_allows_a_burst_then_waits_for_the_window() {
+        let pace = Pace::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            pace.wait().await;
+        }
+        assert!(t0.elapsed() < Duration::from_millis(1));
+        pace.wait().await;
+        assert!(t0.elapsed() >= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        assert!(backoff(0, None) <= Duration::from_millis(500));
+        assert!(backoff(10, None) <= Duration::from_secs(10));
+        assert!(backoff(10, None) >= Duration::from_secs(5));
+        assert_eq!(
+            backoff(0, Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_cached_until_the_margin_and_refetched_after_invalidate() {
+        let cache = TokenCache::new(Duration::from_secs(300));
+        let mut fetches = 0;
+        for _ in 0..3 {
+            let t = cache
+                .get(|| {
+                    fetches += 1;
+                    async { Ok(("t1".to_string(), Duration::from_secs(7200))) }
+                })
+                .await
+                .unwrap();
+            assert_eq!(t, "t1");
+        }
+        assert_eq!(fetches, 1);
+        tokio::time::advance(Duration::from_secs(7200 - 299)).await;
+        cache
+            .get(|| {
+                fetches += 1;
+                async { Ok(("t2".to_string(), Duration::from_secs(7200))) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(fetches, 2);
+        cache.invalidate().await;
+        cache
+            .get(|| {
+                fetches += 1;
+                async { Ok(("t3".to_string(), Duration::from_secs(7200))) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(fetches, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_are_retried_fatal_ones_are_not() {
+        let pace = Pace::per_second(100);
+        let mut calls = 0;
+        let r: Result<(), _> = with_retries(3, &pace, || {
+            calls += 1;
+            async { Err(OutboundError::Transient("busy".into())) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 3);
+        calls = 0;
+        let r: Result<(), _> = with_retries(3, &pace, || {
+            calls += 1;
+            async { Err(OutboundError::Fatal("bad".into())) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+    }
+}

@@ -1,0 +1,5 @@
+//! Slack: v0 request signatures, Events API parsing, chat.postMessage builders.
+
+mod protocol;
+
+pub use protocol::*;

@@ -1,0 +1,6 @@
+//! WeCom: callback signature, AES-256-CBC message crypto, XML parsing and
+//! message-send builders.
+
+mod protocol;
+
+pub use protocol::*;

@@ -1,0 +1,189 @@
+//! The SQL side of the IM delivery queue (used when Redis is not
+//! configured): one row per dedupe key, claimed with an expiring lease so a
+//! replica that dies mid-answer hands its deliveries to the others.
+
+use super::{LogStore, Pool, StoreError};
+use sqlx::mysql::MySql;
+use sqlx::postgres::Postgres;
+use sqlx::sqlite::Sqlite;
+
+/// A delivery this replica now holds the claim on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedRow {
+    pub key: String,
+    pub payload: String,
+    pub attempts: i64,
+}
+
+impl LogStore {
+    /// Records a delivery under `keys` (its own key first, then aliases)
+    /// in one transaction, claimed by `claimed_by` until `claim_until`.
+    /// `false` when any key is already known: a duplicate, nothing written.
+    pub async fn record_delivery(
+        &self,
+        keys: &[String],
+        payload: &str,
+        claimed_by: &str,
+        now: i64,
+        claim_until: i64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let insert = self.sql(match self.pool {
+            // Only a duplicate key is possible here (keys are bounded by the
+            // caller), and INSERT IGNORE reports it as 0 rows whatever the
+            // connection's found-rows flag says.
+            Pool::MySql(_) => {
+                "INSERT IGNORE INTO channel_deliveries \
+                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
+                 VALUES (?, ?, ?, 1, ?, ?, ?, ?)"
+            }
+            _ => {
+                "INSERT INTO channel_deliveries \
+                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
+                 VALUES (?, ?, ?, 1, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING"
+            }
+        });
+        on_pool!(&self.pool, p, _Db => {
+            let mut tx = p.begin().await?;
+            for (i, key) in keys.iter().enumerate() {
+                let (state, body) = if i == 0 { ("pending", Some(payload)) } else { ("alias", None) };
+                let n = sqlx::query(&insert)
+                    .bind(key.as_str())
+                    .bind(state)
+                    .bind(body)
+                    .bind(claimed_by)
+                    .bind(claim_until)
+                    .bind(now)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
+    /// Claims up to `max` pending deliveries whose claim has lapsed (their
+    /// replica died, or released them while draining), oldest first.
+    pub async fn claim_due_deliveries(
+        &self,
+        claimed_by: &str,
+        now: i64,
+        claim_until: i64,
+        max: u32,
+    ) -> Result<Vec<ClaimedRow>, StoreError> {
+        let due = self.sql(
+            "SELECT dedupe_key FROM channel_deliveries \
+             WHERE state = 'pending' AND claim_until < ? ORDER BY claim_until LIMIT ?",
+        );
+        // The conditional update is the claim: of two replicas racing for a
+        // row, only one sees it still lapsed.
+        let claim = self.sql(
+            "UPDATE channel_deliveries SET claimed_by = ?, claim_until = ?, attempts = attempts + 1 \
+             WHERE dedupe_key = ? AND state = 'pending' AND claim_until < ?",
+        );
+        let read = self.sql(
+            "SELECT dedupe_key, payload, attempts FROM channel_deliveries WHERE dedupe_key = ?",
+        );
+        let mut out = Vec::new();
+        on_pool!(&self.pool, p, _Db => {
+            let keys: Vec<(String,)> = sqlx::query_as(&due)
+                .bind(now)
+                .bind(i64::from(max))
+                .fetch_all(p)
+                .await?;
+            for (key,) in keys {
+                let n = sqlx::query(&claim)
+                    .bind(claimed_by)
+                    .bind(claim_until)
+                    .bind(key.as_str())
+                    .bind(now)
+                    .execute(p)
+                    .await?
+                    .rows_affected();
+                if n == 1 {
+                    let row: Option<(String, Option<String>, i64)> =
+                        sqlx::query_as(&read).bind(key.as_str()).fetch_optional(p).await?;
+                    if let Some((key, payload, attempts)) = row {
+                        out.push(ClaimedRow { key, payload: payload.unwrap_or_default(), attempts });
+                    }
+                }
+            }
+        });
+        Ok(out)
+    }
+
+    /// Extends this replica's claim; `false` when it was lost.
+    pub async fn renew_delivery(
+        &self,
+        key: &str,
+        claimed_by: &str,
+        claim_until: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = self.sql(
+            "UPDATE channel_deliveries SET claim_until = ? \
+             WHERE dedupe_key = ? AND claimed_by = ? AND state = 'pending'",
+        );
+        let n = on_pool!(&self.pool, p, _Db => {
+            sqlx::query(&sql).bind(claim_until).bind(key).bind(claimed_by).execute(p).await?.rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Marks a delivery answered; its key stays (for dedupe) until `expires_at`.
+    pub async fn finish_delivery(&self, key: &str, expires_at: i64) -> Result<(), StoreError> {
+        let sql = self.sql(
+            "UPDATE channel_deliveries SET state = 'done', payload = NULL, expires_at = ? \
+             WHERE dedupe_key = ?",
+        );
+        on_pool!(&self.pool, p, _Db => {
+            sqlx::query(&sql).bind(expires_at).bind(key).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Gives up this replica's claim at once (draining), so another replica
+    /// takes the delivery without waiting for the lease.
+    pub async fn release_delivery(&self, key: &str, claimed_by: &str) -> Result<(), StoreError> {
+        let sql = self.sql(
+            "UPDATE channel_deliveries SET claim_until = 0 \
+             WHERE dedupe_key = ? AND claimed_by = ? AND state = 'pending'",
+        );
+        on_pool!(&self.pool, p, _Db => {
+            sqlx::query(&sql).bind(key).bind(claimed_by).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Deletes up to `max_rows` answered or alias keys past their dedupe TTL.
+    pub async fn prune_deliveries(&self, now: i64, max_rows: u32) -> Result<u64, StoreError> {
+        let sql = self.sql(match self.pool {
+            Pool::MySql(_) => {
+                "DELETE FROM channel_deliveries WHERE state <> 'pending' AND expires_at < ? \
+                 ORDER BY expires_at LIMIT ?"
+            }
+            _ => {
+                "DELETE FROM channel_deliveries WHERE dedupe_key IN (SELECT dedupe_key FROM \
+                 channel_deliveries WHERE state <> 'pending' AND expires_at < ? ORDER BY expires_at LIMIT ?)"
+            }
+        });
+        Ok(on_pool!(&self.pool, p, _Db => {
+            sqlx::query(&sql).bind(now).bind(i64::from(max_rows)).execute(p).await?.rows_affected()
+        }))
+    }
+
+    /// Deliveries recorded and not yet answered (for tests and diagnostics).
+    pub async fn pending_deliveries(&self) -> Result<i64, StoreError> {
+        let row: (i64,) = on_pool!(&self.pool, p, _Db => {
+            sqlx::query_as("SELECT COUNT(*) FROM channel_deliveries WHERE state = 'pending'")
+                .fetch_one(p)
+                .await?
+        });
+        Ok(row.0)
+    }
+}

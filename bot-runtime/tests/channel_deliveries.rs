@@ -1,0 +1,567 @@
+//! IM deliveries end to end, in-process: a signed Slack event (the simplest
+//! scheme) reaches the model and the reply reaches a local mock of Slack's
+//! Web API, once; the queue behind it is checked on SQLite, PostgreSQL,
+//! MariaDB and Redis: dedupe, claims, takeover of a dead replica's work,
+//! and the drain.
+
+mod common;
+mod logdb;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use bot_runtime::channels::delivery::{Deliveries, RedisQueue, dedupe_keys};
+use bot_runtime::channels::{Accepted, Inbound, InboundSink, Platform, ReplyTo, slack};
+use bot_runtime::logs::now_ms;
+use clawdbot_bench::mock::Behavior;
+use clawdbot_config::{RuntimeConfig, Secret};
+use serde_json::{Value, json};
+
+use common::{client, config_for, mock, start};
+use logdb::{ENGINES, TestDb, eventually};
+
+const SIGNING_SECRET: &str = "test-signing-secret";
+const BOT_TOKEN: &str = "xoxb-test-token";
+
+/// A local stand-in for Slack's Web API: records every chat.postMessage
+/// made with the right bot token; refuses other tokens as Slack does.
+#[derive(Clone, Default)]
+struct SlackApi {
+    posts: Arc<Mutex<Vec<Value>>>,
+}
+
+impl SlackApi {
+    async fn start() -> (Self, String) {
+        let api = Self::default();
+        let posts = api.posts.clone();
+        let app = Router::new().route(
+            "/api/chat.postMessage",
+            post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let posts = posts.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    if auth != format!("Bearer {BOT_TOKEN}") {
+                        return axum::Json(json!({"ok": false, "error": "invalid_auth"}));
+                    }
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    posts.lock().unwrap().push(v);
+                    axum::Json(json!({"ok": true, "ts": "1.2"}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (api, format!("http://{addr}/api"))
+    }
+
+    fn posts(&self) -> Vec<Value> {
+        self.posts.lock().unwrap().clone()
+    }
+}
+
+fn slack_config(cfg: &mut RuntimeConfig, api_base: &str) {
+    cfg.slack.enabled = true;
+    cfg.slack.signing_secret = Some(Secret::new(SIGNING_SECRET));
+    cfg.slack.bot_token = Some(Secret::new(BOT_TOKEN));
+    cfg.slack.api_base = api_base.to_owned();
+    cfg.channels.reply_attempts = 2;
+}
+
+fn event(event_id: &str, text: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "token": "unused",
+        "team_id": "T1",
+        "api_app_id": "A1",
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": now_ms() / 1000,
+        "event": {
+            "type": "app_mention",
+            "user": "U123",
+            "text": format!("<@UBOT> {text}"),
+            "ts": "1700000000.000100",
+            "channel": "C42",
+            "event_ts": "1700000000.000100"
+        }
+    }))
+    .unwrap()
+}
+
+async fn post_signed(url: &str, body: &[u8], ts_secs: i64) -> reqwest::Response {
+    let ts = ts_secs.to_string();
+    client()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-slack-request-timestamp", &ts)
+        .header(
+            "x-slack-signature",
+            slack::signature(SIGNING_SECRET, &ts, body),
+        )
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+fn redis_prefix() -> String {
+    format!("cbtest:{:016x}:", rand::random::<u64>())
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    /// The log database (SQLite by default, PostgreSQL where shared).
+    Sql,
+    Redis,
+}
+
+/// One signed event: acked with 200, answered once with the model's text in
+/// the right channel; the redelivery (Slack's retry) is acked, not answered.
+#[tokio::test]
+async fn a_signed_event_is_answered_once_through_the_platform_api() {
+    for store in [Store::Sql, Store::Redis] {
+        let model = mock().await;
+        let (api, base) = SlackApi::start().await;
+        let rt = start(config_for(Some(&model), |c| {
+            slack_config(c, &base);
+            if let Store::Redis = store {
+                c.redis.url = Some(Secret::new("redis://127.0.0.1:6379/0"));
+                c.redis.key_prefix = redis_prefix();
+            }
+        }))
+        .await;
+        let url = rt.url("/webhooks/slack");
+        let body = event(&format!("Ev{:x}", rand::random::<u64>()), "what is up?");
+        let r = post_signed(&url, &body, now_ms() / 1000).await;
+        assert_eq!(r.status(), 200, "{store:?}");
+        assert!(
+            eventually(Duration::from_secs(10), || async { api.posts().len() == 1 }).await,
+            "{store:?}: no reply reached the platform"
+        );
+        let p = &api.posts()[0];
+        assert_eq!(p["channel"], "C42", "{p}");
+        assert_eq!(p["text"], "Hello from the mock upstream.", "{p}");
+        // The model saw the text without the mention.
+        let asked = model.last_request().unwrap();
+        let last = asked["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(last["content"], "what is up?", "{asked}");
+
+        // Slack's retry of the same event: acked, never answered again.
+        let again = post_signed(&url, &body, now_ms() / 1000).await;
+        assert_eq!(again.status(), 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(api.posts().len(), 1, "{store:?}: answered twice");
+        assert_eq!(model.requests(), 1);
+        let metrics = client()
+            .get(rt.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(
+                r#"clawdbot_webhook_requests_total{channel="slack",outcome="accepted"} 1"#
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(
+                r#"clawdbot_webhook_requests_total{channel="slack",outcome="duplicate"} 1"#
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"clawdbot_channel_replies_total{channel="slack",outcome="sent"} 1"#)
+        );
+        rt.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_stale_malformed_and_oversized_deliveries_never_reach_the_model() {
+    let model = mock().await;
+    let (api, base) = SlackApi::start().await;
+    let rt = start(config_for(Some(&model), |c| {
+        slack_config(c, &base);
+        c.channels.body_limit_bytes = 4096;
+    }))
+    .await;
+    let url = rt.url("/webhooks/slack");
+    let body = event("EvBad", "hello");
+    let now = now_ms() / 1000;
+
+    let wrong = client()
+        .post(&url)
+        .header("x-slack-request-timestamp", now.to_string())
+        .header("x-slack-signature", "v0=00")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let v: Value = wrong.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "bad_signature", "{v}");
+
+    let unsigned = client().post(&url).body(body.clone()).send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+
+    let stale = post_signed(&url, &body, now - 301).await;
+    assert_eq!(stale.status(), 401);
+    assert_eq!(
+        stale.json::<Value>().await.unwrap()["error"]["code"],
+        "stale"
+    );
+
+    let garbage = post_signed(&url, b"{not json", now).await;
+    assert_eq!(garbage.status(), 400);
+
+    let huge = vec![b'x'; 5000];
+    let big = post_signed(&url, &huge, now).await;
+    assert_eq!(big.status(), 413);
+    assert!(big.json::<Value>().await.unwrap()["error"]["message"].is_string());
+
+    // A channel that is not enabled is not there.
+    let off = client()
+        .post(rt.url("/webhooks/feishu"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status(), 404);
+
+    // Draining: refused with 503, so the platform retries at another replica.
+    rt.state.drain.start();
+    let draining = post_signed(&url, &event("EvLate", "hi"), now).await;
+    assert_eq!(draining.status(), 503);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(model.requests(), 0);
+    assert!(api.posts().is_empty());
+    let metrics = client()
+        .get(rt.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for outcome in ["bad_signature", "stale", "malformed"] {
+        assert!(
+            metrics.contains(&format!(
+                r#"clawdbot_webhook_requests_total{{channel="slack",outcome="{outcome}"}}"#
+            )),
+            "{outcome}: {metrics}"
+        );
+    }
+    rt.stop().await;
+}
+
+fn inbound(id: &str, message_id: Option<&str>) -> Inbound {
+    Inbound {
+        platform: Platform::Slack,
+        delivery_id: id.into(),
+        message_id: message_id.map(str::to_owned),
+        conversation_id: "C42".into(),
+        user_id: "U123".into(),
+        text: "hello".into(),
+        reply: ReplyTo::Slack {
+            channel: "C42".into(),
+            thread_ts: None,
+        },
+    }
+}
+
+/// The SQL queue's rows on every engine: a key is taken once (aliases
+/// too, atomically), a live claim is not taken over, a lapsed one is taken
+/// by exactly one replica, and answered keys expire after the TTL.
+#[tokio::test]
+async fn sql_delivery_rows_dedupe_claim_and_expire_on_every_engine() {
+    for engine in ENGINES {
+        let db = TestDb::create(engine).await;
+        let store = db.store().await;
+        let keys = dedupe_keys(&inbound("E1", Some("M1")));
+        assert_eq!(keys, vec!["slack:E1".to_string(), "slack:m:M1".to_string()]);
+        let t = 1_000_000;
+        assert!(
+            store
+                .record_delivery(&keys, "{}", "a", t, t + 60_000, t + 86_400_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_delivery(&keys, "{}", "b", t, t + 60_000, t + 86_400_000)
+                .await
+                .unwrap()
+        );
+        // A new delivery id carrying a known message id is a duplicate too,
+        // and nothing of it is written.
+        let other = dedupe_keys(&inbound("E2", Some("M1")));
+        assert!(
+            !store
+                .record_delivery(&other, "{}", "b", t, t + 60_000, t + 86_400_000)
+                .await
+                .unwrap(),
+            "{engine:?}"
+        );
+        assert!(
+            store
+                .record_delivery(
+                    &dedupe_keys(&inbound("E2", None)),
+                    "{}",
+                    "b",
+                    t,
+                    t + 60_000,
+                    t + 86_400_000
+                )
+                .await
+                .unwrap(),
+            "{engine:?}: E2 was left behind by the rolled-back insert"
+        );
+        assert_eq!(store.pending_deliveries().await.unwrap(), 2);
+
+        // Live claims stay with their replica.
+        assert!(
+            store
+                .claim_due_deliveries("c", t + 1, t + 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Lapsed: one replica gets each row, the other none.
+        let got = store
+            .claim_due_deliveries("c", t + 61_000, t + 120_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 2, "{engine:?}");
+        assert!(got.iter().all(|r| r.attempts == 2 && r.payload == "{}"));
+        assert!(
+            store
+                .claim_due_deliveries("d", t + 61_000, t + 120_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            !store
+                .renew_delivery("slack:E1", "a", t + 200_000)
+                .await
+                .unwrap(),
+            "a lost its claim"
+        );
+        assert!(
+            store
+                .renew_delivery("slack:E1", "c", t + 200_000)
+                .await
+                .unwrap()
+        );
+
+        store
+            .finish_delivery("slack:E1", t + 86_400_000)
+            .await
+            .unwrap();
+        assert_eq!(store.pending_deliveries().await.unwrap(), 1);
+        // Still a duplicate after it was answered.
+        assert!(
+            !store
+                .record_delivery(&keys, "{}", "b", t, t, t)
+                .await
+                .unwrap()
+        );
+        // Released claims are due at once.
+        store.release_delivery("slack:E2", "c").await.unwrap();
+        assert_eq!(
+            store
+                .claim_due_deliveries("d", t + 61_000, t + 120_000, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // Past the TTL the answered key and its alias go; pending rows never do.
+        assert_eq!(
+            store.prune_deliveries(t + 86_400_001, 1000).await.unwrap(),
+            2,
+            "{engine:?}"
+        );
+        assert_eq!(store.pending_deliveries().await.unwrap(), 1);
+    }
+}
+
+#[tokio::test]
+async fn redis_queue_dedupes_in_two_steps_and_hands_over_stale_claims() {
+    let mut cfg = RuntimeConfig::default();
+    cfg.redis.key_prefix = redis_prefix();
+    let a = RedisQueue::new("redis://127.0.0.1:6379/0", &cfg.redis, "replica-a".into()).unwrap();
+    let b = RedisQueue::new("redis://127.0.0.1:6379/0", &cfg.redis, "replica-b".into()).unwrap();
+    a.ensure_group().await.unwrap();
+    b.ensure_group().await.unwrap();
+    let keys = dedupe_keys(&inbound("E1", Some("M1")));
+    let ttl = Duration::from_secs(60);
+    assert!(
+        a.record(&keys, "one", Duration::from_secs(5), ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.record(&keys, "one", Duration::from_secs(5), ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.record(
+            &dedupe_keys(&inbound("E9", Some("M1"))),
+            "x",
+            Duration::from_secs(5),
+            ttl
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(a.len().await.unwrap(), 1);
+
+    // The "done" marker outlives the short "processing" expiry.
+    let mut conn = redis::Client::open("redis://127.0.0.1:6379/0")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let marker: String = redis::cmd("GET")
+        .arg(format!("{}delivery:slack:E1", cfg.redis.key_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(marker, "done");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{}delivery:slack:E1", cfg.redis.key_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(pttl > 50_000, "{pttl}");
+
+    // Replica a reads it and dies; b takes it over once it is idle past the lease.
+    let read = a.read_new(10).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].payload, "one");
+    assert!(
+        b.claim_stale(Duration::from_millis(300), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let taken = b.claim_stale(Duration::from_millis(300), 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert!(
+        b.read_new(10).await.unwrap().is_empty(),
+        "a stream entry goes to one replica"
+    );
+    b.finish(&taken[0].key).await.unwrap();
+    assert_eq!(b.len().await.unwrap(), 0);
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{}deliveries", cfg.redis.key_prefix))
+        .arg(format!("{}delivery:slack:E1", cfg.redis.key_prefix))
+        .arg(format!("{}delivery:slack:m:M1", cfg.redis.key_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// A replica records (acks) a delivery and dies before answering; another
+/// replica sharing the store answers it after the lease.
+#[tokio::test]
+async fn a_dead_replicas_delivery_is_answered_by_another() {
+    for store in [Store::Sql, Store::Redis] {
+        let model = mock().await;
+        let (api, base) = SlackApi::start().await;
+        let db = TestDb::create(logdb::Engine::Postgres).await;
+        let prefix = redis_prefix();
+        let setup = |c: &mut RuntimeConfig| {
+            slack_config(c, &base);
+            c.channels.claim_lease_secs = 5;
+            match store {
+                Store::Sql => c.database.url = Some(Secret::new(db.url.clone())),
+                Store::Redis => {
+                    c.redis.url = Some(Secret::new("redis://127.0.0.1:6379/0"));
+                    c.redis.key_prefix = prefix.clone();
+                }
+            }
+        };
+        // Replica A: records, and for Redis also reads the entry (so it is
+        // in A's pending list), then is gone without answering.
+        let a_cfg = config_for(Some(&model), setup);
+        let store_a =
+            bot_runtime::logs::LogStore::open_lazy(&bot_runtime::logs::database_url(&a_cfg))
+                .unwrap();
+        let a = Deliveries::from_config(&a_cfg, &store_a, &bot_runtime::metrics::Metrics::new())
+            .unwrap();
+        let fresh = a
+            .accept(inbound(&format!("E{:x}", rand::random::<u32>()), None))
+            .await
+            .unwrap();
+        assert_eq!(fresh, Accepted::New);
+        if let Store::Redis = store {
+            let q = RedisQueue::new("redis://127.0.0.1:6379/0", &a_cfg.redis, "replica-a".into())
+                .unwrap();
+            q.ensure_group().await.unwrap();
+            assert_eq!(q.read_new(10).await.unwrap().len(), 1);
+        }
+        drop(a);
+
+        let started = std::time::Instant::now();
+        let b = start(config_for(Some(&model), setup)).await;
+        assert!(
+            eventually(Duration::from_secs(20), || async { api.posts().len() == 1 }).await,
+            "{store:?}: the dead replica's delivery was never answered"
+        );
+        // Not before the lease lapsed (the claim was live until then).
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "{store:?}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(b.state.deliveries.pending().await.unwrap(), 0);
+        b.stop().await;
+    }
+}
+
+/// SIGTERM's drain: the answer in progress (a slow model) still goes out
+/// before the server stops.
+#[tokio::test]
+async fn the_drain_finishes_answers_in_progress() {
+    let model = mock().await;
+    model.set_default(Behavior::Slow(Duration::from_millis(1500)));
+    let (api, base) = SlackApi::start().await;
+    let rt = start(config_for(Some(&model), |c| slack_config(c, &base))).await;
+    let url = rt.url("/webhooks/slack");
+    let r = post_signed(&url, &event("EvDrain", "slow one"), now_ms() / 1000).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        model
+            .wait_for(|m| m.requests() == 1, Duration::from_secs(5))
+            .await
+    );
+    let state = rt.state.clone();
+    let stopping = tokio::spawn(rt.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(state.drain.is_draining());
+    stopping.await.unwrap();
+    assert_eq!(
+        api.posts().len(),
+        1,
+        "the answer in progress was lost in the drain"
+    );
+}
