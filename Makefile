@@ -7,7 +7,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 BIN := $(TARGET_DIR)/debug
 
-.PHONY: help run build test test-tools lint check-crds crds test-rust test-python test-browser test-operator bench fmt
+.PHONY: help run build test test-tools lint check-crds crds test-rust test-python test-channels test-browser test-operator bench fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ run: ## Build and start bot-runtime on embedded defaults (http://127.0.0.1:18789
 build: ## Debug build of every binary
 	$(CARGO) build --workspace --bins
 
-test: test-tools lint test-rust test-python test-browser test-operator ## Install pinned tools, then run every test
+test: test-tools lint test-rust test-python test-channels test-browser test-operator ## Install pinned tools, then run every test
 	@echo "make test: all suites passed"
 
 test-tools: ## Install pinned test tools (Python venv, playwright-core, Chromium)
@@ -43,6 +43,11 @@ test-rust: ## Unit, black-box HTTP, process and property tests (starts PostgreSQ
 test-python: build ## The official openai Python client against bot-runtime
 	MOCK_UPSTREAM_BIN=$(BIN)/mock-upstream BOT_RUNTIME_BIN=$(BIN)/bot-runtime \
 		.cache/venv/bin/pytest -q tests/python
+
+test-channels: build ## IM webhooks against the platforms' official SDKs and mock platform APIs (SQLite and Redis)
+	scripts/ensure-services.sh
+	MOCK_UPSTREAM_BIN=$(BIN)/mock-upstream BOT_RUNTIME_BIN=$(BIN)/bot-runtime \
+		.cache/channels-venv/bin/pytest -q tests/channels
 
 test-browser: build ## Headless Chromium drives the web chat page
 	MOCK_UPSTREAM_BIN=$(BIN)/mock-upstream BOT_RUNTIME_BIN=$(BIN)/bot-runtime \

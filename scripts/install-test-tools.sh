@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the pinned tools the test suites need:
 #   - .cache/venv: Python venv with tests/python/requirements.txt (openai, pytest)
+#   - .cache/channels-venv: tests/channels/requirements.txt (lark-oapi, slack_sdk,
+#     wechatpy, websockets, pytest)
 #   - tests/browser/node_modules: `npm ci` from tests/browser/package-lock.json
 #   - /usr/bin/chromium: Debian's chromium package
 #
@@ -25,8 +27,9 @@ as_root() {
 }
 
 # ---------------------------------------------------------------------------
-# 1. Python venvs: .cache/venv (openai client tests), .cache/operator-venv
-#    (API server emulator, kubectl, manifest validators)
+# 1. Python venvs: .cache/venv (openai client tests), .cache/channels-venv
+#    (IM platform SDKs), .cache/operator-venv (API server emulator, kubectl,
+#    manifest validators)
 # ---------------------------------------------------------------------------
 
 # install_venv VENV REQUIREMENTS...: (re)creates VENV when the requirement
@@ -66,6 +69,7 @@ install_venv() {
 
 install_python() {
     install_venv .cache/venv tests/python/requirements.txt
+    install_venv .cache/channels-venv tests/channels/requirements.txt
     local operator_reqs=(tests/operator/requirements.txt)
     [[ -f tests/operator/requirements-schema.txt ]] && operator_reqs+=(tests/operator/requirements-schema.txt)
     install_venv .cache/operator-venv "${operator_reqs[@]}"

@@ -2,6 +2,9 @@
 //! stand-ins for the platforms: an HTTP server for the endpoint call and a
 //! WebSocket server the test script drives frame by frame.
 
+mod common;
+
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,12 +16,14 @@ use axum::{Json, Router};
 use bot_runtime::channels::dingtalk::stream::{self as dingtalk, DingTalkStreamConfig};
 use bot_runtime::channels::feishu::frame::{self, Frame};
 use bot_runtime::channels::feishu::ws::{self as feishu, FeishuWsConfig};
+use bot_runtime::channels::longconn::OutcomeHook;
 use bot_runtime::channels::{Accepted, Inbound, InboundSink, SinkError, SinkFuture};
 use clawdbot_config::Secret;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -58,15 +63,47 @@ impl InboundSink for TestSink {
     }
 }
 
-type Outcomes = Arc<Mutex<Vec<&'static str>>>;
+/// A client under test: what it handed over and reported, and its stop switch.
+struct Running {
+    sink: Arc<TestSink>,
+    outcomes: Arc<Mutex<Vec<&'static str>>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
 
-fn outcome_recorder() -> (Outcomes, feishu::OutcomeHook) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let hook = {
-        let seen = seen.clone();
-        Arc::new(move |o: &'static str| seen.lock().unwrap().push(o))
-    };
-    (seen, hook)
+impl Running {
+    /// Spawns `run` with a fresh sink, an outcome recorder and a stop switch.
+    fn start<F>(run: impl FnOnce(OutcomeHook, Arc<TestSink>, watch::Receiver<bool>) -> F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let sink = Arc::new(TestSink::default());
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let hook: OutcomeHook = {
+            let seen = outcomes.clone();
+            Arc::new(move |o| seen.lock().unwrap().push(o))
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(hook, sink.clone(), stop_rx));
+        Self {
+            sink,
+            outcomes,
+            stop,
+            task,
+        }
+    }
+
+    fn outcomes(&self) -> Vec<&'static str> {
+        self.outcomes.lock().unwrap().clone()
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        timeout(WAIT, self.task)
+            .await
+            .expect("client stops")
+            .unwrap();
+    }
 }
 
 type Answer = fn(usize, SocketAddr) -> Value;
@@ -93,6 +130,11 @@ async fn endpoint_call(State(ep): State<Arc<Endpoint>>, Json(body): Json<Value>)
 }
 
 async fn platform(path: &'static str, answer: Answer) -> Platform {
+    platform_with(path, answer, Router::new()).await
+}
+
+/// The platform stand-in with more routes on its HTTP side (reply APIs).
+async fn platform_with(path: &'static str, answer: Answer, extra: Router) -> Platform {
     let ws_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ws_addr = ws_listener.local_addr().unwrap();
     let (conn_tx, conns) = mpsc::unbounded_channel();
@@ -120,7 +162,8 @@ async fn platform(path: &'static str, answer: Answer) -> Platform {
     });
     let app = Router::new()
         .route(path, post(endpoint_call))
-        .with_state(ep);
+        .with_state(ep)
+        .merge(extra);
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_base = format!("http://{}", http.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(http, app).await });
@@ -206,14 +249,14 @@ async fn dingtalk_ack(ws: &mut WebSocketStream<TcpStream>) -> Value {
 #[tokio::test]
 async fn dingtalk_stream_acks_records_and_reconnects() {
     let mut p = platform(dingtalk::OPEN_PATH, dingtalk_answer).await;
-    let sink = Arc::new(TestSink::default());
-    let (outcomes, hook) = outcome_recorder();
-    let mut cfg = DingTalkStreamConfig::new(&p.api_base, "ding-app", Secret::new("app-secret"));
-    cfg.reconnect_base = Duration::from_millis(10);
-    cfg.reconnect_max = Duration::from_millis(50);
-    cfg.on_outcome = Some(hook);
-    let (stop, stop_rx) = watch::channel(false);
-    let client = tokio::spawn(dingtalk::run(cfg, sink.clone(), stop_rx));
+    let client = Running::start(|hook, sink, stop| {
+        let mut cfg = DingTalkStreamConfig::new(&p.api_base, "ding-app", Secret::new("app-secret"));
+        cfg.reconnect_base = Duration::from_millis(10);
+        cfg.reconnect_max = Duration::from_millis(50);
+        cfg.on_outcome = Some(hook);
+        dingtalk::run(cfg, sink, stop)
+    });
+    let sink = client.sink.clone();
 
     // The open call carries the credentials and the one subscription.
     let body = next(&mut p.calls).await;
@@ -310,13 +353,8 @@ async fn dingtalk_stream_acks_records_and_reconnects() {
     assert_eq!(ack["headers"]["messageId"], "cb-3");
     assert_ne!(ack["code"], 200);
     assert_eq!(sink.got().len(), 2);
-    assert_eq!(
-        *outcomes.lock().unwrap(),
-        ["accepted", "duplicate", "unavailable"]
-    );
-
-    stop.send(true).unwrap();
-    timeout(WAIT, client).await.expect("client stops").unwrap();
+    assert_eq!(client.outcomes(), ["accepted", "duplicate", "unavailable"]);
+    client.stop().await;
 }
 
 #[tokio::test]
@@ -329,16 +367,16 @@ async fn dingtalk_stream_retries_a_failed_open_call() {
         }
     }
     let mut p = platform(dingtalk::OPEN_PATH, answer).await;
-    let mut cfg = DingTalkStreamConfig::new(&p.api_base, "ding-app", Secret::new("s"));
-    cfg.reconnect_base = Duration::from_millis(10);
-    let (stop, stop_rx) = watch::channel(false);
-    let client = tokio::spawn(dingtalk::run(cfg, Arc::new(TestSink::default()), stop_rx));
+    let client = Running::start(|_, sink, stop| {
+        let mut cfg = DingTalkStreamConfig::new(&p.api_base, "ding-app", Secret::new("s"));
+        cfg.reconnect_base = Duration::from_millis(10);
+        dingtalk::run(cfg, sink, stop)
+    });
     next(&mut p.calls).await;
     next(&mut p.calls).await;
     let (target, _ws) = next(&mut p.conns).await;
     assert_eq!(target, "/connect?ticket=ticket-2");
-    stop.send(true).unwrap();
-    timeout(WAIT, client).await.expect("client stops").unwrap();
+    client.stop().await;
 }
 
 // ------------------------------------------------------------------ Feishu
@@ -445,14 +483,14 @@ fn answer_code(f: &Frame) -> i64 {
 #[tokio::test]
 async fn feishu_ws_answers_records_reassembles_and_reconnects() {
     let mut p = platform(feishu::ENDPOINT_PATH, feishu_answer).await;
-    let sink = Arc::new(TestSink::default());
-    let (outcomes, hook) = outcome_recorder();
-    let mut cfg = FeishuWsConfig::new(&p.api_base, "cli_test", Secret::new("app-secret"));
-    cfg.reconnect_base = Duration::from_millis(10);
-    cfg.reconnect_max = Duration::from_millis(50);
-    cfg.on_outcome = Some(hook);
-    let (stop, stop_rx) = watch::channel(false);
-    let client = tokio::spawn(feishu::run(cfg, sink.clone(), stop_rx));
+    let client = Running::start(|hook, sink, stop| {
+        let mut cfg = FeishuWsConfig::new(&p.api_base, "cli_test", Secret::new("app-secret"));
+        cfg.reconnect_base = Duration::from_millis(10);
+        cfg.reconnect_max = Duration::from_millis(50);
+        cfg.on_outcome = Some(hook);
+        feishu::run(cfg, sink, stop)
+    });
+    let sink = client.sink.clone();
 
     // Busy first, then an endpoint; both calls carry the credentials.
     for _ in 0..2 {
@@ -537,10 +575,82 @@ async fn feishu_ws_answers_records_reassembles_and_reconnects() {
     assert_eq!(answer_code(&answer), 500);
     assert_eq!(sink.got().len(), 3);
     assert_eq!(
-        *outcomes.lock().unwrap(),
+        client.outcomes(),
         ["accepted", "duplicate", "accepted", "unavailable"]
     );
+    client.stop().await;
+}
 
-    stop.send(true).unwrap();
-    timeout(WAIT, client).await.expect("client stops").unwrap();
+/// The whole runtime in Stream mode: a message delivered twice over the
+/// stream (DingTalk's redelivery after a slow ack) is acked both times and
+/// answered once, through the session webhook on the platform's host.
+#[tokio::test]
+async fn dingtalk_stream_redelivery_is_answered_once_by_the_runtime() {
+    let replies: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen = replies.clone();
+    let extra = Router::new().route(
+        "/robot/sendBySession",
+        post(move |Json(body): Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(body);
+                Json(json!({"errcode": 0, "errmsg": "ok"}))
+            }
+        }),
+    );
+    let mut p = platform_with(dingtalk::OPEN_PATH, dingtalk_answer, extra).await;
+    let model = common::mock().await;
+    let api_base = p.api_base.clone();
+    let rt = common::start(common::config_for(Some(&model), |c| {
+        c.dingtalk.enabled = true;
+        c.dingtalk.mode = clawdbot_config::DingTalkMode::Stream;
+        c.dingtalk.app_key = Some("ding-app".into());
+        c.dingtalk.app_secret = Some(Secret::new("app-secret"));
+        c.dingtalk.api_base = api_base;
+    }))
+    .await;
+    let body = next(&mut p.calls).await;
+    assert_eq!(body["clientId"], "ding-app");
+    let (_, mut ws) = next(&mut p.conns).await;
+
+    let expires = bot_runtime::logs::now_ms() + 3_600_000;
+    let mut msg: Value =
+        serde_json::from_str(&dingtalk_message("msg-rt-1", "hello there")).unwrap();
+    msg["sessionWebhook"] = json!(format!("{}/robot/sendBySession?session=s1", p.api_base));
+    msg["sessionWebhookExpiredTime"] = json!(expires);
+    for frame_id in ["cb-1", "cb-2"] {
+        ws.send(dingtalk_frame(
+            "CALLBACK",
+            dingtalk::BOT_TOPIC,
+            frame_id,
+            &msg.to_string(),
+        ))
+        .await
+        .unwrap();
+        let ack = dingtalk_ack(&mut ws).await;
+        assert_eq!(ack["code"], 200, "{ack}");
+        assert_eq!(ack["headers"]["messageId"], frame_id);
+    }
+    let answered = async {
+        while replies.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(Duration::from_secs(10), answered)
+        .await
+        .expect("no reply on the session webhook");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = replies.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "answered more than once: {got:?}");
+    assert_eq!(got[0]["msgtype"], "markdown");
+    assert_eq!(got[0]["markdown"]["text"], "Hello from the mock upstream.");
+    assert_eq!(model.requests(), 1);
+    let metrics = rt.metrics_text().await;
+    assert!(
+        metrics.contains(
+            r#"clawdbot_webhook_requests_total{channel="dingtalk",outcome="duplicate"} 1"#
+        ),
+        "{metrics}"
+    );
+    rt.stop().await;
 }

@@ -207,14 +207,7 @@ async fn a_dead_database_fails_readiness_by_name_while_answers_are_spilled() {
 
     let (s, b) = post_json(&rt.url("/api/v1/chat"), json!({"message": "hi"})).await;
     assert_eq!(s, 200, "answers do not wait for the log database: {b}");
-    let metrics = client()
-        .get(rt.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = rt.metrics_text().await;
     for name in [
         "clawdbot_log_queue_depth",
         "clawdbot_log_write_failures_total",
@@ -224,14 +217,7 @@ async fn a_dead_database_fails_readiness_by_name_while_answers_are_spilled() {
     }
     assert!(
         eventually(Duration::from_secs(10), || async {
-            let m = client()
-                .get(rt.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let m = rt.metrics_text().await;
             m.lines()
                 .any(|l| l.starts_with("clawdbot_log_spilled_total ") && !l.ends_with(" 0"))
         })

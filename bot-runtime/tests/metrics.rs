@@ -18,14 +18,7 @@ async fn metrics_cover_http_model_tokens_and_streams() {
         .await
         .unwrap();
     r.text().await.unwrap();
-    let text = client()
-        .get(rt.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = rt.metrics_text().await;
     for needle in [
         r#"clawdbot_http_request_duration_seconds_bucket{method="POST",route="/api/v1/chat",status="200",le="0.5"}"#,
         r#"clawdbot_model_request_duration_seconds_count{outcome="ok",provider="openai"} 2"#,
@@ -37,14 +30,7 @@ async fn metrics_cover_http_model_tokens_and_streams() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
     let _ = client().get(rt.url("/nope")).send().await.unwrap();
-    let text = client()
-        .get(rt.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = rt.metrics_text().await;
     assert!(
         text.contains(r#"route="unmatched",status="404""#),
         "unknown routes share one label"

@@ -381,14 +381,7 @@ async fn redis_cut_gives_503_naming_redis_and_recovers_by_itself() {
     assert_eq!(r.status(), 503);
     let ready: Value = r.json().await.unwrap();
     assert_eq!(ready["failing"], json!(["redis"]), "{ready}");
-    let metrics = client()
-        .get(rt.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = rt.metrics_text().await;
     assert!(
         metrics.contains("clawdbot_redis_errors_total{op="),
         "{metrics}"

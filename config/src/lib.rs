@@ -229,6 +229,67 @@ mod tests {
     }
 
     #[test]
+    fn an_enabled_channel_needs_its_credentials_named_key_by_key() {
+        let err = load(
+            "slack:\n  enabled: true\nwecom:\n  enabled: true\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        let keys: Vec<String> = err.issues().into_iter().map(|i| i.key).collect();
+        for k in [
+            "slack.signing_secret",
+            "slack.bot_token",
+            "wecom.corp_id",
+            "wecom.agent_id",
+            "wecom.secret",
+            "wecom.token",
+            "wecom.encoding_aes_key",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "{k} not named: {err}");
+        }
+        // Credentials from the environment (as the operator passes them).
+        let cfg = load(
+            "slack:\n  enabled: true\n",
+            env(&[
+                ("CLAWDBOT_SLACK__signing_secret", "s3cret"),
+                ("CLAWDBOT_SLACK__BOT_TOKEN", "xoxb-1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.slack.bot_token.unwrap().expose(), "xoxb-1");
+        // The operator's check leaves credentials to the environment.
+        let mut c = RuntimeConfig::default();
+        c.dingtalk.enabled = true;
+        assert!(validate_without_credentials(&c).is_empty());
+        assert!(!validate(&c).is_empty());
+    }
+
+    #[test]
+    fn channel_settings_are_checked_even_when_disabled() {
+        let err = load(
+            "wecom:\n  encoding_aes_key: short\nfeishu:\n  api_base: ftp://x\nchannels:\n  dedupe_ttl_secs: 60\ndingtalk:\n  enabled: true\n  app_key: k\n  app_secret: s\n  reply_format: action_card\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        let keys: Vec<String> = err.issues().into_iter().map(|i| i.key).collect();
+        for k in [
+            "wecom.encoding_aes_key",
+            "feishu.api_base",
+            "channels.dedupe_ttl_secs",
+            "dingtalk.action_card_url",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "{k} not named: {err}");
+        }
+        // A robot URL holds a credential: the error never repeats it.
+        let err = load(
+            "dingtalk:\n  webhook_url: oapi.dingtalk.com/robot/send?access_token=TOKEN123\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("TOKEN123"), "{err}");
+    }
+
+    #[test]
     fn yaml_that_is_not_a_mapping_is_refused() {
         assert!(matches!(
             load("- a\n- b\n", env(&[])),

@@ -285,55 +285,65 @@ fn validate_inner(cfg: &RuntimeConfig, credentials: bool) -> Vec<Issue> {
 /// An enabled channel must have what it needs to verify deliveries and to
 /// reply; a disabled one is not checked, so half-filled sections are fine.
 fn validate_channels(cfg: &RuntimeConfig, credentials: bool, bad: &mut impl FnMut(&str, String)) {
-    let need = |bad: &mut dyn FnMut(&str, String), key: &str, set: bool, why: &str| {
-        if credentials && !set {
-            bad(key, format!("is required {why}"));
-        }
-    };
     let filled = |s: &Option<crate::Secret>| s.as_ref().is_some_and(|s| !s.expose().is_empty());
     let filled_str = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
 
-    let d = &cfg.dingtalk;
-    if d.enabled {
-        let why = "when dingtalk.enabled is true (it signs callbacks and gets reply tokens)";
-        need(bad, "dingtalk.app_secret", filled(&d.app_secret), why);
-        need(bad, "dingtalk.app_key", filled_str(&d.app_key), why);
-        if d.reply_format == crate::types::DingTalkReplyFormat::ActionCard {
-            need(
-                bad,
-                "dingtalk.action_card_url",
-                filled_str(&d.action_card_url),
-                "when dingtalk.reply_format is action_card",
-            );
+    let (d, f, w, s) = (&cfg.dingtalk, &cfg.feishu, &cfg.wecom, &cfg.slack);
+    /// When the keys are needed, why, and each key with whether it is set.
+    type Required<'a> = (bool, &'a str, &'a [(&'a str, bool)]);
+    let required: [Required; 6] = [
+        (
+            d.enabled,
+            "when dingtalk.enabled is true (it signs callbacks and gets reply tokens)",
+            &[
+                ("dingtalk.app_secret", filled(&d.app_secret)),
+                ("dingtalk.app_key", filled_str(&d.app_key)),
+            ],
+        ),
+        (
+            d.enabled && d.reply_format == crate::types::DingTalkReplyFormat::ActionCard,
+            "when dingtalk.reply_format is action_card",
+            &[("dingtalk.action_card_url", filled_str(&d.action_card_url))],
+        ),
+        (
+            f.enabled,
+            "when feishu.enabled is true (replies need a tenant token)",
+            &[
+                ("feishu.app_id", filled_str(&f.app_id)),
+                ("feishu.app_secret", filled(&f.app_secret)),
+            ],
+        ),
+        (
+            f.enabled && f.mode == crate::types::FeishuMode::Webhook,
+            "when feishu.mode is webhook (every event carries it)",
+            &[("feishu.verification_token", filled(&f.verification_token))],
+        ),
+        (
+            w.enabled,
+            "when wecom.enabled is true",
+            &[
+                ("wecom.corp_id", filled_str(&w.corp_id)),
+                ("wecom.agent_id", filled_str(&w.agent_id)),
+                ("wecom.secret", filled(&w.secret)),
+                ("wecom.token", filled(&w.token)),
+                ("wecom.encoding_aes_key", filled(&w.encoding_aes_key)),
+            ],
+        ),
+        (
+            s.enabled,
+            "when slack.enabled is true",
+            &[
+                ("slack.signing_secret", filled(&s.signing_secret)),
+                ("slack.bot_token", filled(&s.bot_token)),
+            ],
+        ),
+    ];
+    for (applies, why, keys) in required {
+        for &(key, set) in keys {
+            if credentials && applies && !set {
+                bad(key, format!("is required {why}"));
+            }
         }
-    }
-    let f = &cfg.feishu;
-    if f.enabled {
-        let why = "when feishu.enabled is true (replies need a tenant token)";
-        need(bad, "feishu.app_id", filled_str(&f.app_id), why);
-        need(bad, "feishu.app_secret", filled(&f.app_secret), why);
-        if f.mode == crate::types::FeishuMode::Webhook {
-            need(
-                bad,
-                "feishu.verification_token",
-                filled(&f.verification_token),
-                "when feishu.mode is webhook (every event carries it)",
-            );
-        }
-    }
-    let w = &cfg.wecom;
-    if w.enabled {
-        let why = "when wecom.enabled is true";
-        need(bad, "wecom.corp_id", filled_str(&w.corp_id), why);
-        need(bad, "wecom.agent_id", filled_str(&w.agent_id), why);
-        need(bad, "wecom.secret", filled(&w.secret), why);
-        need(bad, "wecom.token", filled(&w.token), why);
-        need(
-            bad,
-            "wecom.encoding_aes_key",
-            filled(&w.encoding_aes_key),
-            why,
-        );
     }
     if let Some(k) = &w.encoding_aes_key
         && !k.expose().is_empty()
@@ -343,12 +353,6 @@ fn validate_channels(cfg: &RuntimeConfig, credentials: bool, bad: &mut impl FnMu
             "wecom.encoding_aes_key",
             "must be the 43-character EncodingAESKey from the WeCom console".into(),
         );
-    }
-    let s = &cfg.slack;
-    if s.enabled {
-        let why = "when slack.enabled is true";
-        need(bad, "slack.signing_secret", filled(&s.signing_secret), why);
-        need(bad, "slack.bot_token", filled(&s.bot_token), why);
     }
 
     for (key, url) in [

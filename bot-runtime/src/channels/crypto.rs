@@ -1,4 +1,5 @@
-//! Helpers shared by the platforms: constant-time comparison, AES-256-CBC, base64.
+//! Helpers shared by the platforms: constant-time comparison, signature and
+//! freshness checks, AES-256-CBC, base64.
 //!
 //! Everything here is total: bad input gives a [`CryptoError`], never a panic.
 
@@ -7,6 +8,7 @@ use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, generic_array::Ge
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use clawdbot_config::Secret;
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
@@ -117,6 +119,39 @@ pub fn within_window(now_ms: i64, ts_ms: i64, window_ms: i64) -> bool {
 /// A decimal timestamp in seconds, as milliseconds.
 pub fn secs_to_ms(secs: &str) -> Option<i64> {
     secs.trim().parse::<i64>().ok()?.checked_mul(1000)
+}
+
+/// A configured window in seconds, as milliseconds (saturating).
+pub fn window_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// A configured secret's text; `None` when unset or empty.
+pub fn configured(secret: &Option<Secret>) -> Option<&str> {
+    secret
+        .as_ref()
+        .map(Secret::expose)
+        .filter(|s| !s.is_empty())
+}
+
+/// `given` must equal `expected` (compared in constant time), else
+/// `BadSignature`; then the timestamp must be readable (`ts_ms`) and within
+/// `window_ms` of `now_ms`, else `Stale`.
+pub fn check_signed(
+    expected: &str,
+    given: &str,
+    ts_ms: Option<i64>,
+    now_ms: i64,
+    window_ms: i64,
+) -> Result<(), Rejection> {
+    if !ct_eq(expected.as_bytes(), given.as_bytes()) {
+        return Err(Rejection::BadSignature);
+    }
+    let ts_ms = ts_ms.ok_or(Rejection::Stale)?;
+    if !within_window(now_ms, ts_ms, window_ms) {
+        return Err(Rejection::Stale);
+    }
+    Ok(())
 }
 
 /// Appends PKCS#7 padding to a multiple of `block` (always at least one byte).
@@ -302,6 +337,76 @@ mod tests {
         fn random_base64_never_panics(s in ".{0,80}") {
             let _ = b64_decode(&s);
             let _ = b64_decode_lenient(&s);
+        }
+    }
+}
+
+/// Helpers for the platforms' protocol tests.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use crate::channels::{Inbound, Rejection, Verdict};
+
+    /// A random request for fuzzing `verify`: up to three headers, each
+    /// named one of `known` or at random, with up to `max_value` random
+    /// bytes as its value (those that make no valid header are dropped),
+    /// and up to 255 random body bytes.
+    pub(crate) fn random_request(
+        known: &[&str],
+        max_value: usize,
+    ) -> impl Strategy<Value = (HeaderMap, Vec<u8>)> {
+        let known: Vec<String> = known.iter().map(|k| k.to_ascii_lowercase()).collect();
+        // Each known name as likely as a random one.
+        let name = prop_oneof![
+            known.len() as u32 => proptest::sample::select(known),
+            1 => "[a-z-]{1,12}",
+        ];
+        let value = proptest::collection::vec(any::<u8>(), 0..max_value);
+        let headers = proptest::collection::vec((name, value), 0..4).prop_map(to_headers);
+        (headers, proptest::collection::vec(any::<u8>(), 0..256))
+    }
+
+    fn to_headers(pairs: Vec<(String, Vec<u8>)>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_bytes(&v),
+            ) {
+                h.append(k, v);
+            }
+        }
+        h
+    }
+
+    /// The message of a verdict that must be one.
+    pub(crate) fn message_of(v: Result<Verdict, Rejection>) -> Inbound {
+        match v {
+            Ok(Verdict::Message(m)) => *m,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// `bytes` with bit `bit` of the byte at `pos` flipped.
+    pub(crate) fn flip_bit(mut bytes: Vec<u8>, pos: Index, bit: u8) -> Vec<u8> {
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        bytes
+    }
+
+    /// Sets header `name` to `value`, or removes it where `value` is not a
+    /// valid header value (a refusal either way).
+    pub(crate) fn set_or_remove(h: &mut HeaderMap, name: &'static str, value: &[u8]) {
+        match HeaderValue::from_bytes(value) {
+            Ok(v) => {
+                h.insert(name, v);
+            }
+            Err(_) => {
+                h.remove(name);
+            }
         }
     }
 }

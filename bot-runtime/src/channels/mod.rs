@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod dingtalk;
 pub mod feishu;
 pub mod inbound;
+pub mod longconn;
 pub mod notify;
 pub mod outbound;
 pub mod slack;
@@ -190,7 +191,12 @@ pub fn long_connections(
     let sink: std::sync::Arc<dyn InboundSink> = st.deliveries.clone();
     let hook = |p: Platform| -> std::sync::Arc<dyn Fn(&'static str) + Send + Sync> {
         let m = st.metrics.webhook_requests.clone();
-        std::sync::Arc::new(move |outcome| m.with_label_values(&[p.label(), outcome]).inc())
+        // The sink (the delivery queue) counts what it records itself.
+        std::sync::Arc::new(move |outcome| {
+            if !matches!(outcome, "accepted" | "duplicate" | "unavailable") {
+                m.with_label_values(&[p.label(), outcome]).inc();
+            }
+        })
     };
     let d = &st.cfg.dingtalk;
     if d.enabled && d.mode == DingTalkMode::Stream {

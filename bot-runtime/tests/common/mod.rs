@@ -23,6 +23,18 @@ impl Runtime {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Starts the drain and waits for the server to finish.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {

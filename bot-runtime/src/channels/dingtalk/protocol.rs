@@ -5,7 +5,9 @@ use clawdbot_config::DingTalkConfig;
 use http::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::channels::crypto::{b64_encode, ct_eq, header_str, hmac_sha256, within_window};
+use crate::channels::crypto::{
+    b64_encode, check_signed, configured, header_str, hmac_sha256, window_ms,
+};
 use crate::channels::{Inbound, Platform, Rejection, ReplyTo, Verdict};
 
 /// OpenAPI message template keys.
@@ -30,19 +32,11 @@ pub struct Verifier {
 impl Verifier {
     /// `None` when no AppSecret is configured: callbacks cannot be verified.
     pub fn from_config(cfg: &DingTalkConfig) -> Option<Self> {
-        let secret = cfg.app_secret.as_ref()?.expose();
-        if secret.is_empty() {
-            return None;
-        }
         Some(Self {
-            app_secret: secret.to_owned(),
-            window_ms: secs_to_window_ms(cfg.timestamp_window_secs),
+            app_secret: configured(&cfg.app_secret)?.to_owned(),
+            window_ms: window_ms(cfg.timestamp_window_secs),
         })
     }
-}
-
-fn secs_to_window_ms(secs: u64) -> i64 {
-    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 /// Verifies an HTTP callback: headers `timestamp` (ms) and `sign`. The
@@ -57,13 +51,13 @@ pub fn verify(
     let ts_raw = header_str(headers, "timestamp").ok_or(Rejection::Stale)?;
     let given = header_str(headers, "sign").ok_or(Rejection::BadSignature)?;
     let ts: i64 = ts_raw.parse().map_err(|_| Rejection::Stale)?;
-    let expected = sign(&v.app_secret, ts);
-    if !ct_eq(expected.as_bytes(), given.as_bytes()) {
-        return Err(Rejection::BadSignature);
-    }
-    if !within_window(now_ms, ts, v.window_ms) {
-        return Err(Rejection::Stale);
-    }
+    check_signed(
+        &sign(&v.app_secret, ts),
+        given,
+        Some(ts),
+        now_ms,
+        v.window_ms,
+    )?;
     parse_message(body)
 }
 
@@ -174,16 +168,34 @@ fn scalar_text(v: Option<&Value>) -> Option<String> {
 // ---- Replies through `sessionWebhook` (same shapes as the custom robot) ----
 
 /// A text reply; `at_staff_id` @-mentions the sender in a group.
+/// A text reply; in a group, `at_staff_id` @-mentions the sender. DingTalk
+/// notifies only when the id is both in `at.atUserIds` and in the text.
 pub fn text_reply(content: &str, at_staff_id: Option<&str>) -> Value {
-    let mut body = json!({"msgtype": "text", "text": {"content": content}});
+    let mut body =
+        json!({"msgtype": "text", "text": {"content": with_mention(content, at_staff_id)}});
     if let Some(id) = at_staff_id {
         body["at"] = json!({"atUserIds": [id]});
     }
     body
 }
 
-pub fn markdown_reply(title: &str, text: &str) -> Value {
-    json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}})
+/// A Markdown reply, @-mentioning like [`text_reply`].
+pub fn markdown_reply(title: &str, text: &str, at_staff_id: Option<&str>) -> Value {
+    let mut body = json!({
+        "msgtype": "markdown",
+        "markdown": {"title": title, "text": with_mention(text, at_staff_id)}
+    });
+    if let Some(id) = at_staff_id {
+        body["at"] = json!({"atUserIds": [id]});
+    }
+    body
+}
+
+fn with_mention(text: &str, at_staff_id: Option<&str>) -> String {
+    match at_staff_id {
+        Some(id) => format!("@{id} {text}"),
+        None => text.to_owned(),
+    }
 }
 
 /// An ActionCard with one button ("整体跳转").
@@ -278,7 +290,7 @@ pub fn robot_text_body(text: &str) -> Value {
 }
 
 pub fn robot_markdown_body(title: &str, text: &str) -> Value {
-    markdown_reply(title, text)
+    markdown_reply(title, text, None)
 }
 
 // ---- Answers ----
@@ -313,6 +325,7 @@ pub fn api_error(body: &[u8]) -> Option<(i64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::crypto::testutil::{flip_bit, message_of, random_request, set_or_remove};
     use proptest::prelude::*;
 
     const SECRET: &str = "app-secret";
@@ -360,13 +373,6 @@ mod tests {
         serde_json::to_vec(v).unwrap()
     }
 
-    fn message(v: Result<Verdict, Rejection>) -> Inbound {
-        match v {
-            Ok(Verdict::Message(m)) => *m,
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-
     #[test]
     fn config_needs_an_app_secret() {
         use clawdbot_config::Secret;
@@ -395,7 +401,7 @@ mod tests {
     #[test]
     fn accepts_a_signed_group_message() {
         let h = headers(NOW - 1000, &sign(SECRET, NOW - 1000));
-        let m = message(verify(
+        let m = message_of(verify(
             &h,
             &body(&group_text(" hello bot ")),
             &verifier(),
@@ -463,7 +469,7 @@ mod tests {
         let mut v = group_text("@everyone read this");
         v["conversationType"] = json!("1");
         v["senderStaffId"] = json!("");
-        let m = message(parse_message(&body(&v)));
+        let m = message_of(parse_message(&body(&v)));
         assert_eq!(m.text, "@everyone read this");
         assert_eq!(m.user_id, "$:LWCP_v1:$sender");
         let ReplyTo::Dingtalk {
@@ -480,7 +486,7 @@ mod tests {
 
     #[test]
     fn group_text_drops_a_leading_mention() {
-        let m = message(parse_message(&body(&group_text(
+        let m = message_of(parse_message(&body(&group_text(
             "@Helper  what time is it?",
         ))));
         assert_eq!(m.text, "what time is it?");
@@ -504,7 +510,7 @@ mod tests {
             {"text": "second line\n"}
         ]});
         assert_eq!(
-            message(parse_message(&body(&v))).text,
+            message_of(parse_message(&body(&v))).text,
             "first line\nsecond line"
         );
     }
@@ -550,14 +556,14 @@ mod tests {
     fn builds_replies() {
         assert_eq!(
             text_reply("hi", Some("staff01")),
-            json!({"msgtype": "text", "text": {"content": "hi"}, "at": {"atUserIds": ["staff01"]}})
+            json!({"msgtype": "text", "text": {"content": "@staff01 hi"}, "at": {"atUserIds": ["staff01"]}})
         );
         assert_eq!(
             text_reply("hi", None),
             json!({"msgtype": "text", "text": {"content": "hi"}})
         );
         assert_eq!(
-            markdown_reply("T", "**b**"),
+            markdown_reply("T", "**b**", None),
             json!({"msgtype": "markdown", "markdown": {"title": "T", "text": "**b**"}})
         );
         assert_eq!(
@@ -566,7 +572,15 @@ mod tests {
                 "title": "T", "text": "x", "singleTitle": "Open", "singleURL": "https://e.x"}})
         );
         assert_eq!(robot_text_body("n"), text_reply("n", None));
-        assert_eq!(robot_markdown_body("T", "x"), markdown_reply("T", "x"));
+        assert_eq!(
+            robot_markdown_body("T", "x"),
+            markdown_reply("T", "x", None)
+        );
+        assert_eq!(
+            markdown_reply("T", "x", Some("staff01")),
+            json!({"msgtype": "markdown", "markdown": {"title": "T", "text": "@staff01 x"},
+                   "at": {"atUserIds": ["staff01"]}})
+        );
     }
 
     #[test]
@@ -630,37 +644,13 @@ mod tests {
         assert_eq!(api_error(b"<html>"), None);
     }
 
-    fn header_strategy() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
-        let name = prop_oneof![
-            Just("timestamp".to_owned()),
-            Just("sign".to_owned()),
-            "[a-z-]{1,12}"
-        ];
-        proptest::collection::vec((name, proptest::collection::vec(any::<u8>(), 0..48)), 0..4)
-    }
-
-    fn to_headers(pairs: Vec<(String, Vec<u8>)>) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            if let (Ok(k), Ok(v)) = (
-                http::HeaderName::from_bytes(k.as_bytes()),
-                http::HeaderValue::from_bytes(&v),
-            ) {
-                h.append(k, v);
-            }
-        }
-        h
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn random_requests_never_panic(
-            pairs in header_strategy(),
-            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            (h, bytes) in random_request(&["timestamp", "sign"], 48),
         ) {
-            let h = to_headers(pairs);
             // Without a valid sign this can only be refused.
             prop_assert!(verify(&h, &bytes, &verifier(), NOW).is_err());
             let _ = parse_message(&bytes);
@@ -670,15 +660,10 @@ mod tests {
         #[test]
         fn tampered_signatures_are_refused(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
             let b = body(&group_text("hi"));
-            let mut s = sign(SECRET, NOW).into_bytes();
-            let i = pos.index(s.len());
-            s[i] ^= 1 << bit;
-            // A flip may make the value unusable as a header: also a refusal.
+            let s = flip_bit(sign(SECRET, NOW).into_bytes(), pos, bit);
             let mut h = HeaderMap::new();
             h.insert("timestamp", NOW.to_string().parse().unwrap());
-            if let Ok(v) = http::HeaderValue::from_bytes(&s) {
-                h.insert("sign", v);
-            }
+            set_or_remove(&mut h, "sign", &s);
             prop_assert_eq!(verify(&h, &b, &verifier(), NOW), Err(Rejection::BadSignature));
         }
 

@@ -19,29 +19,27 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clawdbot_config::Secret;
-use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::channels::{Accepted, InboundSink, Verdict};
+use crate::channels::InboundSink;
+use crate::channels::longconn::{
+    self, Ended, Handler, LinkName, LongConnection, OutcomeHook, Step, USER_AGENT, after,
+    unless_stopped,
+};
 
 pub const OPEN_PATH: &str = "/v1.0/gateway/connections/open";
 /// The robot-message callback topic.
 pub const BOT_TOPIC: &str = "/v1.0/im/bot/messages/get";
-const UA: &str = concat!("clawdbot-bot-runtime/", env!("CARGO_PKG_VERSION"));
 /// Largest WebSocket message we read; robot messages are a few KB.
 const MAX_MESSAGE: usize = 1 << 20;
-/// A session that stayed up this long resets the reconnect backoff.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
-/// Cap on any configured wait, so time arithmetic cannot overflow.
-const MAX_WAIT: Duration = Duration::from_secs(86_400);
-
-/// Called with the `clawdbot_webhook_requests_total` outcome of each message.
-pub type OutcomeHook = Arc<dyn Fn(&'static str) + Send + Sync>;
+const NAME: LinkName = LinkName {
+    platform: "dingtalk",
+    link: "stream",
+    item: "message",
+};
 
 #[derive(Clone)]
 pub struct DingTalkStreamConfig {
@@ -100,78 +98,17 @@ pub async fn run(
     sink: Arc<dyn InboundSink>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    crate::tls::install_crypto_provider();
-    let http = match http_client(&cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "dingtalk: cannot build the HTTP client; stream not started");
-            return;
-        }
+    let Some(http) = longconn::http_client(NAME, cfg.connect_timeout) else {
+        return;
     };
-    let client = Client {
+    let (base, max) = (cfg.reconnect_base, cfg.reconnect_max);
+    let mut client = Client {
         local_ip: local_ip(),
         cfg,
         sink,
         http,
     };
-    let mut failures = 0u32;
-    loop {
-        let started = Instant::now();
-        match client.session(&mut shutdown).await {
-            Ok(Ended::Shutdown) => break,
-            // Asked for: reconnect at once, with a fresh ticket.
-            Ok(Ended::Disconnect) => failures = 0,
-            Ok(Ended::Closed) => tracing::info!("dingtalk: stream closed by the server"),
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "dingtalk: stream failed"),
-        }
-        if started.elapsed() >= STABLE_AFTER {
-            failures = 0;
-        }
-        let delay = backoff_delay(
-            failures,
-            client.cfg.reconnect_base,
-            client.cfg.reconnect_max,
-            rand::random(),
-        );
-        failures = failures.saturating_add(1);
-        tracing::debug!(
-            delay_ms = delay.as_millis() as u64,
-            "dingtalk: reconnecting"
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stopped(&mut shutdown) => break,
-        }
-    }
-    tracing::info!("dingtalk: stream stopped");
-}
-
-/// Delay before reconnect attempt `attempt` (0-based): `base * 2^attempt`
-/// capped at `max`, then scaled into `[1/2, 1]` of itself by `jitter`
-/// (0..1) so a fleet does not reconnect in lockstep.
-pub fn backoff_delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
-    let exp = base.saturating_mul(2u32.saturating_pow(attempt.min(30)));
-    exp.min(max)
-        .min(MAX_WAIT)
-        .mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-}
-
-/// `now + d`, with `d` capped so an absurd setting cannot overflow.
-fn after(d: Duration) -> Instant {
-    Instant::now() + d.min(MAX_WAIT)
-}
-
-/// Resolves once shutdown is asked for, or nobody can ask any more.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-fn http_client(cfg: &DingTalkStreamConfig) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(cfg.connect_timeout)
-        .timeout(cfg.connect_timeout)
-        .user_agent(UA)
-        .build()
+    longconn::keep_connected(&mut client, NAME, base, max, &mut shutdown).await;
 }
 
 /// The address our default route leaves from, for the open call's
@@ -196,12 +133,6 @@ fn handshake_error(e: tungstenite::Error) -> anyhow::Error {
     }
 }
 
-enum Ended {
-    Shutdown,
-    Disconnect,
-    Closed,
-}
-
 struct Client {
     cfg: DingTalkStreamConfig,
     sink: Arc<dyn InboundSink>,
@@ -209,29 +140,52 @@ struct Client {
     local_ip: String,
 }
 
-impl Client {
-    async fn session(&self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<Ended> {
-        let conn = tokio::select! {
-            r = self.open() => r?,
-            _ = stopped(shutdown) => return Ok(Ended::Shutdown),
+impl LongConnection for Client {
+    async fn session(&mut self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<Ended> {
+        let Some(conn) = unless_stopped(self.open(), shutdown).await else {
+            return Ok(Ended::Shutdown);
         };
-        let url = conn.ws_url();
+        let conn = conn?;
         let safe = safe_url(&conn.endpoint)?;
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
-        let connect = tokio_tungstenite::connect_async_with_config(url, Some(ws_config), true);
-        let (ws, _) = tokio::select! {
-            r = tokio::time::timeout(self.cfg.connect_timeout, connect) => r
-                .context("websocket handshake timed out")?
-                .map_err(handshake_error)
-                .with_context(|| format!("websocket handshake with {safe}"))?,
-            _ = stopped(shutdown) => return Ok(Ended::Shutdown),
+        let ws = longconn::open_websocket(
+            &conn.ws_url(),
+            &safe,
+            MAX_MESSAGE,
+            self.cfg.connect_timeout,
+            handshake_error,
+            shutdown,
+        )
+        .await?;
+        let Some(ws) = ws else {
+            return Ok(Ended::Shutdown);
         };
         tracing::info!(endpoint = %safe, "dingtalk: stream up");
-        self.pump(ws, shutdown).await
+        let first_ping = after(self.cfg.keepalive);
+        longconn::pump(ws, self, first_ping, 2, shutdown).await
+    }
+}
+
+impl Handler for Client {
+    fn ping(&self) -> Message {
+        Message::Ping(Default::default())
     }
 
+    fn ping_interval(&self) -> Duration {
+        self.cfg.keepalive
+    }
+
+    async fn on_message(&mut self, message: Message) -> Step {
+        match message {
+            Message::Text(text) => self.on_text(text.as_str()).await,
+            _ => {
+                tracing::debug!("dingtalk: binary message ignored");
+                Step::none()
+            }
+        }
+    }
+}
+
+impl Client {
     async fn open(&self) -> anyhow::Result<Connection> {
         let url = format!("{}{OPEN_PATH}", self.cfg.api_base.trim_end_matches('/'));
         let body = open_body(
@@ -254,54 +208,6 @@ impl Client {
             bail!("open call answered HTTP {status} {code}");
         }
         Ok(parse_connection(&bytes)?)
-    }
-
-    async fn pump<S>(
-        &self,
-        mut ws: tokio_tungstenite::WebSocketStream<S>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> anyhow::Result<Ended>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        let mut next_ping = after(self.cfg.keepalive);
-        let mut last_seen = Instant::now();
-        loop {
-            tokio::select! {
-                _ = stopped(shutdown) => {
-                    let _ = ws.close(None).await;
-                    return Ok(Ended::Shutdown);
-                }
-                _ = tokio::time::sleep_until(next_ping) => {
-                    if last_seen.elapsed() > self.cfg.keepalive.saturating_mul(2) {
-                        bail!("no traffic for {:?}", last_seen.elapsed());
-                    }
-                    ws.send(Message::Ping(Default::default())).await.context("sending ping")?;
-                    next_ping = after(self.cfg.keepalive);
-                }
-                msg = ws.next() => {
-                    let Some(msg) = msg else { return Ok(Ended::Closed) };
-                    let msg = msg.context("reading")?;
-                    last_seen = Instant::now();
-                    match msg {
-                        Message::Text(text) => {
-                            let step = self.on_text(text.as_str()).await;
-                            if let Some(reply) = step.reply {
-                                ws.send(Message::text(reply)).await.context("sending ack")?;
-                            }
-                            if step.disconnect {
-                                let _ = ws.close(None).await;
-                                return Ok(Ended::Disconnect);
-                            }
-                        }
-                        Message::Close(_) => return Ok(Ended::Closed),
-                        Message::Binary(_) => tracing::debug!("dingtalk: binary message ignored"),
-                        // Pings are answered by tungstenite; pongs only count as traffic.
-                        _ => {}
-                    }
-                }
-            }
-        }
     }
 
     async fn on_text(&self, text: &str) -> Step {
@@ -335,39 +241,9 @@ impl Client {
     /// Parses and records one robot message; returns the ack.
     async fn on_bot_message(&self, frame: &StreamFrame) -> String {
         let message_id = frame.message_id.as_str();
-        let (outcome, ok) = match super::parse_message(frame.data.as_bytes()) {
-            Ok(Verdict::Message(m)) => {
-                let delivery_id = m.delivery_id.clone();
-                match self.sink.accept(*m).await {
-                    Ok(Accepted::New) => ("accepted", true),
-                    Ok(Accepted::Duplicate) => ("duplicate", true),
-                    Err(e) => {
-                        tracing::warn!(error = %e, message_id, delivery_id,
-                            "dingtalk: message not recorded; acking 500 for a redelivery");
-                        ("unavailable", false)
-                    }
-                }
-            }
-            Ok(Verdict::Ignored(why)) => {
-                tracing::debug!(why, message_id, "dingtalk: message ignored");
-                ("ignored", true)
-            }
-            Ok(Verdict::Handshake { .. }) => ("handshake", true),
-            Err(rejection) => {
-                // Authentic but unreadable: a redelivery would not parse
-                // either, so it is acked and dropped.
-                tracing::warn!(
-                    outcome = rejection.outcome(),
-                    message_id,
-                    "dingtalk: message refused"
-                );
-                (rejection.outcome(), true)
-            }
-        };
-        if let Some(hook) = &self.cfg.on_outcome {
-            hook(outcome);
-        }
-        if ok {
+        let verdict = super::parse_message(frame.data.as_bytes());
+        let hook = self.cfg.on_outcome.as_ref();
+        if longconn::accept(NAME, verdict, &*self.sink, hook, message_id, None).await {
             callback_ack(message_id)
         } else {
             ack(message_id, 500, "delivery not recorded", "")
@@ -381,33 +257,13 @@ fn on_system(frame: &StreamFrame) -> Step {
         "disconnect" => {
             tracing::info!("dingtalk: server asked to reconnect");
             Step {
-                reply: Some(ack(&frame.message_id, 200, "OK", &frame.data)),
                 disconnect: true,
+                ..Step::reply(ack(&frame.message_id, 200, "OK", &frame.data))
             }
         }
         other => {
             tracing::debug!(topic = other, "dingtalk: system frame acked");
             Step::reply(ack(&frame.message_id, 200, "OK", &frame.data))
-        }
-    }
-}
-
-/// What one frame asks of the session.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Step {
-    reply: Option<String>,
-    disconnect: bool,
-}
-
-impl Step {
-    fn none() -> Self {
-        Self::default()
-    }
-
-    fn reply(ack: String) -> Self {
-        Self {
-            reply: Some(ack),
-            disconnect: false,
         }
     }
 }
@@ -418,7 +274,7 @@ pub fn open_body(client_id: &str, client_secret: &str, local_ip: &str) -> Value 
         "clientId": client_id,
         "clientSecret": client_secret,
         "subscriptions": [{ "type": "CALLBACK", "topic": BOT_TOPIC }],
-        "ua": UA,
+        "ua": USER_AGENT,
         "localIp": local_ip,
     })
 }
@@ -648,7 +504,8 @@ mod tests {
         };
         let step = on_system(&ping);
         assert!(!step.disconnect);
-        let a: Value = serde_json::from_str(step.reply.as_deref().unwrap()).unwrap();
+        let reply = step.reply.unwrap();
+        let a: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
         assert_eq!(a["code"], 200);
         assert_eq!(a["headers"]["messageId"], "p1");
         assert_eq!(a["data"], r#"{"opaque":"o-1"}"#);
@@ -658,17 +515,6 @@ mod tests {
             ..ping
         };
         assert!(on_system(&bye).disconnect);
-    }
-
-    #[test]
-    fn backoff_doubles_caps_and_jitters() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(60);
-        assert_eq!(backoff_delay(0, base, max, 1.0), base);
-        assert_eq!(backoff_delay(0, base, max, 0.0), base / 2);
-        assert_eq!(backoff_delay(4, base, max, 1.0), base * 16);
-        assert_eq!(backoff_delay(40, base, max, 1.0), max);
-        assert_eq!(backoff_delay(u32::MAX, base, max, 0.5), max.mul_f64(0.75));
     }
 
     #[test]

@@ -6,8 +6,8 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::channels::crypto::{
-    PadBlock, aes256_cbc_decrypt, aes256_cbc_encrypt, b64_decode, b64_encode, ct_eq, header_str,
-    hmac_sha256, secs_to_ms, sha256, within_window,
+    PadBlock, aes256_cbc_decrypt, aes256_cbc_encrypt, b64_decode, b64_encode, check_signed,
+    configured, ct_eq, header_str, hmac_sha256, secs_to_ms, sha256, window_ms,
 };
 use crate::channels::{Inbound, Platform, Rejection, ReplyTo, Verdict};
 
@@ -28,16 +28,10 @@ pub struct Verifier {
 impl Verifier {
     /// `None` when neither a verification token nor an encrypt key is set.
     pub fn from_config(cfg: &FeishuConfig) -> Option<Self> {
-        let secret = |s: &Option<clawdbot_config::Secret>| {
-            s.as_ref()
-                .map(|s| s.expose().to_owned())
-                .filter(|s| !s.is_empty())
-        };
         let v = Self {
-            verification_token: secret(&cfg.verification_token),
-            encrypt_key: secret(&cfg.encrypt_key),
-            window_ms: i64::try_from(cfg.timestamp_window_secs.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
+            verification_token: configured(&cfg.verification_token).map(str::to_owned),
+            encrypt_key: configured(&cfg.encrypt_key).map(str::to_owned),
+            window_ms: window_ms(cfg.timestamp_window_secs),
         };
         (v.verification_token.is_some() || v.encrypt_key.is_some()).then_some(v)
     }
@@ -118,13 +112,8 @@ fn verify_signed(
     let ts = header_str(headers, TIMESTAMP).ok_or(Rejection::Stale)?;
     let nonce = header_str(headers, NONCE).ok_or(Rejection::BadSignature)?;
     let expected = signature(ts, nonce, key, body);
-    if !ct_eq(expected.as_bytes(), given.to_ascii_lowercase().as_bytes()) {
-        return Err(Rejection::BadSignature);
-    }
-    let ts_ms = secs_to_ms(ts).ok_or(Rejection::Stale)?;
-    if !within_window(now_ms, ts_ms, window_ms) {
-        return Err(Rejection::Stale);
-    }
+    let given = given.to_ascii_lowercase();
+    check_signed(&expected, &given, secs_to_ms(ts), now_ms, window_ms)?;
     let plain = decrypt(key, &encrypt_field(body)?)?;
     parse_event(&plain, token)
 }
@@ -422,6 +411,7 @@ pub fn api_error(body: &[u8]) -> Option<(i64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::crypto::testutil::{flip_bit, message_of, random_request, set_or_remove};
     use proptest::prelude::*;
 
     const KEY: &str = "encrypt-key";
@@ -497,13 +487,6 @@ mod tests {
     fn encrypted(event: &Value) -> Vec<u8> {
         let e = encrypt(KEY, event.to_string().as_bytes(), IV);
         json!({ "encrypt": e }).to_string().into_bytes()
-    }
-
-    fn message_of(v: Result<Verdict, Rejection>) -> Inbound {
-        match v {
-            Ok(Verdict::Message(m)) => *m,
-            other => panic!("expected a message, got {other:?}"),
-        }
     }
 
     #[test]
@@ -979,38 +962,13 @@ mod tests {
         assert_eq!(api_error(b"nope"), None);
     }
 
-    fn header_strategy() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
-        let name = prop_oneof![
-            Just(SIGNATURE.to_ascii_lowercase()),
-            Just(TIMESTAMP.to_ascii_lowercase()),
-            Just(NONCE.to_ascii_lowercase()),
-            "[a-z-]{1,12}"
-        ];
-        proptest::collection::vec((name, proptest::collection::vec(any::<u8>(), 0..48)), 0..4)
-    }
-
-    fn to_headers(pairs: Vec<(String, Vec<u8>)>) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            if let (Ok(k), Ok(v)) = (
-                http::HeaderName::from_bytes(k.as_bytes()),
-                http::HeaderValue::from_bytes(&v),
-            ) {
-                h.append(k, v);
-            }
-        }
-        h
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn random_requests_never_panic(
-            pairs in header_strategy(),
-            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            (h, bytes) in random_request(&[SIGNATURE, TIMESTAMP, NONCE], 48),
         ) {
-            let h = to_headers(pairs);
             // With a key, random bytes cannot carry a valid signature.
             prop_assert!(verify(&h, &bytes, &verifier(Some(KEY)), NOW).is_err());
             let _ = verify(&h, &bytes, &verifier(None), NOW);
@@ -1046,9 +1004,7 @@ mod tests {
         fn flipped_signed_bodies_are_refused(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
             let body = encrypted(&v2_text("hi", json!([])));
             let h = signed(&body, NOW / 1000);
-            let mut tampered = body.clone();
-            let i = pos.index(tampered.len());
-            tampered[i] ^= 1 << bit;
+            let tampered = flip_bit(body, pos, bit);
             prop_assert_eq!(verify(&h, &tampered, &verifier(Some(KEY)), NOW), Err(Rejection::BadSignature));
         }
 
@@ -1056,14 +1012,9 @@ mod tests {
         fn flipped_signatures_are_refused(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
             let body = encrypted(&v2_text("hi", json!([])));
             let ts = (NOW / 1000).to_string();
-            let mut sig = signature(&ts, "nonce-1", KEY, &body).into_bytes();
-            let i = pos.index(sig.len());
-            sig[i] ^= 1 << bit;
+            let sig = flip_bit(signature(&ts, "nonce-1", KEY, &body).into_bytes(), pos, bit);
             let mut h = signed(&body, NOW / 1000);
-            match http::HeaderValue::from_bytes(&sig) {
-                Ok(v) => { h.insert(SIGNATURE, v); }
-                Err(_) => { h.remove(SIGNATURE); }
-            }
+            set_or_remove(&mut h, SIGNATURE, &sig);
             let r = verify(&h, &body, &verifier(Some(KEY)), NOW);
             // A flip to the other case of a hex letter is the same signature.
             let same = String::from_utf8_lossy(&sig).eq_ignore_ascii_case(&signature(&ts, "nonce-1", KEY, &body));
@@ -1075,9 +1026,7 @@ mod tests {
         #[test]
         fn flipped_unsigned_bodies_never_become_messages(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
             let body = encrypted(&v2_text("hi", json!([])));
-            let mut tampered = body.clone();
-            let i = pos.index(tampered.len());
-            tampered[i] ^= 1 << bit;
+            let tampered = flip_bit(body, pos, bit);
             let r = verify(&HeaderMap::new(), &tampered, &verifier(Some(KEY)), NOW);
             prop_assert!(!matches!(r, Ok(Verdict::Message(_))));
         }

@@ -21,15 +21,16 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clawdbot_config::Secret;
-use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::frame::{self, Frame, METHOD_CONTROL, METHOD_DATA};
-use crate::channels::{Accepted, InboundSink, Verdict};
+use crate::channels::InboundSink;
+use crate::channels::longconn::{
+    self, Ended, Handler, LinkName, LongConnection, OutcomeHook, Step, unless_stopped,
+};
 
 pub const ENDPOINT_PATH: &str = "/callback/ws/endpoint";
 
@@ -43,13 +44,11 @@ const PART_TTL: Duration = Duration::from_secs(10);
 const MAX_PARTS: usize = 256;
 /// Most bytes held across all unfinished split events.
 const MAX_PENDING_BYTES: usize = 16 << 20;
-/// A session that stayed up this long resets the reconnect backoff.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
-/// Cap on any configured wait, so time arithmetic cannot overflow.
-const MAX_WAIT: Duration = Duration::from_secs(86_400);
-
-/// Called with the `clawdbot_webhook_requests_total` outcome of each event.
-pub type OutcomeHook = Arc<dyn Fn(&'static str) + Send + Sync>;
+const NAME: LinkName = LinkName {
+    platform: "feishu",
+    link: "long connection",
+    item: "event",
+};
 
 #[derive(Clone)]
 pub struct FeishuWsConfig {
@@ -102,74 +101,19 @@ pub async fn run(
     sink: Arc<dyn InboundSink>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    crate::tls::install_crypto_provider();
-    let http = match http_client(&cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "feishu: cannot build the HTTP client; long connection not started");
-            return;
-        }
+    let Some(http) = longconn::http_client(NAME, cfg.connect_timeout) else {
+        return;
     };
+    let (base, max) = (cfg.reconnect_base, cfg.reconnect_max);
     let mut client = Client {
         ping_interval: cfg.ping_interval,
+        service_id: 0,
         cfg,
         sink,
         http,
         parts: Reassembly::default(),
     };
-    let mut failures = 0u32;
-    loop {
-        let started = Instant::now();
-        match client.session(&mut shutdown).await {
-            Ok(Ended::Shutdown) => break,
-            Ok(Ended::Closed) => tracing::info!("feishu: long connection closed by the server"),
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "feishu: long connection failed"),
-        }
-        if started.elapsed() >= STABLE_AFTER {
-            failures = 0;
-        }
-        let delay = backoff_delay(
-            failures,
-            client.cfg.reconnect_base,
-            client.cfg.reconnect_max,
-            rand::random(),
-        );
-        failures = failures.saturating_add(1);
-        tracing::debug!(delay_ms = delay.as_millis() as u64, "feishu: reconnecting");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stopped(&mut shutdown) => break,
-        }
-    }
-    tracing::info!("feishu: long connection stopped");
-}
-
-/// Delay before reconnect attempt `attempt` (0-based): `base * 2^attempt`
-/// capped at `max`, then scaled into `[1/2, 1]` of itself by `jitter`
-/// (0..1) so a fleet does not reconnect in lockstep.
-pub fn backoff_delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
-    let exp = base.saturating_mul(2u32.saturating_pow(attempt.min(30)));
-    exp.min(max)
-        .min(MAX_WAIT)
-        .mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-}
-
-/// `now + d`, with `d` capped so an absurd setting cannot overflow.
-fn after(d: Duration) -> Instant {
-    Instant::now() + d.min(MAX_WAIT)
-}
-
-/// Resolves once shutdown is asked for, or nobody can ask any more.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-fn http_client(cfg: &FeishuWsConfig) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(cfg.connect_timeout)
-        .timeout(cfg.connect_timeout)
-        .user_agent(concat!("clawdbot-bot-runtime/", env!("CARGO_PKG_VERSION")))
-        .build()
+    longconn::keep_connected(&mut client, NAME, base, max, &mut shutdown).await;
 }
 
 /// A refused handshake with the reasons Feishu puts in its headers.
@@ -195,48 +139,70 @@ fn handshake_error(e: tungstenite::Error) -> anyhow::Error {
     )
 }
 
-enum Ended {
-    Shutdown,
-    Closed,
-}
-
 struct Client {
     cfg: FeishuWsConfig,
     sink: Arc<dyn InboundSink>,
     http: reqwest::Client,
     ping_interval: Duration,
+    /// The current connection's service, named in our pings.
+    service_id: i32,
     parts: Reassembly,
 }
 
-impl Client {
+impl LongConnection for Client {
     async fn session(&mut self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<Ended> {
-        let endpoint = tokio::select! {
-            r = self.fetch_endpoint() => r?,
-            _ = stopped(shutdown) => return Ok(Ended::Shutdown),
+        let Some(endpoint) = unless_stopped(self.fetch_endpoint(), shutdown).await else {
+            return Ok(Ended::Shutdown);
         };
+        let endpoint = endpoint?;
         if let Some(conf) = endpoint.client_config {
             self.apply(conf);
         }
         let target = ConnTarget::parse(&endpoint.url)?;
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
-        let connect = tokio_tungstenite::connect_async_with_config(
-            endpoint.url.as_str(),
-            Some(ws_config),
-            true,
-        );
-        let (ws, _) = tokio::select! {
-            r = tokio::time::timeout(self.cfg.connect_timeout, connect) => r
-                .context("websocket handshake timed out")?
-                .map_err(handshake_error)
-                .with_context(|| format!("websocket handshake with {}", target.safe_url))?,
-            _ = stopped(shutdown) => return Ok(Ended::Shutdown),
+        let ws = longconn::open_websocket(
+            &endpoint.url,
+            &target.safe_url,
+            MAX_MESSAGE,
+            self.cfg.connect_timeout,
+            handshake_error,
+            shutdown,
+        )
+        .await?;
+        let Some(ws) = ws else {
+            return Ok(Ended::Shutdown);
         };
         tracing::info!(endpoint = %target.safe_url, conn_id = %target.conn_id, "feishu: long connection up");
-        self.pump(ws, &target, shutdown).await
+        self.service_id = target.service_id;
+        // The first ping goes out at once, as the SDKs do; three silent
+        // rounds mean the connection is dead even if TCP has not noticed.
+        longconn::pump(ws, self, Instant::now(), 3, shutdown).await
+    }
+}
+
+impl Handler for Client {
+    fn ping(&self) -> Message {
+        Message::Binary(frame::encode(&ping_frame(self.service_id)).into())
     }
 
+    fn ping_interval(&self) -> Duration {
+        self.ping_interval
+    }
+
+    async fn on_message(&mut self, message: Message) -> Step {
+        match message {
+            Message::Binary(bytes) => match self.on_frame(&bytes).await {
+                Some(answer) => Step::reply(answer),
+                None => Step::none(),
+            },
+            _ => {
+                tracing::debug!("feishu: text message ignored");
+                Step::none()
+            }
+        }
+    }
+}
+
+impl Client {
     async fn fetch_endpoint(&self) -> anyhow::Result<Endpoint> {
         let url = format!("{}{ENDPOINT_PATH}", self.cfg.api_base.trim_end_matches('/'));
         let body = serde_json::json!({
@@ -262,54 +228,6 @@ impl Client {
     fn apply(&mut self, conf: ClientConfig) {
         if let Some(every) = conf.ping_interval() {
             self.ping_interval = every;
-        }
-    }
-
-    async fn pump<S>(
-        &mut self,
-        mut ws: tokio_tungstenite::WebSocketStream<S>,
-        target: &ConnTarget,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> anyhow::Result<Ended>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        // The first ping goes out at once, as the SDKs do.
-        let mut next_ping = Instant::now();
-        let mut last_seen = Instant::now();
-        loop {
-            tokio::select! {
-                _ = stopped(shutdown) => {
-                    let _ = ws.close(None).await;
-                    return Ok(Ended::Shutdown);
-                }
-                _ = tokio::time::sleep_until(next_ping) => {
-                    // Three silent ping rounds: the connection is dead
-                    // even if TCP has not noticed yet.
-                    if last_seen.elapsed() > self.ping_interval.saturating_mul(3) {
-                        bail!("no traffic for {:?}", last_seen.elapsed());
-                    }
-                    let ping = frame::encode(&ping_frame(target.service_id));
-                    ws.send(Message::Binary(ping.into())).await.context("sending ping")?;
-                    next_ping = after(self.ping_interval);
-                }
-                msg = ws.next() => {
-                    let Some(msg) = msg else { return Ok(Ended::Closed) };
-                    let msg = msg.context("reading")?;
-                    last_seen = Instant::now();
-                    match msg {
-                        Message::Binary(bytes) => {
-                            if let Some(answer) = self.on_frame(&bytes).await {
-                                ws.send(Message::Binary(answer.into())).await.context("sending answer")?;
-                            }
-                        }
-                        Message::Close(_) => return Ok(Ended::Closed),
-                        Message::Text(_) => tracing::debug!("feishu: text message ignored"),
-                        // tungstenite answers WebSocket pings itself.
-                        _ => {}
-                    }
-                }
-            }
         }
     }
 
@@ -372,41 +290,13 @@ impl Client {
 
     /// Parses and records one event; returns the status to answer with.
     async fn on_event(&self, payload: &[u8], message_id: &str, trace_id: Option<&str>) -> u16 {
-        let trace_id = trace_id.unwrap_or_default();
-        let (outcome, code) = match super::parse_event(payload, None) {
-            Ok(Verdict::Message(m)) => {
-                let delivery_id = m.delivery_id.clone();
-                match self.sink.accept(*m).await {
-                    Ok(Accepted::New) => ("accepted", 200),
-                    Ok(Accepted::Duplicate) => ("duplicate", 200),
-                    Err(e) => {
-                        tracing::warn!(error = %e, message_id, trace_id, delivery_id,
-                            "feishu: event not recorded; answering 500 for a redelivery");
-                        ("unavailable", 500)
-                    }
-                }
-            }
-            Ok(Verdict::Ignored(why)) => {
-                tracing::debug!(why, message_id, "feishu: event ignored");
-                ("ignored", 200)
-            }
-            Ok(Verdict::Handshake { .. }) => ("handshake", 200),
-            Err(rejection) => {
-                // Authentic but unreadable: a redelivery would not parse
-                // either, so it is answered 200 and dropped.
-                tracing::warn!(
-                    outcome = rejection.outcome(),
-                    message_id,
-                    trace_id,
-                    "feishu: event refused"
-                );
-                (rejection.outcome(), 200)
-            }
-        };
-        if let Some(hook) = &self.cfg.on_outcome {
-            hook(outcome);
+        let verdict = super::parse_event(payload, None);
+        let hook = self.cfg.on_outcome.as_ref();
+        if longconn::accept(NAME, verdict, &*self.sink, hook, message_id, trace_id).await {
+            200
+        } else {
+            500
         }
-        code
     }
 }
 
@@ -742,21 +632,6 @@ mod tests {
         assert!(e.contains("1000040350"), "{e}");
         let e = handshake_error(tungstenite::Error::ConnectionClosed).to_string();
         assert!(!e.contains("handshake refused"), "{e}");
-    }
-
-    #[test]
-    fn backoff_doubles_caps_and_jitters() {
-        let base = Duration::from_secs(1);
-        let max = Duration::from_secs(60);
-        assert_eq!(backoff_delay(0, base, max, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff_delay(0, base, max, 0.0), Duration::from_millis(500));
-        assert_eq!(backoff_delay(3, base, max, 1.0), Duration::from_secs(8));
-        assert_eq!(backoff_delay(10, base, max, 1.0), max);
-        assert_eq!(backoff_delay(u32::MAX, base, max, 1.0), max);
-        assert_eq!(backoff_delay(u32::MAX, base, max, 0.0), max / 2);
-        // Out-of-range jitter is clamped, never negative or beyond the cap.
-        assert_eq!(backoff_delay(10, base, max, 7.0), max);
-        assert_eq!(backoff_delay(10, base, max, -1.0), max / 2);
     }
 
     #[test]

@@ -7,8 +7,10 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
+use clawdbot_config::Secret;
 use http::StatusCode;
 use rand::Rng;
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -24,12 +26,21 @@ pub enum OutboundError {
 }
 
 impl OutboundError {
+    /// The error with its causes (connection refused, timed out, ...), and
+    /// without the URL, which may hold a token.
     pub fn from_reqwest(e: reqwest::Error) -> Self {
         let e = e.without_url();
+        let mut why = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            why.push_str(": ");
+            why.push_str(&c.to_string());
+            cause = c.source();
+        }
         if e.is_builder() {
-            Self::Fatal(format!("request not built: {e}"))
+            Self::Fatal(format!("request not built: {why}"))
         } else {
-            Self::Transient(format!("request failed: {e}"))
+            Self::Transient(format!("request failed: {why}"))
         }
     }
 }
@@ -115,6 +126,54 @@ where
     }
 }
 
+/// One platform's calls: the shared HTTP client, a pace for replies and
+/// one for robot notifications, and how many tries each call gets.
+pub struct Api {
+    pub http: reqwest::Client,
+    attempts: u32,
+    replies: Pace,
+    notifications: Pace,
+}
+
+impl Api {
+    pub fn new(
+        http: reqwest::Client,
+        attempts: u32,
+        replies_per_second: u32,
+        notify_per_minute: u32,
+    ) -> Self {
+        Self {
+            http,
+            attempts,
+            replies: Pace::per_second(replies_per_second),
+            notifications: Pace::per_minute(notify_per_minute),
+        }
+    }
+
+    /// Runs a reply call at the reply pace, with retries.
+    pub async fn reply<F, Fut, T>(&self, call: F) -> Result<T, OutboundError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, OutboundError>>,
+    {
+        with_retries(self.attempts, &self.replies, call).await
+    }
+
+    /// Runs a notification call at the notification pace, with retries.
+    pub async fn notify<F, Fut, T>(&self, call: F) -> Result<T, OutboundError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, OutboundError>>,
+    {
+        with_retries(self.attempts, &self.notifications, call).await
+    }
+}
+
+/// `path` under the API base URL `base`.
+pub fn api_url(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
 /// A response's status and body; transport errors become `Transient`.
 pub async fn send(req: reqwest::RequestBuilder) -> Result<(StatusCode, Bytes), OutboundError> {
     let resp = req.send().await.map_err(OutboundError::from_reqwest)?;
@@ -135,6 +194,50 @@ pub fn check_status(status: StatusCode, body: &[u8]) -> Result<(), OutboundError
     } else {
         Err(OutboundError::Fatal(why))
     }
+}
+
+/// POSTs `body` as JSON; the answer's body once its status is a success.
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    body: &Value,
+) -> Result<Bytes, OutboundError> {
+    let (status, bytes) = send(http.post(url).json(body)).await?;
+    check_status(status, &bytes)?;
+    Ok(bytes)
+}
+
+/// A token call's answer: the token in `token_field` and its lifetime in
+/// seconds in `ttl_field` (7200 when absent), once the status and `check`
+/// (the platform's error code) have passed.
+pub async fn fetch_token(
+    req: reqwest::RequestBuilder,
+    check: impl FnOnce(&[u8]) -> Result<(), OutboundError>,
+    token_field: &str,
+    ttl_field: &str,
+) -> Result<(String, Duration), OutboundError> {
+    let (status, bytes) = send(req).await?;
+    check_status(status, &bytes)?;
+    check(&bytes)?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| OutboundError::Transient("token answer is not JSON".into()))?;
+    let token = v[token_field]
+        .as_str()
+        .ok_or_else(|| OutboundError::Fatal(format!("no {token_field} in the token answer")))?;
+    let ttl = v[ttl_field].as_u64().unwrap_or(7200);
+    Ok((token.to_owned(), Duration::from_secs(ttl)))
+}
+
+/// A setting the call cannot do without, or a `Fatal` naming its `key`.
+pub fn required<'a, T>(setting: &'a Option<T>, key: &str) -> Result<&'a T, OutboundError> {
+    setting
+        .as_ref()
+        .ok_or_else(|| OutboundError::Fatal(format!("{key} is not set")))
+}
+
+/// A credential's text; empty when unset (the platform then refuses it).
+pub fn exposed(secret: &Option<Secret>) -> &str {
+    secret.as_ref().map(Secret::expose).unwrap_or_default()
 }
 
 /// A cached access token, fetched once at a time and renewed a margin
@@ -206,56 +309,45 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tokens_are_cached_until_the_margin_and_refetched_after_invalidate() {
         let cache = TokenCache::new(Duration::from_secs(300));
-        let mut fetches = 0;
-        for _ in 0..3 {
-            let t = cache
+        let fetches = std::cell::Cell::new(0);
+        // The cached token, or `fresh` (good for two hours) when fetched.
+        let get = async |fresh: &str| {
+            cache
                 .get(|| {
-                    fetches += 1;
-                    async { Ok(("t1".to_string(), Duration::from_secs(7200))) }
+                    fetches.set(fetches.get() + 1);
+                    async { Ok((fresh.to_string(), Duration::from_secs(7200))) }
                 })
                 .await
-                .unwrap();
-            assert_eq!(t, "t1");
+                .unwrap()
+        };
+        for _ in 0..3 {
+            assert_eq!(get("t1").await, "t1");
         }
-        assert_eq!(fetches, 1);
+        assert_eq!(fetches.get(), 1);
         tokio::time::advance(Duration::from_secs(7200 - 299)).await;
-        cache
-            .get(|| {
-                fetches += 1;
-                async { Ok(("t2".to_string(), Duration::from_secs(7200))) }
-            })
-            .await
-            .unwrap();
-        assert_eq!(fetches, 2);
+        assert_eq!(get("t2").await, "t2");
+        assert_eq!(fetches.get(), 2);
         cache.invalidate().await;
-        cache
-            .get(|| {
-                fetches += 1;
-                async { Ok(("t3".to_string(), Duration::from_secs(7200))) }
-            })
-            .await
-            .unwrap();
-        assert_eq!(fetches, 3);
+        assert_eq!(get("t3").await, "t3");
+        assert_eq!(fetches.get(), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn transient_errors_are_retried_fatal_ones_are_not() {
         let pace = Pace::per_second(100);
-        let mut calls = 0;
-        let r: Result<(), _> = with_retries(3, &pace, || {
-            calls += 1;
-            async { Err(OutboundError::Transient("busy".into())) }
-        })
-        .await;
-        assert!(r.is_err());
-        assert_eq!(calls, 3);
-        calls = 0;
-        let r: Result<(), _> = with_retries(3, &pace, || {
-            calls += 1;
-            async { Err(OutboundError::Fatal("bad".into())) }
-        })
-        .await;
-        assert!(r.is_err());
-        assert_eq!(calls, 1);
+        for (error, tries) in [
+            (OutboundError::Transient("busy".into()), 3),
+            (OutboundError::Fatal("bad".into()), 1),
+        ] {
+            let mut calls = 0;
+            let r: Result<(), _> = with_retries(3, &pace, || {
+                calls += 1;
+                let e = error.clone();
+                async { Err(e) }
+            })
+            .await;
+            assert_eq!(r, Err(error));
+            assert_eq!(calls, tries);
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clawdbot_config::{DingTalkConfig, DingTalkReplyFormat};
 use serde_json::Value;
 
-use super::call::{self, OutboundError, Pace, TokenCache};
+use super::call::{self, Api, OutboundError, TokenCache};
 use crate::channels::{ReplyTo, dingtalk};
 use crate::logs::now_ms;
 
@@ -16,12 +16,9 @@ use crate::logs::now_ms;
 const WEBHOOK_MARGIN_MS: i64 = 60_000;
 
 pub struct DingTalk {
-    http: reqwest::Client,
+    api: Api,
     cfg: DingTalkConfig,
     token: TokenCache,
-    pace: Pace,
-    notify_pace: Pace,
-    attempts: u32,
 }
 
 /// Title shown in DingTalk's conversation list for a Markdown reply.
@@ -37,12 +34,14 @@ fn title_of(text: &str) -> String {
 impl DingTalk {
     pub fn new(http: reqwest::Client, cfg: &DingTalkConfig, attempts: u32) -> Self {
         Self {
-            http,
+            api: Api::new(
+                http,
+                attempts,
+                cfg.replies_per_second,
+                cfg.notify_per_minute,
+            ),
             cfg: cfg.clone(),
             token: TokenCache::new(Duration::from_secs(300)),
-            pace: Pace::per_second(cfg.replies_per_second),
-            notify_pace: Pace::per_minute(cfg.notify_per_minute),
-            attempts,
         }
     }
 
@@ -66,7 +65,8 @@ impl DingTalk {
     fn webhook_body(&self, text: &str, at: Option<&str>) -> Value {
         match self.cfg.reply_format {
             DingTalkReplyFormat::Text => dingtalk::text_reply(text, at),
-            DingTalkReplyFormat::Markdown => dingtalk::markdown_reply(&title_of(text), text),
+            // ActionCards cannot @ anyone (DingTalk has no `at` for them).
+            DingTalkReplyFormat::Markdown => dingtalk::markdown_reply(&title_of(text), text, at),
             DingTalkReplyFormat::ActionCard => dingtalk::action_card_reply(
                 &title_of(text),
                 text,
@@ -119,8 +119,7 @@ impl DingTalk {
                 None
             };
             let body = self.webhook_body(text, at);
-            return call::with_retries(self.attempts, &self.pace, || self.post_webhook(url, &body))
-                .await;
+            return self.api.reply(|| self.post_webhook(url, &body)).await;
         }
         let robot = robot_code
             .as_deref()
@@ -142,21 +141,20 @@ impl DingTalk {
                 dingtalk::batch_send_body(robot, &[user], key, &param),
             )
         };
-        let url = format!("{}{path}", self.cfg.api_base.trim_end_matches('/'));
-        call::with_retries(self.attempts, &self.pace, || self.post_openapi(&url, &body)).await
+        let url = call::api_url(&self.cfg.api_base, path);
+        self.api.reply(|| self.post_openapi(&url, &body)).await
     }
 
     /// Robot webhooks answer 200 with `errcode`.
     async fn post_webhook(&self, url: &str, body: &Value) -> Result<(), OutboundError> {
-        let (status, bytes) = call::send(self.http.post(url).json(body)).await?;
-        call::check_status(status, &bytes)?;
-        robot_result(&bytes)
+        robot_result(&call::post_json(&self.api.http, url, body).await?)
     }
 
     async fn post_openapi(&self, url: &str, body: &Value) -> Result<(), OutboundError> {
         let token = self.access_token().await?;
         let (status, bytes) = call::send(
-            self.http
+            self.api
+                .http
                 .post(url)
                 .header("x-acs-dingtalk-access-token", token)
                 .json(body),
@@ -174,31 +172,13 @@ impl DingTalk {
     async fn access_token(&self) -> Result<String, OutboundError> {
         self.token
             .get(|| async {
-                let key = self.cfg.app_key.clone().unwrap_or_default();
-                let secret = self
-                    .cfg
-                    .app_secret
-                    .as_ref()
-                    .map(|s| s.expose().to_owned())
-                    .unwrap_or_default();
-                let url = format!(
-                    "{}/v1.0/oauth2/accessToken",
-                    self.cfg.api_base.trim_end_matches('/')
-                );
-                let (status, bytes) = call::send(
-                    self.http
-                        .post(url)
-                        .json(&serde_json::json!({"appKey": key, "appSecret": secret})),
-                )
-                .await?;
-                call::check_status(status, &bytes)?;
-                let v: Value = serde_json::from_slice(&bytes)
-                    .map_err(|_| OutboundError::Transient("token answer is not JSON".into()))?;
-                let token = v["accessToken"].as_str().ok_or_else(|| {
-                    OutboundError::Fatal("no accessToken in the token answer".into())
-                })?;
-                let ttl = v["expireIn"].as_u64().unwrap_or(7200);
-                Ok((token.to_owned(), Duration::from_secs(ttl)))
+                let url = call::api_url(&self.cfg.api_base, "/v1.0/oauth2/accessToken");
+                let body = serde_json::json!({
+                    "appKey": self.cfg.app_key.as_deref().unwrap_or_default(),
+                    "appSecret": call::exposed(&self.cfg.app_secret),
+                });
+                let req = self.api.http.post(url).json(&body);
+                call::fetch_token(req, |_| Ok(()), "accessToken", "expireIn").await
             })
             .await
     }
@@ -210,22 +190,19 @@ impl DingTalk {
 
     /// Sends a custom-robot notification, waiting for the per-minute limit.
     pub async fn notify(&self, title: &str, text: &str) -> Result<(), OutboundError> {
-        let Some(url) = &self.cfg.webhook_url else {
-            return Err(OutboundError::Fatal(
-                "dingtalk.webhook_url is not set".into(),
-            ));
-        };
+        let url = call::required(&self.cfg.webhook_url, "dingtalk.webhook_url")?;
         let body = dingtalk::robot_markdown_body(title, text);
-        call::with_retries(self.attempts, &self.notify_pace, || async {
-            // Signed afresh per attempt: the timestamp must be current.
-            let signed = dingtalk::signed_robot_url(
-                url.expose(),
-                self.cfg.secret.as_ref().map(|s| s.expose()),
-                now_ms(),
-            );
-            self.post_webhook(&signed, &body).await
-        })
-        .await
+        self.api
+            .notify(|| async {
+                // Signed afresh per attempt: the timestamp must be current.
+                let signed = dingtalk::signed_robot_url(
+                    url.expose(),
+                    self.cfg.secret.as_ref().map(|s| s.expose()),
+                    now_ms(),
+                );
+                self.post_webhook(&signed, &body).await
+            })
+            .await
     }
 }
 

@@ -6,34 +6,29 @@ use std::time::Duration;
 use clawdbot_config::{FeishuConfig, FeishuReplyFormat};
 use serde_json::Value;
 
-use super::call::{self, OutboundError, Pace, TokenCache};
+use super::call::{self, Api, OutboundError, TokenCache};
 use crate::channels::{ReplyTo, feishu};
 use crate::logs::now_ms;
 
 pub struct Feishu {
-    http: reqwest::Client,
+    api: Api,
     cfg: FeishuConfig,
     token: TokenCache,
-    pace: Pace,
-    notify_pace: Pace,
-    attempts: u32,
 }
 
 impl Feishu {
     pub fn new(http: reqwest::Client, cfg: &FeishuConfig, attempts: u32) -> Self {
         Self {
-            http,
+            api: Api::new(
+                http,
+                attempts,
+                cfg.replies_per_second,
+                cfg.notify_per_minute,
+            ),
             cfg: cfg.clone(),
             // Feishu hands out a new token in the last 30 minutes of the old one.
             token: TokenCache::new(Duration::from_secs(30 * 60)),
-            pace: Pace::per_second(cfg.replies_per_second),
-            notify_pace: Pace::per_minute(cfg.notify_per_minute),
-            attempts,
         }
-    }
-
-    fn base(&self) -> &str {
-        self.cfg.api_base.trim_end_matches('/')
     }
 
     pub async fn reply(&self, to: &ReplyTo, text: &str) -> Result<(), OutboundError> {
@@ -53,16 +48,15 @@ impl Feishu {
             FeishuReplyFormat::Text => feishu::text_reply_body(text),
             FeishuReplyFormat::Card => feishu::card_reply_body(text),
         };
-        let url = format!(
-            "{}/open-apis/im/v1/messages/{message_id}/reply",
-            self.base()
-        );
-        call::with_retries(self.attempts, &self.pace, || self.post_api(&url, &body)).await
+        let path = format!("/open-apis/im/v1/messages/{message_id}/reply");
+        let url = call::api_url(&self.cfg.api_base, &path);
+        self.api.reply(|| self.post_api(&url, &body)).await
     }
 
     async fn post_api(&self, url: &str, body: &Value) -> Result<(), OutboundError> {
         let token = self.tenant_token().await?;
-        let (status, bytes) = call::send(self.http.post(url).bearer_auth(token).json(body)).await?;
+        let (status, bytes) =
+            call::send(self.api.http.post(url).bearer_auth(token).json(body)).await?;
         let code = api_code(&bytes);
         if matches!(code, Some(99991661 | 99991663 | 99991664 | 99991668)) {
             self.token.invalidate().await;
@@ -77,34 +71,14 @@ impl Feishu {
     async fn tenant_token(&self) -> Result<String, OutboundError> {
         self.token
             .get(|| async {
-                let id = self.cfg.app_id.clone().unwrap_or_default();
-                let secret = self
-                    .cfg
-                    .app_secret
-                    .as_ref()
-                    .map(|s| s.expose().to_owned())
-                    .unwrap_or_default();
-                let url = format!(
-                    "{}/open-apis/auth/v3/tenant_access_token/internal",
-                    self.base()
+                let path = "/open-apis/auth/v3/tenant_access_token/internal";
+                let url = call::api_url(&self.cfg.api_base, path);
+                let body = feishu::tenant_token_body(
+                    self.cfg.app_id.as_deref().unwrap_or_default(),
+                    call::exposed(&self.cfg.app_secret),
                 );
-                let (status, bytes) = call::send(
-                    self.http
-                        .post(url)
-                        .json(&feishu::tenant_token_body(&id, &secret)),
-                )
-                .await?;
-                call::check_status(status, &bytes)?;
-                api_result(&bytes)?;
-                let v: Value = serde_json::from_slice(&bytes)
-                    .map_err(|_| OutboundError::Transient("token answer is not JSON".into()))?;
-                let token = v["tenant_access_token"].as_str().ok_or_else(|| {
-                    OutboundError::Fatal("no tenant_access_token in the answer".into())
-                })?;
-                Ok((
-                    token.to_owned(),
-                    Duration::from_secs(v["expire"].as_u64().unwrap_or(7200)),
-                ))
+                let req = self.api.http.post(url).json(&body);
+                call::fetch_token(req, api_result, "tenant_access_token", "expire").await
             })
             .await
     }
@@ -115,23 +89,18 @@ impl Feishu {
 
     /// A custom-bot notification, signed with the current time per attempt.
     pub async fn notify(&self, text: &str) -> Result<(), OutboundError> {
-        let Some(url) = &self.cfg.notify_webhook_url else {
-            return Err(OutboundError::Fatal(
-                "feishu.notify_webhook_url is not set".into(),
-            ));
-        };
-        call::with_retries(self.attempts, &self.notify_pace, || async {
-            let sign = self
-                .cfg
-                .notify_secret
-                .as_ref()
-                .map(|s| (now_ms() / 1000, s.expose()));
-            let body = feishu::custom_bot_body(text, sign);
-            let (status, bytes) = call::send(self.http.post(url.expose()).json(&body)).await?;
-            call::check_status(status, &bytes)?;
-            api_result(&bytes)
-        })
-        .await
+        let url = call::required(&self.cfg.notify_webhook_url, "feishu.notify_webhook_url")?;
+        self.api
+            .notify(|| async {
+                let sign = self
+                    .cfg
+                    .notify_secret
+                    .as_ref()
+                    .map(|s| (now_ms() / 1000, s.expose()));
+                let body = feishu::custom_bot_body(text, sign);
+                api_result(&call::post_json(&self.api.http, url.expose(), &body).await?)
+            })
+            .await
     }
 }
 

@@ -34,16 +34,8 @@ impl Slack {
     }
 
     async fn post(&self, body: &Value) -> Result<(), OutboundError> {
-        let token = self
-            .cfg
-            .bot_token
-            .as_ref()
-            .map(|t| t.expose())
-            .unwrap_or_default();
-        let url = format!(
-            "{}/chat.postMessage",
-            self.cfg.api_base.trim_end_matches('/')
-        );
+        let token = call::exposed(&self.cfg.bot_token);
+        let url = call::api_url(&self.cfg.api_base, "/chat.postMessage");
         let resp = self
             .http
             .post(url)

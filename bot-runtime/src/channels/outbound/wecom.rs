@@ -6,32 +6,27 @@ use std::time::Duration;
 use clawdbot_config::WeComConfig;
 use serde_json::Value;
 
-use super::call::{self, OutboundError, Pace, TokenCache};
+use super::call::{self, Api, OutboundError, TokenCache};
 use crate::channels::{ReplyTo, wecom};
 
 pub struct WeCom {
-    http: reqwest::Client,
+    api: Api,
     cfg: WeComConfig,
     token: TokenCache,
-    pace: Pace,
-    notify_pace: Pace,
-    attempts: u32,
 }
 
 impl WeCom {
     pub fn new(http: reqwest::Client, cfg: &WeComConfig, attempts: u32) -> Self {
         Self {
-            http,
+            api: Api::new(
+                http,
+                attempts,
+                cfg.replies_per_second,
+                cfg.notify_per_minute,
+            ),
             cfg: cfg.clone(),
             token: TokenCache::new(Duration::from_secs(300)),
-            pace: Pace::per_second(cfg.replies_per_second),
-            notify_pace: Pace::per_minute(cfg.notify_per_minute),
-            attempts,
         }
-    }
-
-    fn base(&self) -> &str {
-        self.cfg.api_base.trim_end_matches('/')
     }
 
     pub async fn reply(&self, to: &ReplyTo, text: &str) -> Result<(), OutboundError> {
@@ -40,17 +35,16 @@ impl WeCom {
         };
         let agent = self.cfg.agent_id.clone().unwrap_or_default();
         let body = wecom::send_text_body(&agent, to_user, text);
-        call::with_retries(self.attempts, &self.pace, || self.send(&body)).await
+        self.api.reply(|| self.send(&body)).await
     }
 
     async fn send(&self, body: &Value) -> Result<(), OutboundError> {
         let token = self.access_token().await?;
         let url = with_query(
-            &format!("{}/cgi-bin/message/send", self.base()),
+            &call::api_url(&self.cfg.api_base, "/cgi-bin/message/send"),
             &[("access_token", &token)],
         )?;
-        let (status, bytes) = call::send(self.http.post(url).json(body)).await?;
-        call::check_status(status, &bytes)?;
+        let bytes = call::post_json(&self.api.http, url, body).await?;
         match errcode(&bytes) {
             Some((40014 | 42001 | 40001, _)) => {
                 self.token.invalidate().await;
@@ -65,29 +59,15 @@ impl WeCom {
     async fn access_token(&self) -> Result<String, OutboundError> {
         self.token
             .get(|| async {
-                let corp = self.cfg.corp_id.clone().unwrap_or_default();
-                let secret = self
-                    .cfg
-                    .secret
-                    .as_ref()
-                    .map(|s| s.expose().to_owned())
-                    .unwrap_or_default();
                 let url = with_query(
-                    &format!("{}/cgi-bin/gettoken", self.base()),
-                    &[("corpid", &corp), ("corpsecret", &secret)],
+                    &call::api_url(&self.cfg.api_base, "/cgi-bin/gettoken"),
+                    &[
+                        ("corpid", self.cfg.corp_id.as_deref().unwrap_or_default()),
+                        ("corpsecret", call::exposed(&self.cfg.secret)),
+                    ],
                 )?;
-                let (status, bytes) = call::send(self.http.get(url)).await?;
-                call::check_status(status, &bytes)?;
-                result(errcode(&bytes))?;
-                let v: Value = serde_json::from_slice(&bytes)
-                    .map_err(|_| OutboundError::Transient("token answer is not JSON".into()))?;
-                let token = v["access_token"]
-                    .as_str()
-                    .ok_or_else(|| OutboundError::Fatal("no access_token in the answer".into()))?;
-                Ok((
-                    token.to_owned(),
-                    Duration::from_secs(v["expires_in"].as_u64().unwrap_or(7200)),
-                ))
+                let check = |bytes: &[u8]| result(errcode(bytes));
+                call::fetch_token(self.api.http.get(url), check, "access_token", "expires_in").await
             })
             .await
     }
@@ -97,18 +77,15 @@ impl WeCom {
     }
 
     pub async fn notify(&self, text: &str) -> Result<(), OutboundError> {
-        let Some(url) = &self.cfg.robot_webhook_url else {
-            return Err(OutboundError::Fatal(
-                "wecom.robot_webhook_url is not set".into(),
-            ));
-        };
+        let url = call::required(&self.cfg.robot_webhook_url, "wecom.robot_webhook_url")?;
         let body = wecom::robot_markdown_body(text);
-        call::with_retries(self.attempts, &self.notify_pace, || async {
-            let (status, bytes) = call::send(self.http.post(url.expose()).json(&body)).await?;
-            call::check_status(status, &bytes)?;
-            result(errcode(&bytes))
-        })
-        .await
+        self.api
+            .notify(|| async {
+                result(errcode(
+                    &call::post_json(&self.api.http, url.expose(), &body).await?,
+                ))
+            })
+            .await
     }
 }
 

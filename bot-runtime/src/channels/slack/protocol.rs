@@ -4,7 +4,9 @@ use clawdbot_config::SlackConfig;
 use http::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::channels::crypto::{ct_eq, header_str, hmac_sha256, secs_to_ms, within_window};
+use crate::channels::crypto::{
+    check_signed, configured, header_str, hmac_sha256, secs_to_ms, window_ms,
+};
 use crate::channels::{Inbound, Platform, Rejection, ReplyTo, Verdict};
 
 const SIGNATURE: &str = "X-Slack-Signature";
@@ -33,14 +35,9 @@ pub struct Verifier {
 impl Verifier {
     /// `None` when no signing secret is configured.
     pub fn from_config(cfg: &SlackConfig) -> Option<Self> {
-        let secret = cfg.signing_secret.as_ref()?.expose();
-        if secret.is_empty() {
-            return None;
-        }
         Some(Self {
-            signing_secret: secret.to_owned(),
-            window_ms: i64::try_from(cfg.timestamp_window_secs.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
+            signing_secret: configured(&cfg.signing_secret)?.to_owned(),
+            window_ms: window_ms(cfg.timestamp_window_secs),
         })
     }
 }
@@ -55,13 +52,7 @@ pub fn verify(
     let given = header_str(headers, SIGNATURE).ok_or(Rejection::BadSignature)?;
     let ts = header_str(headers, TIMESTAMP).ok_or(Rejection::Stale)?;
     let expected = signature(&v.signing_secret, ts, body);
-    if !ct_eq(expected.as_bytes(), given.as_bytes()) {
-        return Err(Rejection::BadSignature);
-    }
-    let ts_ms = secs_to_ms(ts).ok_or(Rejection::Stale)?;
-    if !within_window(now_ms, ts_ms, v.window_ms) {
-        return Err(Rejection::Stale);
-    }
+    check_signed(&expected, given, secs_to_ms(ts), now_ms, v.window_ms)?;
     parse_event(body)
 }
 
@@ -170,6 +161,7 @@ pub fn api_error(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::crypto::testutil::{flip_bit, message_of, random_request, set_or_remove};
     use proptest::prelude::*;
 
     const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -225,13 +217,6 @@ mod tests {
             "ts": "1355517523.000005",
             "channel_type": "im"
         })
-    }
-
-    fn message_of(v: Result<Verdict, Rejection>) -> Inbound {
-        match v {
-            Ok(Verdict::Message(m)) => *m,
-            other => panic!("expected a message, got {other:?}"),
-        }
     }
 
     #[test]
@@ -420,37 +405,14 @@ mod tests {
         assert_eq!(api_error(b"<html>"), Some("invalid_response".into()));
     }
 
-    fn header_strategy() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
-        let name = prop_oneof![
-            Just(SIGNATURE.to_ascii_lowercase()),
-            Just(TIMESTAMP.to_ascii_lowercase()),
-            "[a-z-]{1,12}"
-        ];
-        proptest::collection::vec((name, proptest::collection::vec(any::<u8>(), 0..80)), 0..4)
-    }
-
-    fn to_headers(pairs: Vec<(String, Vec<u8>)>) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            if let (Ok(k), Ok(v)) = (
-                http::HeaderName::from_bytes(k.as_bytes()),
-                http::HeaderValue::from_bytes(&v),
-            ) {
-                h.append(k, v);
-            }
-        }
-        h
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn random_requests_never_panic(
-            pairs in header_strategy(),
-            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            (h, bytes) in random_request(&[SIGNATURE, TIMESTAMP], 80),
         ) {
-            prop_assert!(verify(&to_headers(pairs), &bytes, &verifier(), NOW).is_err());
+            prop_assert!(verify(&h, &bytes, &verifier(), NOW).is_err());
             let _ = parse_event(&bytes);
             let _ = api_error(&bytes);
         }
@@ -466,9 +428,7 @@ mod tests {
         fn flipped_bodies_are_refused(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
             let body = callback(dm("hi"));
             let h = signed(&body, NOW / 1000);
-            let mut tampered = body.clone();
-            let i = pos.index(tampered.len());
-            tampered[i] ^= 1 << bit;
+            let tampered = flip_bit(body, pos, bit);
             prop_assert_eq!(verify(&h, &tampered, &verifier(), NOW), Err(Rejection::BadSignature));
         }
 
@@ -476,13 +436,8 @@ mod tests {
         fn flipped_signatures_are_refused(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
             let body = callback(dm("hi"));
             let mut h = signed(&body, NOW / 1000);
-            let mut sig = signature(SECRET, &(NOW / 1000).to_string(), &body).into_bytes();
-            let i = pos.index(sig.len());
-            sig[i] ^= 1 << bit;
-            match http::HeaderValue::from_bytes(&sig) {
-                Ok(v) => { h.insert(SIGNATURE, v); }
-                Err(_) => { h.remove(SIGNATURE); }
-            }
+            let sig = signature(SECRET, &(NOW / 1000).to_string(), &body).into_bytes();
+            set_or_remove(&mut h, SIGNATURE, &flip_bit(sig, pos, bit));
             prop_assert_eq!(verify(&h, &body, &verifier(), NOW), Err(Rejection::BadSignature));
         }
     }

@@ -11,7 +11,7 @@ use sha1::{Digest, Sha1};
 
 use crate::channels::crypto::{
     PadBlock, aes256_cbc_decrypt, aes256_cbc_encrypt, b64_decode, b64_decode_lenient, b64_encode,
-    ct_eq, secs_to_ms, within_window,
+    check_signed, configured, ct_eq, secs_to_ms,
 };
 use crate::channels::{Inbound, Platform, Rejection, ReplyTo, Verdict};
 
@@ -60,12 +60,9 @@ impl Crypto {
     /// `None` when the callback is not configured (token, EncodingAESKey or
     /// CorpID unset); `Some(Err)` when the key is unusable.
     pub fn from_config(cfg: &WeComConfig) -> Option<Result<Self, String>> {
-        let token = cfg.token.as_ref()?.expose();
-        let key = cfg.encoding_aes_key.as_ref()?.expose();
-        let corp = cfg.corp_id.as_deref()?;
-        if token.is_empty() || key.is_empty() || corp.is_empty() {
-            return None;
-        }
+        let token = configured(&cfg.token)?;
+        let key = configured(&cfg.encoding_aes_key)?;
+        let corp = cfg.corp_id.as_deref().filter(|c| !c.is_empty())?;
         Some(Self::new(token, key, corp))
     }
 
@@ -155,14 +152,8 @@ fn check_signature(
         .ok_or(Rejection::Stale)?;
     let nonce = q.get("nonce").ok_or(Rejection::BadSignature)?;
     let expected = signature(&c.token, ts, nonce, encrypt);
-    if !ct_eq(expected.as_bytes(), given.to_ascii_lowercase().as_bytes()) {
-        return Err(Rejection::BadSignature);
-    }
-    let ts_ms = secs_to_ms(ts).ok_or(Rejection::Stale)?;
-    if !within_window(now_ms, ts_ms, window_ms) {
-        return Err(Rejection::Stale);
-    }
-    Ok(())
+    let given = given.to_ascii_lowercase();
+    check_signed(&expected, &given, secs_to_ms(ts), now_ms, window_ms)
 }
 
 /// URL verification (GET): answer the decrypted `echostr`, bare.
@@ -369,6 +360,7 @@ pub fn api_error(body: &[u8]) -> Option<(i64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::crypto::testutil::message_of;
     use proptest::prelude::*;
 
     // Tencent's WXBizMsgCrypt sample.
@@ -539,9 +531,7 @@ mod tests {
             "<Content>a &lt;b&gt; &amp; &#x4e2d;&#25991;</Content>",
         );
         let (q, body) = delivery(&c, &inner);
-        let Ok(Verdict::Message(m)) = verify_message(&q, &body, &c, WINDOW, NOW) else {
-            panic!("expected a message")
-        };
+        let m = message_of(verify_message(&q, &body, &c, WINDOW, NOW));
         assert_eq!(m.text, "a <b> & 中文");
     }
 
@@ -583,9 +573,12 @@ mod tests {
     #[test]
     fn tampered_or_badly_padded_ciphertexts() {
         let c = crypto();
+        // `plain` encrypted as is, without WeCom's framing.
+        let encrypt_raw =
+            |plain: &[u8]| aes256_cbc_encrypt(&c.aes_key, &c.iv(), plain, PadBlock::B32);
         // Bad padding: the first block of a zero plaintext decrypts to
         // zeros alone, and a pad byte of 0 is invalid.
-        let mut raw = aes256_cbc_encrypt(&c.aes_key, &c.iv(), &[0u8; 31], PadBlock::B32);
+        let mut raw = encrypt_raw(&[0u8; 31]);
         raw.truncate(16);
         assert_eq!(
             c.decrypt(&b64_encode(&raw)),
@@ -600,23 +593,13 @@ mod tests {
         let mut plain = vec![0u8; 16];
         plain.extend_from_slice(&u32::MAX.to_be_bytes());
         plain.extend_from_slice(b"x");
-        let overflow = b64_encode(&aes256_cbc_encrypt(
-            &c.aes_key,
-            &c.iv(),
-            &plain,
-            PadBlock::B32,
-        ));
+        let overflow = b64_encode(&encrypt_raw(&plain));
         assert_eq!(
             c.decrypt(&overflow),
             Err(Rejection::Undecryptable("length overflow"))
         );
         // Shorter than the header.
-        let short = b64_encode(&aes256_cbc_encrypt(
-            &c.aes_key,
-            &c.iv(),
-            b"abc",
-            PadBlock::B32,
-        ));
+        let short = b64_encode(&encrypt_raw(b"abc"));
         assert_eq!(
             c.decrypt(&short),
             Err(Rejection::Undecryptable("too short"))
@@ -632,28 +615,17 @@ mod tests {
              <CreateTime>1</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[enter_agent]]></Event>\
              <AgentID>1</AgentID></xml>"
         );
-        let (q, body) = delivery(&c, &event);
-        assert_eq!(
-            verify_message(&q, &body, &c, WINDOW, NOW),
-            Ok(Verdict::Ignored("event"))
-        );
         let image = inner_text("x").replace("[text]", "[image]");
-        let (q, body) = delivery(&c, &image);
-        assert_eq!(
-            verify_message(&q, &body, &c, WINDOW, NOW),
-            Ok(Verdict::Ignored("message type without text"))
-        );
-        let (q, body) = delivery(&c, &inner_text("   "));
-        assert_eq!(
-            verify_message(&q, &body, &c, WINDOW, NOW),
-            Ok(Verdict::Ignored("empty message"))
-        );
         let no_id = inner_text("hi").replace("<MsgId>1234567890123456</MsgId>", "");
-        let (q, body) = delivery(&c, &no_id);
-        assert_eq!(
-            verify_message(&q, &body, &c, WINDOW, NOW),
-            Err(Rejection::malformed("missing MsgId"))
-        );
+        for (inner, want) in [
+            (event, Ok(Verdict::Ignored("event"))),
+            (image, Ok(Verdict::Ignored("message type without text"))),
+            (inner_text("   "), Ok(Verdict::Ignored("empty message"))),
+            (no_id, Err(Rejection::malformed("missing MsgId"))),
+        ] {
+            let (q, body) = delivery(&c, &inner);
+            assert_eq!(verify_message(&q, &body, &c, WINDOW, NOW), want, "{inner}");
+        }
     }
 
     #[test]
