@@ -10,6 +10,9 @@
 #   BENCH_SECS=10         measured seconds per run (LiteLLM max-RPS uses half)
 #   BENCH_SKIP_OPERATOR=1 skip the operator benchmark (emulator, 1000 ClawdBots)
 #   BENCH_SKIP_STATE=1    skip the Redis/PostgreSQL vs memory/SQLite benchmark
+#   BENCH_SKIP_WEBHOOKS=1 skip the IM webhook benchmark (signed DingTalk and
+#                         encrypted Feishu deliveries; bench/webhook_bench.py,
+#                         about 90 s; `bash bench/webhooks.sh` runs it alone)
 #   BENCH_ROUNDS=3        direct/bot-runtime latency runs alternate this many
 #                         times; the report takes the median (noise on 2 cores)
 # All load is on 127.0.0.1 and every run is bounded in time.
@@ -303,5 +306,14 @@ if [[ ${BENCH_SKIP_STATE:-0} != 1 ]]; then
     cargo build --release -p bot-runtime --example log_writer_bench
     python3 "$ROOT/bench/state_bench.py" "$BIN" "$WORK/state.json" "$SECS" >/dev/null
     python3 "$ROOT/bench/state_bench.py" --markdown "$WORK/state.json" >>"$OUT_MD"
+fi
+
+if [[ ${BENCH_SKIP_WEBHOOKS:-0} != 1 && $SKIP_BOT != 1 ]]; then
+    # Same pinning as above: webhook-load on CPU 0, mock-upstream and the
+    # API sink on CPU 1, bot-runtime unpinned. Redis (started by the state
+    # section's ensure-services.sh) is measured when it answers.
+    log "IM webhooks: signed DingTalk and encrypted Feishu deliveries, SQLite and Redis"
+    python3 "$ROOT/bench/webhook_bench.py" "$BIN" "$WORK/webhooks.json" "$SECS" >/dev/null
+    python3 "$ROOT/bench/webhook_bench.py" --update "$WORK/webhooks.json" "$OUT_MD"
 fi
 log "wrote $OUT_MD"

@@ -1,5 +1,7 @@
 //! Benchmark and test support for ClawdBot: a mock OpenAI-compatible
-//! upstream and a fixed-rate / closed-loop HTTP load generator.
+//! upstream, a fixed-rate / closed-loop HTTP load generator, and signed /
+//! encrypted IM webhook deliveries for it.
 
+pub mod im;
 pub mod loadgen;
 pub mod mock;

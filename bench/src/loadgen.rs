@@ -8,10 +8,17 @@
 //! connection was free and only waited for the generator's own 1 ms timer,
 //! latency counts from the actual send, so timer slop is not charged to the
 //! server.
+//!
+//! [`run_each`] sends a pre-built pool of distinct requests instead of one
+//! body: request `i` (slot `i` at a fixed rate, the `i`-th sent in a closed
+//! loop) is pool item `i`, so building them (signing, encrypting) is not
+//! measured. A pool that runs out ends the run early; the report then covers
+//! the window up to that moment and says so.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -104,6 +111,33 @@ pub struct Report {
     pub max_ms: Option<f64>,
     pub ttft_p50_ms: Option<f64>,
     pub ttft_p99_ms: Option<f64>,
+    /// HTTP status -> responses in the window ([`run_each`] only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statuses: Option<BTreeMap<u16, u64>>,
+}
+
+/// One request of a pre-built pool: its own path (on the target's host),
+/// body and headers (`Config::body`, `headers` and the target's path are not
+/// used for it).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub path: String,
+    pub body: Bytes,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// How [`run_each`] used its pool, warm-up included.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolUse {
+    /// Items in the pool.
+    pub built: u64,
+    /// Requests sent (each a distinct item).
+    pub sent: u64,
+    /// 2xx responses to them.
+    pub ok: u64,
+    /// The pool ran out before the window closed; the report covers the
+    /// window up to then.
+    pub exhausted: bool,
 }
 
 /// Stop waiting for stragglers this long after the window closes.
@@ -116,6 +150,9 @@ struct Plan {
     end: Instant,
     next_slot: AtomicU64,
     interval: Duration,
+    pool: Option<Arc<[Prepared]>>,
+    /// When some worker found the pool empty.
+    exhausted_at: Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -125,6 +162,9 @@ struct Stats {
     responses: u64,
     non_2xx: u64,
     errors: u64,
+    statuses: BTreeMap<u16, u64>,
+    sent_all: u64,
+    ok_all: u64,
 }
 
 impl Stats {
@@ -134,11 +174,32 @@ impl Stats {
         self.responses += o.responses;
         self.non_2xx += o.non_2xx;
         self.errors += o.errors;
+        for (k, v) in o.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        self.sent_all += o.sent_all;
+        self.ok_all += o.ok_all;
     }
 }
 
 /// Run the load described by `cfg`; must be called inside a tokio runtime.
 pub async fn run(cfg: Config) -> anyhow::Result<Report> {
+    run_inner(cfg, None).await.map(|(r, _)| r)
+}
+
+/// Like [`run`], each request being the next item of `pool` (see the module
+/// docs). The report adds the status counts.
+pub async fn run_each(cfg: Config, pool: Arc<[Prepared]>) -> anyhow::Result<(Report, PoolUse)> {
+    if pool.is_empty() {
+        bail!("the request pool is empty");
+    }
+    run_inner(cfg, Some(pool)).await
+}
+
+async fn run_inner(
+    cfg: Config,
+    pool: Option<Arc<[Prepared]>>,
+) -> anyhow::Result<(Report, PoolUse)> {
     let (connections, interval) = match cfg.mode {
         Mode::Rate { rps, connections } => {
             if !(rps > 0.0 && rps.is_finite()) {
@@ -167,6 +228,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         end,
         next_slot: AtomicU64::new(0),
         interval,
+        pool,
+        exhausted_at: Mutex::new(None),
     });
     let workers: Vec<_> = (0..connections)
         .map(|_| tokio::spawn(worker(plan.clone())))
@@ -175,7 +238,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     for w in workers {
         stats.merge(w.await.context("worker panicked")?);
     }
-    Ok(report(stats, plan.cfg.duration))
+    let exhausted_at = *plan.exhausted_at.lock().unwrap_or_else(|e| e.into_inner());
+    let window = match exhausted_at {
+        Some(t) if t < plan.end => {
+            if t <= plan.measure_from {
+                bail!("the request pool ran out during the warm-up; build a larger one");
+            }
+            t - plan.measure_from
+        }
+        _ => plan.cfg.duration,
+    };
+    let pool_use = PoolUse {
+        built: plan.pool.as_ref().map_or(0, |p| p.len() as u64),
+        sent: stats.sent_all,
+        ok: stats.ok_all,
+        exhausted: exhausted_at.is_some_and(|t| t < plan.end),
+    };
+    let mut r = report(stats, window);
+    if plan.pool.is_none() {
+        r.statuses = None;
+    }
+    Ok((r, pool_use))
 }
 
 fn report(mut s: Stats, window: Duration) -> Report {
@@ -194,6 +277,7 @@ fn report(mut s: Stats, window: Duration) -> Report {
         max_ms: percentile_ms(&s.latencies_ns, 1.0),
         ttft_p50_ms: percentile_ms(&s.ttft_ns, 0.50),
         ttft_p99_ms: percentile_ms(&s.ttft_ns, 0.99),
+        statuses: Some(s.statuses),
     }
 }
 
@@ -209,6 +293,15 @@ pub fn percentile_ms(sorted_ns: &[u64], q: f64) -> Option<f64> {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+impl Plan {
+    fn mark_exhausted(&self, at: Instant) {
+        let mut e = self.exhausted_at.lock().unwrap_or_else(|e| e.into_inner());
+        if e.is_none_or(|t| at < t) {
+            *e = Some(at);
+        }
+    }
 }
 
 type Sender = SendRequest<Full<Bytes>>;
@@ -232,11 +325,15 @@ async fn worker(plan: Arc<Plan>) -> Stats {
         conn = Some(c);
     }
     loop {
-        let (start, record) = match plan.cfg.mode {
+        let (start, record, slot) = match plan.cfg.mode {
             Mode::Rate { .. } => {
                 let slot = plan.next_slot.fetch_add(1, Ordering::Relaxed);
                 let due = plan.t0 + plan.interval.mul_f64(slot as f64);
                 if due >= plan.end {
+                    break;
+                }
+                if plan.pool.as_ref().is_some_and(|p| slot >= p.len() as u64) {
+                    plan.mark_exhausted(due);
                     break;
                 }
                 let record = due >= plan.measure_from;
@@ -252,7 +349,7 @@ async fn worker(plan: Arc<Plan>) -> Stats {
                 } else {
                     due
                 };
-                (start, record)
+                (start, record, Some(slot))
             }
             Mode::Closed { .. } => {
                 let now = Instant::now();
@@ -263,7 +360,7 @@ async fn worker(plan: Arc<Plan>) -> Stats {
                 if now >= plan.end {
                     break;
                 }
-                (now, now >= plan.measure_from)
+                (now, now >= plan.measure_from, None)
             }
         };
 
@@ -280,13 +377,30 @@ async fn worker(plan: Arc<Plan>) -> Stats {
                 }
             },
         };
+        let item = match &plan.pool {
+            None => None,
+            Some(pool) => {
+                // Closed loop: the next item in sending order.
+                let i = slot.unwrap_or_else(|| plan.next_slot.fetch_add(1, Ordering::Relaxed));
+                match pool.get(i as usize) {
+                    Some(item) => Some(item),
+                    None => {
+                        plan.mark_exhausted(Instant::now());
+                        break;
+                    }
+                }
+            }
+        };
         let limit = (start + plan.cfg.timeout).min(deadline_all);
+        stats.sent_all += 1;
         let outcome =
-            tokio::time::timeout_at(limit.into(), one_request(tx, &plan.cfg, start)).await;
+            tokio::time::timeout_at(limit.into(), one_request(tx, &plan.cfg, item, start)).await;
         match outcome {
             Ok(Ok(done)) => {
+                stats.ok_all += u64::from(done.ok);
                 if record {
                     stats.responses += 1;
+                    *stats.statuses.entry(done.status).or_default() += 1;
                     if done.ok {
                         stats.latencies_ns.push(nanos(done.total));
                         if let Some(t) = done.ttft {
@@ -315,25 +429,36 @@ fn nanos(d: Duration) -> u64 {
 
 struct Done {
     ok: bool,
+    status: u16,
     total: Duration,
     ttft: Option<Duration>,
     reusable: bool,
 }
 
-async fn one_request(tx: &mut Sender, cfg: &Config, start: Instant) -> anyhow::Result<Done> {
+async fn one_request(
+    tx: &mut Sender,
+    cfg: &Config,
+    item: Option<&Prepared>,
+    start: Instant,
+) -> anyhow::Result<Done> {
+    let (path, body, headers) = match item {
+        Some(p) => (p.path.as_str(), &p.body, &p.headers),
+        None => (cfg.target.path_and_query.as_str(), &cfg.body, &cfg.headers),
+    };
     let mut req = Request::builder()
         .method(cfg.method.clone())
-        .uri(cfg.target.path_and_query.as_str())
+        .uri(path)
         .header(HOST, cfg.target.host.as_str());
-    if !cfg.body.is_empty() && !cfg.headers.iter().any(|(k, _)| k == CONTENT_TYPE) {
+    if !body.is_empty() && !headers.iter().any(|(k, _)| k == CONTENT_TYPE) {
         req = req.header(CONTENT_TYPE, "application/json");
     }
-    for (k, v) in &cfg.headers {
+    for (k, v) in headers {
         req = req.header(k, v);
     }
-    let req = req.body(Full::new(cfg.body.clone()))?;
+    let req = req.body(Full::new(body.clone()))?;
     tx.ready().await?;
     let resp = tx.send_request(req).await?;
+    let status = resp.status().as_u16();
     let ok = resp.status().is_success();
     let reusable = !resp
         .headers()
@@ -353,6 +478,7 @@ async fn one_request(tx: &mut Sender, cfg: &Config, start: Instant) -> anyhow::R
     }
     Ok(Done {
         ok,
+        status,
         total: start.elapsed(),
         ttft,
         reusable,

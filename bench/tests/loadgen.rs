@@ -180,3 +180,60 @@ fn nearest_rank_percentiles() {
     assert_eq!(percentile_ms(&v, 1.0), Some(100.0));
     assert_eq!(percentile_ms(&[], 0.5), None);
 }
+
+fn pool(n: usize) -> std::sync::Arc<[loadgen::Prepared]> {
+    (0..n)
+        .map(|i| loadgen::Prepared {
+            path: if i % 2 == 0 {
+                "/v1/chat/completions".into()
+            } else {
+                "/chat/completions".into()
+            },
+            body: Bytes::from(format!(
+                r#"{{"model":"mock-model","messages":[{{"role":"user","content":"m{i}"}}]}}"#
+            )),
+            headers: vec![loadgen::parse_header(&format!("X-Item: {i}")).unwrap()],
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_request_is_the_next_pool_item() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let rate = Mode::Rate {
+        rps: 100.0,
+        connections: 2,
+    };
+    let (r, used) = loadgen::run_each(config(&mock, rate, false, 0.5), pool(60))
+        .await
+        .unwrap();
+    assert_eq!(r.requests, 50);
+    assert_eq!(r.statuses.unwrap().get(&200), Some(&50));
+    assert_eq!((used.built, used.sent, used.ok), (60, 50, 50));
+    assert!(!used.exhausted);
+    // The last one sent is item 49, not the config's body.
+    let last = mock.last_request().unwrap();
+    assert_eq!(last["messages"][0]["content"], "m49");
+    // `run` leaves the status map out of its JSON.
+    let plain = loadgen::run(config(&mock, rate, false, 0.1)).await.unwrap();
+    assert!(plain.statuses.is_none());
+    assert!(!serde_json::to_string(&plain).unwrap().contains("statuses"));
+}
+
+#[tokio::test]
+async fn a_pool_that_runs_out_cuts_the_window_short() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let closed = Mode::Closed { connections: 2 };
+    let (r, used) = loadgen::run_each(config(&mock, closed, false, 5.0), pool(300))
+        .await
+        .unwrap();
+    assert!(used.exhausted, "{used:?}");
+    assert_eq!((used.sent, used.ok, r.requests), (300, 300, 300));
+    assert!(r.duration_s < 5.0, "{r:?}");
+    assert_eq!(mock.requests(), 300);
+
+    // Out during the warm-up: an error, not a report.
+    let mut cfg = config(&mock, Mode::Closed { connections: 2 }, false, 1.0);
+    cfg.warmup = Duration::from_secs(5);
+    assert!(loadgen::run_each(cfg, pool(10)).await.is_err());
+}

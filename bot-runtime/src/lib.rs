@@ -133,14 +133,15 @@ fn start_channels(st: &AppState, deadline: Duration) -> ChannelTasks {
         others: Vec::new(),
         stop_clients: std::sync::Arc::new(stop_clients),
     };
-    if !st.channels_enabled() {
-        return tasks;
-    }
+    // Robots notify whether or not their platform's app channel answers.
     let _ = st.notifier.set(channels::notify::Notifier::start(
         st.outbound.clone(),
         st.cfg.channels.notify_queue,
         &st.metrics,
     ));
+    if !st.channels_enabled() {
+        return tasks;
+    }
     tasks.workers = Some(tokio::spawn(
         st.deliveries.clone().run(st.clone(), deadline),
     ));

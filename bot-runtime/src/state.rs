@@ -58,7 +58,7 @@ impl AppState {
         let metrics = Metrics::new();
         let store = LogStore::open_lazy(&crate::logs::database_url(&cfg))?;
         let logs = LogWriter::new(
-            store.clone(),
+            store,
             crate::logs::spill::Spill::new(crate::logs::spill_path(&cfg)),
             &cfg.logs,
             metrics.log_writer(),
@@ -69,7 +69,7 @@ impl AppState {
             .iter()
             .filter_map(|p| clawdbot_config::parse_net(p))
             .collect();
-        let deliveries = Arc::new(Deliveries::from_config(&cfg, &store, &metrics)?);
+        let deliveries = Arc::new(Deliveries::from_config(&cfg, &metrics)?);
         Ok(Self(Arc::new(Inner {
             verifiers: Verifiers::from_config(&cfg)?,
             deliveries,

@@ -19,21 +19,20 @@ runtimes logged while it ran are attached to the report.
 from __future__ import annotations
 
 import json
-import os
-import queue
-import re
-import subprocess
-import threading
-import time
-import urllib.error
-import urllib.request
+import sys
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-import mockplatform as mp
-from harness import (
+# The process harness shared with tests/python (plain stdlib: tests/pyharness.py).
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+import pyharness as ph  # noqa: E402
+from pyharness import Service  # noqa: E402
+
+import mockplatform as mp  # noqa: E402
+from harness import (  # noqa: E402
     ADMIN_KEY,
     BODY_LIMIT,
     FEISHU_WINDOW_S,
@@ -41,16 +40,11 @@ from harness import (
     REDIS_HOST,
     REDIS_PORT,
     REPLY,
-    STARTUP_TIMEOUT_S,
     UPSTREAM_KEY,
     USER_KEY,
     Backend,
     Runtime,
-    Service,
-    free_port,
     redis_cmd,
-    stop,
-    tail,
 )
 
 # Everything whose output is attached to a failing test's report.
@@ -59,72 +53,20 @@ _PLATFORMS: dict[str, mp.MockPlatform] = {}
 _WS_SERVERS: dict[str, mp.FeishuWsServer] = {}
 
 
-def _require_binary(var: str, hint: str, example: str) -> str:
-    path = os.environ.get(var)
-    if not path:
-        pytest.fail(
-            f"environment variable {var} is not set; it must name the {hint} binary "
-            f"(e.g. {var}={example})",
-            pytrace=False,
-        )
-    if not os.path.isfile(path) or not os.access(path, os.X_OK):
-        pytest.fail(f"{var}={path!r} is not an executable file", pytrace=False)
-    return os.path.abspath(path)
+def _fail(message: str) -> NoReturn:
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def mock_upstream(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The model: answers every chat completion with REPLY. Yields host:port."""
-    binary = _require_binary("MOCK_UPSTREAM_BIN", "mock-upstream", "target/debug/mock-upstream")
-    logdir = tmp_path_factory.mktemp("mock-upstream")
-    log = logdir / "mock-upstream.log"
-    cmd = [binary, "--listen", "127.0.0.1:0", "--reply", REPLY, "--model", MODEL]
-    logf = log.open("wb")
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf, cwd=logdir)
-    logf.close()
-
-    # Read stdout on a thread (a bounded wait on a pipe), copying every line
-    # into the log so a chatty mock can never block on a full pipe.
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        with log.open("ab") as out:
-            for raw in proc.stdout:
-                out.write(raw)
-                out.flush()
-                lines.put(raw.decode(errors="replace"))
-        lines.put(None)
-
-    threading.Thread(target=pump, name="mock-upstream-stdout", daemon=True).start()
-
-    addr = None
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while addr is None:
-        try:
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-        except queue.Empty:
-            stop(proc)
-            pytest.fail(
-                f"mock-upstream printed no 'listening on http://ADDR' line within {STARTUP_TIMEOUT_S:.0f}s\n"
-                f"command: {cmd}\nlog {log}:\n{tail(log)}",
-                pytrace=False,
-            )
-        if line is None:
-            code = proc.wait(timeout=5)
-            pytest.fail(
-                f"mock-upstream exited (status {code}) before it was listening\ncommand: {cmd}\n"
-                f"log {log}:\n{tail(log)}",
-                pytrace=False,
-            )
-        m = re.search(r"listening on http://(\S+)", line)
-        if m:
-            addr = m.group(1).rstrip("/")
-
-    _SERVICES["mock-upstream"] = Service("mock-upstream", proc, log)
+    binary = ph.require_binary("MOCK_UPSTREAM_BIN", "mock-upstream", "target/debug/mock-upstream", _fail)
+    args = ["--reply", REPLY, "--model", MODEL]
+    service, addr = ph.start_mock_upstream(binary, args, tmp_path_factory.mktemp("mock-upstream"), _fail)
+    _SERVICES["mock-upstream"] = service
     yield addr
     _SERVICES.pop("mock-upstream", None)
-    stop(proc)
+    ph.stop(service.proc)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "redis"])
@@ -166,8 +108,8 @@ def platform() -> mp.MockPlatform:
 def _start_runtime(
     name: str, cfg: dict, workdir: Path, backend: Backend, platform: mp.MockPlatform, prefix_suffix: str = ""
 ) -> Runtime:
-    binary = _require_binary("BOT_RUNTIME_BIN", "bot-runtime", "target/debug/bot-runtime")
-    port = free_port()
+    binary = ph.require_binary("BOT_RUNTIME_BIN", "bot-runtime", "target/debug/bot-runtime", _fail)
+    port = ph.free_port()
     data_dir = workdir / "data"
     data_dir.mkdir()
     cfg.setdefault("server", {}).update(listen=f"127.0.0.1:{port}", data_dir=str(data_dir))
@@ -179,56 +121,20 @@ def _start_runtime(
     config_file = workdir / "config.yaml"
     # JSON is YAML: no YAML library, no quoting surprises.
     config_file.write_text(json.dumps(cfg, indent=2))
-    log = workdir / "bot-runtime.log"
-
-    # The caller's environment minus anything that could configure the
-    # runtime differently from the file.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CLAWDBOT_", "MODEL_", "OPENAI_")) and k not in ("REDIS_URL", "DATABASE_URL", "RUST_LOG")
-    }
-    env.setdefault("RUST_BACKTRACE", "1")
+    # Nothing from the environment may configure the runtime differently
+    # from the file.
+    env = ph.runtime_env(drop=("REDIS_URL", "DATABASE_URL", "RUST_LOG"))
     env["NO_COLOR"] = "1"  # plain log lines in failure reports
-    with log.open("wb") as logf:
-        # cwd is a scratch directory: nothing lands in the repository.
-        proc = subprocess.Popen(
-            [binary, "--config", str(config_file)],
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=workdir,
-        )
-    ready_url = f"http://127.0.0.1:{port}/health/ready"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    last = "no answer yet"
-    while True:
-        code = proc.poll()
-        if code is not None:
-            pytest.fail(
-                f"{name} exited (status {code}) before {ready_url} answered 200\n"
-                f"config {config_file}:\n{config_file.read_text()}\nlog {log}:\n{tail(log)}",
-                pytrace=False,
-            )
-        try:
-            with urllib.request.urlopen(ready_url, timeout=2) as resp:
-                if resp.status == 200:
-                    break
-                last = f"HTTP {resp.status}"
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}: {exc.read()[:300]!r}"
-        except (urllib.error.URLError, OSError) as exc:
-            last = repr(exc)
-        if time.monotonic() >= deadline:
-            stop(proc)
-            pytest.fail(
-                f"{name} not ready: {ready_url} did not answer 200 within {STARTUP_TIMEOUT_S:.0f}s "
-                f"(last: {last})\nlog {log}:\n{tail(log)}",
-                pytrace=False,
-            )
-        time.sleep(0.1)
-    return Runtime(service=Service(name, proc, log), port=port, data_dir=data_dir, backend=backend, platform=platform)
+    service = ph.start_until_ready(
+        name,
+        [binary, "--config", str(config_file)],
+        workdir,
+        port,
+        env,
+        _fail,
+        exit_details=f"config {config_file}:\n{config_file.read_text()}\n",
+    )
+    return Runtime(service=service, port=port, data_dir=data_dir, backend=backend, platform=platform)
 
 
 def _base_config(upstream: str) -> dict:
@@ -299,7 +205,7 @@ def runtime(backend: Backend, platform: mp.MockPlatform, mock_upstream: str, tmp
     _SERVICES["bot-runtime"] = rt.service
     yield rt
     _SERVICES.pop("bot-runtime", None)
-    stop(rt.service.proc)
+    ph.stop(rt.service.proc)
 
 
 @pytest.fixture(scope="session")
@@ -325,7 +231,7 @@ def ws_runtime(backend: Backend, mock_upstream: str, tmp_path_factory: pytest.Te
     _SERVICES["bot-runtime-ws"] = rt.service
     yield rt
     _SERVICES.pop("bot-runtime-ws", None)
-    stop(rt.service.proc)
+    ph.stop(rt.service.proc)
     ws.close()
     plat.close()
     _PLATFORMS.pop("mock platform (long connection)", None)
@@ -341,7 +247,7 @@ _OFFSETS = pytest.StashKey[dict]()
 def pytest_runtest_call(item: pytest.Item):
     # Session fixtures are up by now; remember where everything stands.
     item.stash[_OFFSETS] = {
-        "services": {name: s.log_size() for name, s in _SERVICES.items()},
+        "services": ph.log_offsets(_SERVICES),
         "platforms": {name: p.last_seq() for name, p in _PLATFORMS.items()},
     }
     return (yield)
@@ -356,7 +262,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             report.sections.append((f"{name}: calls received during this test", p.dump(offsets["platforms"].get(name, 0))))
         for name, ws in _WS_SERVERS.items():
             report.sections.append((f"{name}: frames (last 20)", ws.describe()))
-        for name, service in _SERVICES.items():
-            text = service.log_since(offsets["services"].get(name, 0))
-            report.sections.append((f"{name} log during this test ({service.log})", text))
+        report.sections.extend(ph.log_sections(_SERVICES, offsets["services"]))
     return report

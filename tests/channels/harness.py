@@ -1,5 +1,6 @@
-"""Shared pieces of the channel tests: constants, process handles, HTTP,
-the durable-record probes (SQLite log database or Redis), waiting."""
+"""Shared pieces of the channel tests: constants, HTTP, the runtime handle,
+the durable-record probes (SQLite log database or Redis), waiting. Starting
+and stopping processes is tests/pyharness.py's (shared with tests/python)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import re
 import socket
 import sqlite3
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +19,7 @@ from typing import Any, Callable
 import pytest
 
 import mockplatform as mp
+from pyharness import Service
 
 REPLY = "Hello from the mock model: here is a café answer."
 MODEL = "mock-model"
@@ -29,8 +30,6 @@ BODY_LIMIT = 64 * 1024
 FEISHU_WINDOW_S = 3600
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
-STARTUP_TIMEOUT_S = 30.0
-LOG_TAIL_CHARS = 6000
 # How long a reply may take to reach the mock platform.
 REPLY_TIMEOUT_S = 8.0
 
@@ -56,62 +55,6 @@ def wait_for(
             ctx = context() if context else ""
             pytest.fail(f"timed out after {timeout:.1f}s waiting for {what}\n{ctx}", pytrace=False)
         time.sleep(0.05)
-
-
-# ---------------------------------------------------------------------------
-# Processes
-# ---------------------------------------------------------------------------
-
-
-def tail(path: Path, limit: int = LOG_TAIL_CHARS) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
-    if len(text) > limit:
-        text = "...\n" + text[-limit:]
-    return text or "<empty>"
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Service:
-    name: str
-    proc: subprocess.Popen
-    log: Path
-
-    def log_size(self) -> int:
-        try:
-            return self.log.stat().st_size
-        except OSError:
-            return 0
-
-    def log_since(self, offset: int) -> str:
-        try:
-            with self.log.open("rb") as f:
-                f.seek(offset)
-                data = f.read()
-        except OSError as exc:
-            return f"<cannot read {self.log}: {exc}>"
-        text = data.decode(errors="replace")
-        if len(text) > LOG_TAIL_CHARS:
-            text = "...\n" + text[-LOG_TAIL_CHARS:]
-        return text
 
 
 # ---------------------------------------------------------------------------
@@ -221,8 +164,10 @@ class Runtime:
                 total += float(m.group(3))
         return total
 
-    def _query(self, sql: str, args: tuple) -> list[tuple]:
-        db = self.data_dir / "clawdbot.db"
+    def _query(self, sql: str, args: tuple, db_file: str = "clawdbot.db") -> list[tuple]:
+        # Conversation logs live in clawdbot.db; without Redis, IM deliveries
+        # in deliveries.db beside it.
+        db = self.data_dir / db_file
         if not db.exists():
             return []
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
@@ -253,5 +198,7 @@ class Runtime:
         None when it was never recorded."""
         if self.backend.name == "redis":
             return redis_cmd("GET", f"{self.backend.key_prefix}delivery:{dedupe_key}")
-        rows = self._query("SELECT state FROM channel_deliveries WHERE dedupe_key = ?", (dedupe_key,))
+        rows = self._query(
+            "SELECT state FROM channel_deliveries WHERE dedupe_key = ?", (dedupe_key,), "deliveries.db"
+        )
         return rows[0][0] if rows else None

@@ -5,6 +5,7 @@ platform checks it (signatures recomputed independently here)."""
 from __future__ import annotations
 
 import json
+from typing import Any, Callable
 
 import pytest
 
@@ -20,14 +21,17 @@ def notify(rt: Runtime, payload: dict, key: str = ADMIN_KEY):
     )
 
 
-def with_text(route: str, needle: str, extract):
-    def pred(c: mp.Call) -> bool:
+def robot_call(rt: Runtime, route: str, text: str, extract: Callable[[Any], str | None], what: str) -> mp.Call:
+    """Waits for the call on `route` whose message (`extract` reads it from
+    the JSON body) contains `text`; fails naming `what`."""
+
+    def has_text(c: mp.Call) -> bool:
         try:
-            return needle in (extract(c.json()) or "")
+            return text in (extract(c.json()) or "")
         except (ValueError, AttributeError, TypeError):
             return False
 
-    return pred
+    return wait_for(lambda: rt.platform.find(route, has_text), what, context=rt.platform.dump)[0]
 
 
 def test_dingtalk_custom_robot_gets_a_signed_message(runtime: Runtime) -> None:
@@ -35,12 +39,7 @@ def test_dingtalk_custom_robot_gets_a_signed_message(runtime: Runtime) -> None:
     r = notify(runtime, {"channel": "dingtalk", "title": title, "text": text})
     assert r.status == 202, r
     extract = lambda b: (b.get("markdown") or {}).get("text") or (b.get("text") or {}).get("content")
-    calls = wait_for(
-        lambda: runtime.platform.find("dingtalk.robot", with_text("dingtalk.robot", text, extract)),
-        "the DingTalk custom robot notification",
-        context=runtime.platform.dump,
-    )
-    call = calls[0]
+    call = robot_call(runtime, "dingtalk.robot", text, extract, "the DingTalk custom robot notification")
     # The mock checked access_token, timestamp freshness and the sign.
     assert not call.problems, f"DingTalk would refuse the notification:\n{call.describe()}"
     assert call.response == {"errcode": 0, "errmsg": "ok"}
@@ -54,12 +53,9 @@ def test_feishu_custom_bot_gets_a_signed_message(runtime: Runtime) -> None:
     title, text = uid("title-"), uid("text-")
     r = notify(runtime, {"channel": "feishu", "title": title, "text": text})
     assert r.status == 202, r
-    calls = wait_for(
-        lambda: runtime.platform.find("feishu.bot", with_text("feishu.bot", text, lambda b: b["content"]["text"])),
-        "the Feishu custom bot notification",
-        context=runtime.platform.dump,
+    call = robot_call(
+        runtime, "feishu.bot", text, lambda b: b["content"]["text"], "the Feishu custom bot notification"
     )
-    call = calls[0]
     assert not call.problems, f"Feishu would refuse the notification (code 19021 is a bad sign):\n{call.describe()}"
     sent = call.json()
     # key = timestamp + "\n" + secret, message empty; timestamp in seconds.
@@ -72,12 +68,7 @@ def test_wecom_group_robot_gets_the_message(runtime: Runtime) -> None:
     r = notify(runtime, {"channel": "wecom", "title": title, "text": text})
     assert r.status == 202, r
     extract = lambda b: (b.get("markdown") or b.get("text") or {}).get("content")
-    calls = wait_for(
-        lambda: runtime.platform.find("wecom.robot", with_text("wecom.robot", text, extract)),
-        "the WeCom group robot notification",
-        context=runtime.platform.dump,
-    )
-    call = calls[0]
+    call = robot_call(runtime, "wecom.robot", text, extract, "the WeCom group robot notification")
     assert not call.problems, f"WeCom would refuse the notification:\n{call.describe()}"
     assert title in extract(call.json())
 

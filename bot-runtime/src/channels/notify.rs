@@ -72,12 +72,4 @@ impl Notifier {
         tx.try_send(n)
             .map_err(|_| NotifyError::QueueFull(p.label()))
     }
-
-    /// Notifications waiting, per platform.
-    pub fn waiting(&self) -> Vec<(Platform, usize)> {
-        self.queues
-            .iter()
-            .map(|(p, tx)| (*p, tx.max_capacity() - tx.capacity()))
-            .collect()
-    }
 }

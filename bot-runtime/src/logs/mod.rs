@@ -71,6 +71,21 @@ pub fn database_url(cfg: &RuntimeConfig) -> String {
     }
 }
 
+/// Where IM deliveries are recorded when Redis is not configured: the log
+/// database when it is a server (shared by every replica), else an SQLite
+/// file of their own, so a delivery's record never waits on the log
+/// writer's SQLite write lock (SQLite's busy handler sleeps in whole
+/// milliseconds).
+pub fn deliveries_database_url(cfg: &RuntimeConfig) -> String {
+    let url = database_url(cfg);
+    if url.starts_with("sqlite:") {
+        let file = PathBuf::from(&cfg.server.data_dir).join("deliveries.db");
+        format!("sqlite://{}", file.display())
+    } else {
+        url
+    }
+}
+
 /// `logs.spill_file`, or `log-spill.jsonl` under `server.data_dir`.
 pub fn spill_path(cfg: &RuntimeConfig) -> PathBuf {
     match &cfg.logs.spill_file {

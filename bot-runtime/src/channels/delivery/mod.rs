@@ -20,7 +20,7 @@ use std::time::Duration;
 use clawdbot_config::{ChannelsConfig, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, OnceCell, Semaphore, mpsc};
+use tokio::sync::{Mutex, OnceCell, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::{Accepted, Inbound, InboundSink, SinkError, SinkFuture};
@@ -56,7 +56,55 @@ enum Queue {
         store: LogStore,
         /// Tables exist (migrations ran) before the first record.
         ready: OnceCell<()>,
+        /// SQLite: records go through one task that commits whatever has
+        /// queued up as one transaction (group commit).
+        batcher: std::sync::OnceLock<mpsc::Sender<PendingRecord>>,
     },
+}
+
+/// A delivery waiting for the SQLite group commit.
+struct PendingRecord {
+    keys: Vec<String>,
+    payload: String,
+    claim_until: i64,
+    done: oneshot::Sender<Result<bool, String>>,
+}
+
+/// Most deliveries in one SQLite transaction.
+const MAX_BATCH: usize = 128;
+
+/// Commits queued records in batches: under load each transaction carries
+/// many deliveries, alone a delivery waits for nothing but its own commit.
+async fn sqlite_group_commit(
+    store: LogStore,
+    replica: String,
+    dedupe_ttl_ms: i64,
+    mut rx: mpsc::Receiver<PendingRecord>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let items: Vec<(&[String], &str, i64)> = batch
+            .iter()
+            .map(|p| (p.keys.as_slice(), p.payload.as_str(), p.claim_until))
+            .collect();
+        let now = now_ms();
+        let result = store
+            .record_delivery_batch(&items, &replica, now, now + dedupe_ttl_ms)
+            .await;
+        match result {
+            Ok(fresh) => {
+                for (p, f) in batch.drain(..).zip(fresh) {
+                    let _ = p.done.send(Ok(f));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for p in batch.drain(..) {
+                    let _ = p.done.send(Err(why.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// The dedupe keys of a message: its delivery id, then its message id.
@@ -104,17 +152,14 @@ const LOCAL_QUEUE: usize = 1024;
 const SQL_POLL: Duration = Duration::from_secs(2);
 
 impl Deliveries {
-    pub fn from_config(
-        cfg: &RuntimeConfig,
-        store: &LogStore,
-        metrics: &Metrics,
-    ) -> anyhow::Result<Self> {
+    pub fn from_config(cfg: &RuntimeConfig, metrics: &Metrics) -> anyhow::Result<Self> {
         let replica = replica_name();
         let queue = match &cfg.redis.url {
             Some(url) => Queue::Redis(RedisQueue::new(url.expose(), &cfg.redis, replica.clone())?),
             None => Queue::Sql {
-                store: store.clone(),
+                store: LogStore::open_lazy_with(&crate::logs::deliveries_database_url(cfg), 1)?,
                 ready: OnceCell::new(),
+                batcher: std::sync::OnceLock::new(),
             },
         };
         let (local_tx, local_rx) = mpsc::channel(LOCAL_QUEUE);
@@ -163,30 +208,72 @@ impl Deliveries {
                 )
                 .await?
             }
-            Queue::Sql { store, ready } => {
+            Queue::Sql {
+                store,
+                ready,
+                batcher,
+            } => {
                 self.sql_ready(store, ready).await?;
                 let now = now_ms();
-                let fresh = store
-                    .record_delivery(
-                        &keys,
-                        &payload,
-                        &self.replica,
-                        now,
-                        now + self.lease().as_millis() as i64,
-                        now + (self.cfg.dedupe_ttl_secs * 1000) as i64,
-                    )
-                    .await
-                    .map_err(|e| QueueError(format!("delivery not recorded: {e}")))?;
-                if fresh {
-                    let claimed = Claimed {
+                // A free worker slot: claim it for this replica. Workers
+                // saturated: record it due at once, for whichever replica's
+                // poller gets to it first (no second statement).
+                let slot = self.local_tx.clone().try_reserve_owned().ok();
+                let claim_until = if slot.is_some() {
+                    now + self.lease().as_millis() as i64
+                } else {
+                    now
+                };
+                let dedupe_ttl_ms = (self.cfg.dedupe_ttl_secs * 1000) as i64;
+                let fresh = if store.is_sqlite() {
+                    let tx = batcher.get_or_init(|| {
+                        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+                        let checkpoints = store.clone();
+                        tokio::spawn(async move {
+                            checkpoints
+                                .checkpoint_loop(Duration::from_millis(500))
+                                .await
+                        });
+                        tokio::spawn(sqlite_group_commit(
+                            store.clone(),
+                            self.replica.clone(),
+                            dedupe_ttl_ms,
+                            rx,
+                        ));
+                        tx
+                    });
+                    let (done, answer) = oneshot::channel();
+                    let pending = PendingRecord {
+                        keys: keys.clone(),
+                        payload: payload.clone(),
+                        claim_until,
+                        done,
+                    };
+                    let gone = || QueueError("delivery recorder stopped".into());
+                    tx.send(pending).await.map_err(|_| gone())?;
+                    answer
+                        .await
+                        .map_err(|_| gone())?
+                        .map_err(|e| QueueError(format!("delivery not recorded: {e}")))?
+                } else {
+                    store
+                        .record_delivery(
+                            &keys,
+                            &payload,
+                            &self.replica,
+                            now,
+                            claim_until,
+                            now + dedupe_ttl_ms,
+                        )
+                        .await
+                        .map_err(|e| QueueError(format!("delivery not recorded: {e}")))?
+                };
+                if fresh && let Some(slot) = slot {
+                    slot.send(Claimed {
                         key: keys[0].clone(),
                         payload,
                         attempts: 1,
-                    };
-                    if self.local_tx.try_send(claimed).is_err() {
-                        // Workers are saturated: hand it to the poller.
-                        let _ = store.release_delivery(&keys[0], &self.replica).await;
-                    }
+                    });
                 }
                 fresh
             }
@@ -323,7 +410,7 @@ impl Deliveries {
     async fn claim_lapsed(&self, max: usize) -> Vec<Claimed> {
         let r = match &self.queue {
             Queue::Redis(q) => q.claim_stale(self.lease(), max).await,
-            Queue::Sql { store, ready } => {
+            Queue::Sql { store, ready, .. } => {
                 if ready.get().is_none() && self.sql_ready(store, ready).await.is_err() {
                     return Vec::new();
                 }
@@ -445,7 +532,7 @@ impl Deliveries {
 
     /// Deletes dedupe keys past their TTL (SQL; Redis expires its own).
     pub async fn prune(&self) {
-        if let Queue::Sql { store, ready } = &self.queue
+        if let Queue::Sql { store, ready, .. } = &self.queue
             && ready.get().is_some()
         {
             loop {
@@ -465,7 +552,7 @@ impl Deliveries {
     pub async fn pending(&self) -> Result<u64, QueueError> {
         match &self.queue {
             Queue::Redis(q) => q.len().await,
-            Queue::Sql { store, ready } => {
+            Queue::Sql { store, ready, .. } => {
                 self.sql_ready(store, ready).await?;
                 store
                     .pending_deliveries()
