@@ -148,7 +148,9 @@ pub struct Deliveries {
     local_rx: Mutex<Option<mpsc::Receiver<Claimed>>>,
 }
 
-const LOCAL_QUEUE: usize = 1024;
+/// Deliveries this replica claims ahead of its workers, per worker: kept
+/// small so a claim never waits in the queue anywhere near its lease.
+const LOCAL_QUEUE_PER_WORKER: usize = 2;
 const SQL_POLL: Duration = Duration::from_secs(2);
 
 impl Deliveries {
@@ -162,7 +164,8 @@ impl Deliveries {
                 batcher: std::sync::OnceLock::new(),
             },
         };
-        let (local_tx, local_rx) = mpsc::channel(LOCAL_QUEUE);
+        let (local_tx, local_rx) =
+            mpsc::channel(cfg.channels.workers.max(1) * LOCAL_QUEUE_PER_WORKER);
         Ok(Self {
             queue,
             cfg: cfg.channels.clone(),
@@ -215,8 +218,8 @@ impl Deliveries {
             } => {
                 self.sql_ready(store, ready).await?;
                 let now = now_ms();
-                // A free worker slot: claim it for this replica. Workers
-                // saturated: record it due at once, for whichever replica's
+                // Room in this replica's short work queue: claim it here.
+                // Otherwise record it due at once, for whichever replica's
                 // poller gets to it first (no second statement).
                 let slot = self.local_tx.clone().try_reserve_owned().ok();
                 let claim_until = if slot.is_some() {
@@ -456,6 +459,25 @@ impl Deliveries {
     /// it done. A payload that cannot be read is dropped with a log line:
     /// retrying it could never succeed.
     async fn work(&self, st: &AppState, claimed: Claimed) {
+        // SQL: confirm the claim is still ours (it may have lapsed while
+        // queued, and been taken by another replica).
+        if let Queue::Sql { store, .. } = &self.queue {
+            let until = now_ms() + self.lease().as_millis() as i64;
+            match store
+                .renew_delivery(&claimed.key, &self.replica, until)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!("IM delivery claimed elsewhere meanwhile; skipped");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot confirm an IM delivery claim; left for later");
+                    return;
+                }
+            }
+        }
         let delivery: Delivery = match serde_json::from_str(&claimed.payload) {
             Ok(d) => d,
             Err(e) => {
