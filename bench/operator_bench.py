@@ -16,8 +16,6 @@ Usage: operator_bench.py OPERATOR_BIN PYTHON_WITH_KMOCK OUT_JSON [N] [IDLE_SECS]
 """
 import json
 import os
-import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,14 +24,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from benchutil import cpu_secs, free_port, status_kb
+
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = '/apis/clawdbot.io/v1alpha1'
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 class Api:
@@ -51,17 +47,8 @@ class Api:
             return e.code, None
 
 
-def proc_stat(pid):
-    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
-    ticks = os.sysconf('SC_CLK_TCK')
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime, seconds
 
 
-def rss_kb(pid, key):
-    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith(key + ':'):
-            return int(line.split()[1])
-    return 0
 
 
 def metric(url, name):
@@ -112,7 +99,7 @@ def main():
                 pass
             assert time.time() < deadline, 'operator did not become leader'
             time.sleep(0.05)
-        idle_rss = rss_kb(op.pid, 'VmRSS')
+        idle_rss = status_kb(op.pid, 'VmRSS', 0)
 
         api.call('POST', '/api/v1/namespaces', {'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': 'bench'}})
 
@@ -132,7 +119,7 @@ def main():
             single.append((time.perf_counter() - t0) * 1000)
 
         # Burst: N bots back to back.
-        cpu0, rec0 = proc_stat(op.pid), metric(murl, 'clawdbot_operator_reconcile_total')
+        cpu0, rec0 = cpu_secs(op.pid), metric(murl, 'clawdbot_operator_reconcile_total')
         created = {}
         t_start = time.perf_counter()
         for i in range(n):
@@ -153,9 +140,9 @@ def main():
             time.sleep(0.2)
         burst_secs = time.perf_counter() - t_start
         time.sleep(3)  # let the events of the last applies settle
-        cpu1, rec1 = proc_stat(op.pid), metric(murl, 'clawdbot_operator_reconcile_total')
+        cpu1, rec1 = cpu_secs(op.pid), metric(murl, 'clawdbot_operator_reconcile_total')
         reconciles = rec1 - rec0
-        peak_rss = rss_kb(op.pid, 'VmHWM')
+        peak_rss = status_kb(op.pid, 'VmHWM', 0)
 
         # Idle: writes after convergence.
         time.sleep(2)

@@ -16,22 +16,18 @@ scripts/ensure-services.sh starts them.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
+
+from benchutil import free_port, status_kb, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def psql(sql):
@@ -48,19 +44,6 @@ def redis_cmds():
     return 0
 
 
-def wait_ready(url, proc, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f'{url} exited early')
-        try:
-            with urllib.request.urlopen(url + '/health/ready', timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.02)
-    raise RuntimeError(f'{url} not ready')
 
 
 def main():
@@ -97,7 +80,7 @@ def main():
                                   stderr=open(work / f'{mode}.log', 'w'))
             procs.append(rt)
             url = f'http://127.0.0.1:{port}'
-            wait_ready(url, rt)
+            wait_ready(url, rt, poll=0.02)
             cmds0 = redis_cmds()
             lg = subprocess.run(['taskset', '-c', '0', str(bin_dir / 'loadgen'), '--json', '--url', f'{url}/api/v1/chat',
                                  '--body-file', str(body), '--header', 'Content-Type: application/json',
@@ -105,8 +88,7 @@ def main():
                                 capture_output=True, text=True, check=True)
             r = json.loads(lg.stdout)
             r['redis_commands'] = redis_cmds() - cmds0
-            r['peak_rss_kb'] = next(int(l.split()[1]) for l in Path(f'/proc/{rt.pid}/status').read_text().splitlines()
-                                    if l.startswith('VmHWM:'))
+            r['peak_rss_kb'] = status_kb(rt.pid, 'VmHWM')
             results[mode] = r
             rt.terminate()
             rt.wait(timeout=30)
@@ -123,11 +105,7 @@ def main():
         print(json.dumps(results, indent=1))
     finally:
         for p in procs:
-            p.terminate()
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop(p, timeout=15)
         psql(f'DROP DATABASE IF EXISTS {db} WITH (FORCE)')
         subprocess.run(f"redis-cli -h 127.0.0.1 --scan --pattern '{prefix}*' | xargs -r -n 500 redis-cli -h 127.0.0.1 del",
                        shell=True, stdout=subprocess.DEVNULL)

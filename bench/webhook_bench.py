@@ -31,7 +31,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from benchutil import cpu_secs, free_port, status_kb, stop, wait_ready
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = '## IM webhook deliveries'
 LOADGEN_CPU, MOCK_CPU = ('0', '1') if (os.cpu_count() or 1) >= 2 else ('0', '0')
@@ -47,13 +48,8 @@ MAX_CONNS = 32
 DINGTALK_SECRET = 'bench-dingtalk-app-secret'
 FEISHU_KEY = 'bench-feishu-encrypt-key'
 FEISHU_TOKEN = 'bench-feishu-verification-token'
-TICK = os.sysconf('SC_CLK_TCK')
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def start_listener(cmd, name, work):
@@ -77,18 +73,6 @@ def get(url, timeout=2):
         return r.status, r.read().decode()
 
 
-def wait_ready(url, proc, log, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f'bot-runtime exited early:\n{Path(log).read_text()[-3000:]}')
-        try:
-            if get(url + '/health/ready', 1)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.01)
-    raise RuntimeError(f'bot-runtime not ready:\n{Path(log).read_text()[-3000:]}')
 
 
 METRIC = re.compile(r'^(clawdbot_webhook_requests_total|clawdbot_channel_replies_total)'
@@ -104,16 +88,8 @@ def counters(url):
     return out
 
 
-def cpu_secs(pid):
-    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def status_kb(pid, key):
-    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith(key + ':'):
-            return int(line.split()[1])
-    return None
 
 
 def redis_up():
@@ -169,7 +145,7 @@ def one_run(bin_dir, work, name, mock, sink, store, platform, load, secs, rate, 
                           stdout=subprocess.DEVNULL, stderr=open(log, 'w'))
     url = f'http://127.0.0.1:{port}'
     try:
-        wait_ready(url, rt, log)
+        wait_ready(url, rt, log, poll=0.01)
         if load == 'fixed':
             shape = ['--rate', str(rate), '--connections', '64', '--duration-secs', str(secs),
                      '--warmup-secs', '2']
@@ -200,12 +176,7 @@ def one_run(bin_dir, work, name, mock, sink, store, platform, load, secs, rate, 
         print(f'[webhooks] {name}: {json.dumps(r)}', file=sys.stderr)
         return r
     finally:
-        rt.terminate()
-        try:
-            rt.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            rt.kill()
-            rt.wait()
+        stop(rt)
         if prefix:
             subprocess.run(f"redis-cli -h 127.0.0.1 --scan --pattern '{prefix}*' | xargs -r -n 500 redis-cli -h 127.0.0.1 del",
                            shell=True, stdout=subprocess.DEVNULL)
@@ -255,11 +226,7 @@ def main():
         print(json.dumps(results, indent=1))
     finally:
         for p in procs:
-            p.terminate()
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop(p)
         subprocess.run(['rm', '-rf', str(work)])
 
 

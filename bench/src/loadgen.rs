@@ -555,3 +555,72 @@ pub fn parse_header(s: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
         HeaderValue::from_str(v.trim())?,
     ))
 }
+
+/// The load shape both load generators take on the command line: open loop
+/// at `--rate` or closed loop over `--connections`, a warm-up, a measured
+/// window, the per-request timeout and the runtime's threads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Shape {
+    /// Fixed request rate (open loop).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Connections: the pool for --rate (default: the tool's), or the
+    /// closed-loop concurrency without --rate.
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Measured window in seconds.
+    #[arg(long)]
+    pub duration_secs: f64,
+    /// Load before the window that is not measured.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_secs: f64,
+    /// Per-request timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// Tokio worker threads (1 runs a single-threaded runtime).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+impl Shape {
+    /// Open loop when `--rate` is given (on `default_connections` unless
+    /// `--connections` says otherwise), else closed loop.
+    pub fn mode(&self, default_connections: usize) -> anyhow::Result<Mode> {
+        Ok(match (self.rate, self.connections) {
+            (Some(rps), c) => Mode::Rate {
+                rps,
+                connections: c.unwrap_or(default_connections),
+            },
+            (None, Some(connections)) => Mode::Closed { connections },
+            (None, None) => bail!("give --rate or --connections"),
+        })
+    }
+
+    /// The measured window and the warm-up; the window must not be empty.
+    pub fn window(&self) -> anyhow::Result<(Duration, Duration)> {
+        let secs = |s: f64, what: &str| {
+            Duration::try_from_secs_f64(s).with_context(|| format!("bad {what}: {s}"))
+        };
+        let duration = secs(self.duration_secs, "--duration-secs")?;
+        if duration.is_zero() {
+            bail!("--duration-secs must be > 0");
+        }
+        Ok((duration, secs(self.warmup_secs, "--warmup-secs")?))
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// A current-thread runtime for 1 thread, else a multi-thread one.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut b = if self.threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(self.threads);
+            b
+        };
+        b.enable_all().build()
+    }
+}

@@ -13,9 +13,9 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use bot_runtime::channels::dingtalk::stream::{self as dingtalk, DingTalkStreamConfig};
+use bot_runtime::channels::dingtalk::stream as dingtalk;
 use bot_runtime::channels::feishu::frame::{self, Frame};
-use bot_runtime::channels::feishu::ws::{self as feishu, FeishuWsConfig};
+use bot_runtime::channels::feishu::ws as feishu;
 use bot_runtime::channels::longconn::OutcomeHook;
 use bot_runtime::channels::{Accepted, Inbound, InboundSink, SinkError, SinkFuture};
 use clawdbot_config::Secret;
@@ -250,7 +250,7 @@ async fn dingtalk_ack(ws: &mut WebSocketStream<TcpStream>) -> Value {
 async fn dingtalk_stream_acks_records_and_reconnects() {
     let mut p = platform(dingtalk::OPEN_PATH, dingtalk_answer).await;
     let client = Running::start(|hook, sink, stop| {
-        let mut cfg = DingTalkStreamConfig::new(&p.api_base, "ding-app", Secret::new("app-secret"));
+        let mut cfg = dingtalk::config(&p.api_base, "ding-app", Secret::new("app-secret"));
         cfg.reconnect_base = Duration::from_millis(10);
         cfg.reconnect_max = Duration::from_millis(50);
         cfg.on_outcome = Some(hook);
@@ -339,6 +339,23 @@ async fn dingtalk_stream_acks_records_and_reconnects() {
     let (target, mut ws) = next(&mut p.conns).await;
     assert_eq!(target, "/connect?ticket=ticket-2");
 
+    // A picture (no text): acked, not handed over, reported as ignored.
+    let mut picture: Value = serde_json::from_str(&dingtalk_message("msg-pic", "")).unwrap();
+    picture["msgtype"] = json!("picture");
+    ws.send(dingtalk_frame(
+        "CALLBACK",
+        dingtalk::BOT_TOPIC,
+        "cb-pic",
+        &picture.to_string(),
+    ))
+    .await
+    .unwrap();
+    let ack = dingtalk_ack(&mut ws).await;
+    assert_eq!(
+        (ack["code"].clone(), ack["headers"]["messageId"].clone()),
+        (json!(200), json!("cb-pic"))
+    );
+
     // The sink fails: no success ack, so DingTalk delivers it again.
     sink.fail.store(true, Ordering::SeqCst);
     ws.send(dingtalk_frame(
@@ -353,7 +370,9 @@ async fn dingtalk_stream_acks_records_and_reconnects() {
     assert_eq!(ack["headers"]["messageId"], "cb-3");
     assert_ne!(ack["code"], 200);
     assert_eq!(sink.got().len(), 2);
-    assert_eq!(client.outcomes(), ["accepted", "duplicate", "unavailable"]);
+    // The sink counts what it records (accepted, duplicate, unavailable);
+    // the hook hears only the rest.
+    assert_eq!(client.outcomes(), ["ignored"]);
     client.stop().await;
 }
 
@@ -368,7 +387,7 @@ async fn dingtalk_stream_retries_a_failed_open_call() {
     }
     let mut p = platform(dingtalk::OPEN_PATH, answer).await;
     let client = Running::start(|_, sink, stop| {
-        let mut cfg = DingTalkStreamConfig::new(&p.api_base, "ding-app", Secret::new("s"));
+        let mut cfg = dingtalk::config(&p.api_base, "ding-app", Secret::new("s"));
         cfg.reconnect_base = Duration::from_millis(10);
         dingtalk::run(cfg, sink, stop)
     });
@@ -484,7 +503,7 @@ fn answer_code(f: &Frame) -> i64 {
 async fn feishu_ws_answers_records_reassembles_and_reconnects() {
     let mut p = platform(feishu::ENDPOINT_PATH, feishu_answer).await;
     let client = Running::start(|hook, sink, stop| {
-        let mut cfg = FeishuWsConfig::new(&p.api_base, "cli_test", Secret::new("app-secret"));
+        let mut cfg = feishu::config(&p.api_base, "cli_test", Secret::new("app-secret"));
         cfg.reconnect_base = Duration::from_millis(10);
         cfg.reconnect_max = Duration::from_millis(50);
         cfg.on_outcome = Some(hook);
@@ -559,6 +578,25 @@ async fn feishu_ws_answers_records_reassembles_and_reconnects() {
     assert!(target.starts_with("/ws/v2?device_id=dev-3&"), "{target}");
     feishu_expect_ping(&mut ws).await;
 
+    // An event we do not handle: answered 200, not handed over, reported as ignored.
+    let other = json!({
+        "schema": "2.0",
+        "header": {"event_id": "ev-other", "event_type": "im.chat.updated_v1", "token": "t"},
+        "event": {},
+    });
+    ws.send(data_frame(
+        8,
+        "fm-other",
+        1,
+        0,
+        other.to_string().as_bytes(),
+    ))
+    .await
+    .unwrap();
+    let answer = feishu_frame(&mut ws).await;
+    assert_eq!(answer.header("message_id"), Some("fm-other"));
+    assert_eq!(answer_code(&answer), 200);
+
     // The sink fails: answered 500, so Feishu delivers it again.
     sink.fail.store(true, Ordering::SeqCst);
     ws.send(data_frame(
@@ -574,10 +612,8 @@ async fn feishu_ws_answers_records_reassembles_and_reconnects() {
     assert_eq!(answer.header("message_id"), Some("fm-3"));
     assert_eq!(answer_code(&answer), 500);
     assert_eq!(sink.got().len(), 3);
-    assert_eq!(
-        client.outcomes(),
-        ["accepted", "duplicate", "accepted", "unavailable"]
-    );
+    // The sink counts what it records; the hook hears only the rest.
+    assert_eq!(client.outcomes(), ["ignored"]);
     client.stop().await;
 }
 

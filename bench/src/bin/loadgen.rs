@@ -1,11 +1,9 @@
 //! Fixed-rate / closed-loop HTTP/1.1 load generator for loopback targets.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
-use clawdbot_bench::loadgen::{self, Config, Mode, Target};
+use clawdbot_bench::loadgen::{self, Config, Shape, Target};
 use hyper::Method;
 
 #[derive(Parser, Debug)]
@@ -23,6 +21,8 @@ use hyper::Method;
         time to the first SSE chunk with non-empty delta.content)."
 )]
 struct Args {
+    #[command(flatten)]
+    shape: Shape,
     /// Target URL, e.g. http://127.0.0.1:8080/v1/chat/completions.
     #[arg(long)]
     url: String,
@@ -35,28 +35,9 @@ struct Args {
     /// Extra header 'Name: value' (repeatable).
     #[arg(long = "header", short = 'H')]
     headers: Vec<String>,
-    /// Fixed request rate (open loop).
-    #[arg(long)]
-    rate: Option<f64>,
-    /// Connections: the pool for --rate (default 32), or the closed-loop
-    /// concurrency without --rate.
-    #[arg(long)]
-    connections: Option<usize>,
-    /// Measured window in seconds.
-    #[arg(long)]
-    duration_secs: f64,
-    /// Load before the window that is not measured.
-    #[arg(long, default_value_t = 0.0)]
-    warmup_secs: f64,
     /// Parse SSE responses and report time to first content token.
     #[arg(long)]
     stream: bool,
-    /// Per-request timeout in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    timeout_ms: u64,
-    /// Tokio worker threads (1 runs a single-threaded runtime).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -81,40 +62,20 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|h| loadgen::parse_header(h))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mode = match (args.rate, args.connections) {
-        (Some(rps), c) => Mode::Rate {
-            rps,
-            connections: c.unwrap_or(32),
-        },
-        (None, Some(connections)) => Mode::Closed { connections },
-        (None, None) => anyhow::bail!("give --rate or --connections"),
-    };
-    let secs = |s: f64, what: &str| {
-        Duration::try_from_secs_f64(s).with_context(|| format!("bad {what}: {s}"))
-    };
+    let mode = args.shape.mode(32)?;
+    let (duration, warmup) = args.shape.window()?;
     let cfg = Config {
         target,
         method,
         body,
         headers,
         mode,
-        duration: secs(args.duration_secs, "--duration-secs")?,
-        warmup: secs(args.warmup_secs, "--warmup-secs")?,
+        duration,
+        warmup,
         stream: args.stream,
-        timeout: Duration::from_millis(args.timeout_ms),
+        timeout: args.shape.timeout(),
     };
-    if cfg.duration.is_zero() {
-        anyhow::bail!("--duration-secs must be > 0");
-    }
-
-    let mut rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(args.threads);
-        b
-    };
-    let report = rt.enable_all().build()?.block_on(loadgen::run(cfg))?;
+    let report = args.shape.runtime()?.block_on(loadgen::run(cfg))?;
 
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -3,13 +3,12 @@
 //! at a fixed rate or in a closed loop (the `loadgen` engine, loopback only).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use clawdbot_bench::im::{self, Setup};
-use clawdbot_bench::loadgen::{self, Config, Mode, PoolUse, Prepared, Report, Target};
+use clawdbot_bench::loadgen::{self, Config, Mode, PoolUse, Prepared, Report, Shape, Target};
 use hyper::Method;
 use serde::Serialize;
 
@@ -35,24 +34,13 @@ enum Platform {
         build_ms, pool {built, sent, ok, exhausted} (sent/ok include the warm-up)."
 )]
 struct Args {
+    #[command(flatten)]
+    shape: Shape,
     /// bot-runtime base URL, e.g. http://127.0.0.1:8080 (its path is ignored).
     #[arg(long)]
     url: String,
     #[arg(long, value_enum)]
     platform: Platform,
-    /// Fixed delivery rate (open loop).
-    #[arg(long)]
-    rate: Option<f64>,
-    /// Connections: the pool for --rate (default 64), or the closed-loop
-    /// concurrency without --rate.
-    #[arg(long)]
-    connections: Option<usize>,
-    /// Measured window in seconds.
-    #[arg(long)]
-    duration_secs: f64,
-    /// Load before the window that is not measured.
-    #[arg(long, default_value_t = 0.0)]
-    warmup_secs: f64,
     /// Deliveries to pre-build. Default: enough for --rate over warm-up and
     /// window; closed loop: --closed-rate-cap deliveries per second of it.
     #[arg(long)]
@@ -92,12 +80,6 @@ struct Args {
     /// Distinct users / conversations the deliveries cycle through.
     #[arg(long, default_value_t = 1000)]
     users: u64,
-    /// Per-request timeout in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    timeout_ms: u64,
-    /// Tokio worker threads (1 runs a single-threaded runtime).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -115,23 +97,9 @@ struct Output {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let target = Target::parse(&args.url)?;
-    let mode = match (args.rate, args.connections) {
-        (Some(rps), c) => Mode::Rate {
-            rps,
-            connections: c.unwrap_or(64),
-        },
-        (None, Some(connections)) => Mode::Closed { connections },
-        (None, None) => anyhow::bail!("give --rate or --connections"),
-    };
-    let secs = |s: f64, what: &str| {
-        Duration::try_from_secs_f64(s).with_context(|| format!("bad {what}: {s}"))
-    };
-    let duration = secs(args.duration_secs, "--duration-secs")?;
-    let warmup = secs(args.warmup_secs, "--warmup-secs")?;
-    if duration.is_zero() {
-        anyhow::bail!("--duration-secs must be > 0");
-    }
-    let span = args.duration_secs + args.warmup_secs;
+    let mode = args.shape.mode(64)?;
+    let (duration, warmup) = args.shape.window()?;
+    let span = args.shape.duration_secs + args.shape.warmup_secs;
     let pool_size = args.pool.unwrap_or_else(|| match mode {
         // The schedule's slots, plus one extra second.
         Mode::Rate { rps, .. } => ((span + 1.0) * rps).ceil() as u64,
@@ -170,18 +138,11 @@ fn main() -> anyhow::Result<()> {
         duration,
         warmup,
         stream: false,
-        timeout: Duration::from_millis(args.timeout_ms),
+        timeout: args.shape.timeout(),
     };
-    let mut rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(args.threads);
-        b
-    };
-    let (report, pool) = rt
-        .enable_all()
-        .build()?
+    let (report, pool) = args
+        .shape
+        .runtime()?
         .block_on(loadgen::run_each(cfg, pool))?;
     let out = Output {
         platform: args.platform,

@@ -16,6 +16,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use clawdbot_config::Secret;
+
 use crate::channels::{Accepted, InboundSink, Rejection, Verdict};
 
 pub const USER_AGENT: &str = concat!("clawdbot-bot-runtime/", env!("CARGO_PKG_VERSION"));
@@ -24,8 +26,63 @@ const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// Cap on any configured wait, so time arithmetic cannot overflow.
 const MAX_WAIT: Duration = Duration::from_secs(86_400);
 
-/// Called with the `clawdbot_webhook_requests_total` outcome of each message.
+/// Called with the `clawdbot_webhook_requests_total` outcome of each message
+/// the sink did not count itself: ignored, handshake, and rejections.
 pub type OutcomeHook = Arc<dyn Fn(&'static str) + Send + Sync>;
+
+/// What a long-connection client needs: where to connect, with whose
+/// credentials, and its timings.
+#[derive(Clone)]
+pub struct LinkConfig {
+    /// `dingtalk.api_base` or `feishu.api_base`.
+    pub api_base: String,
+    /// The app's AppKey / Client ID (DingTalk) or App ID (Feishu).
+    pub app_id: String,
+    /// The app's AppSecret (Client Secret) or App Secret.
+    pub app_secret: Secret,
+    /// First reconnect delay; it doubles per failed attempt up to `reconnect_max`.
+    pub reconnect_base: Duration,
+    pub reconnect_max: Duration,
+    /// Ping interval (Feishu: until the server's ClientConfig names one);
+    /// a few of these without any traffic end the session.
+    pub heartbeat: Duration,
+    /// Deadline of the endpoint call and of the WebSocket handshake.
+    pub connect_timeout: Duration,
+    pub on_outcome: Option<OutcomeHook>,
+}
+
+impl LinkConfig {
+    pub fn new(
+        api_base: impl Into<String>,
+        app_id: impl Into<String>,
+        app_secret: Secret,
+        heartbeat: Duration,
+    ) -> Self {
+        Self {
+            api_base: api_base.into(),
+            app_id: app_id.into(),
+            app_secret,
+            reconnect_base: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+            heartbeat,
+            connect_timeout: Duration::from_secs(10),
+            on_outcome: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkConfig")
+            .field("api_base", &self.api_base)
+            .field("app_id", &self.app_id)
+            .field("app_secret", &self.app_secret)
+            .field("reconnect_base", &self.reconnect_base)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("heartbeat", &self.heartbeat)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A client WebSocket, plain or TLS.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -287,7 +344,10 @@ pub(crate) async fn accept(
             (rejection.outcome(), true)
         }
     };
-    if let Some(hook) = hook {
+    // The sink counts what it records (accepted, duplicate, unavailable).
+    if let Some(hook) = hook
+        && !matches!(outcome, "accepted" | "duplicate" | "unavailable")
+    {
         hook(outcome);
     }
     recorded

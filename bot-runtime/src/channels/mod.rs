@@ -191,16 +191,11 @@ pub fn long_connections(
     let sink: std::sync::Arc<dyn InboundSink> = st.deliveries.clone();
     let hook = |p: Platform| -> std::sync::Arc<dyn Fn(&'static str) + Send + Sync> {
         let m = st.metrics.webhook_requests.clone();
-        // The sink (the delivery queue) counts what it records itself.
-        std::sync::Arc::new(move |outcome| {
-            if !matches!(outcome, "accepted" | "duplicate" | "unavailable") {
-                m.with_label_values(&[p.label(), outcome]).inc();
-            }
-        })
+        std::sync::Arc::new(move |outcome| m.with_label_values(&[p.label(), outcome]).inc())
     };
     let d = &st.cfg.dingtalk;
     if d.enabled && d.mode == DingTalkMode::Stream {
-        let mut cfg = dingtalk::stream::DingTalkStreamConfig::new(
+        let mut cfg = dingtalk::stream::config(
             d.api_base.clone(),
             d.app_key.clone().unwrap_or_default(),
             d.app_secret.clone().unwrap_or_else(|| Secret::new("")),
@@ -214,7 +209,7 @@ pub fn long_connections(
     }
     let f = &st.cfg.feishu;
     if f.enabled && f.mode == FeishuMode::Websocket {
-        let mut cfg = feishu::ws::FeishuWsConfig::new(
+        let mut cfg = feishu::ws::config(
             f.api_base.clone(),
             f.app_id.clone().unwrap_or_default(),
             f.app_secret.clone().unwrap_or_else(|| Secret::new("")),

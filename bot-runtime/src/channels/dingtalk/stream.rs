@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::channels::InboundSink;
 use crate::channels::longconn::{
-    self, Ended, Handler, LinkName, LongConnection, OutcomeHook, Step, USER_AGENT, after,
+    self, Ended, Handler, LinkConfig, LinkName, LongConnection, Step, USER_AGENT, after,
     unless_stopped,
 };
 
@@ -41,63 +41,18 @@ const NAME: LinkName = LinkName {
     item: "message",
 };
 
-#[derive(Clone)]
-pub struct DingTalkStreamConfig {
-    /// `dingtalk.api_base`, `https://api.dingtalk.com` by default.
-    pub api_base: String,
-    /// The AppKey (Client ID).
-    pub client_id: String,
-    /// The AppSecret (Client Secret).
-    pub client_secret: Secret,
-    /// First reconnect delay; it doubles per failed attempt up to `reconnect_max`.
-    pub reconnect_base: Duration,
-    pub reconnect_max: Duration,
-    /// WebSocket ping interval; twice this without any traffic ends the session.
-    pub keepalive: Duration,
-    /// Deadline of the open call and of the WebSocket handshake.
-    pub connect_timeout: Duration,
-    pub on_outcome: Option<OutcomeHook>,
-}
-
-impl DingTalkStreamConfig {
-    pub fn new(
-        api_base: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: Secret,
-    ) -> Self {
-        Self {
-            api_base: api_base.into(),
-            client_id: client_id.into(),
-            client_secret,
-            reconnect_base: Duration::from_secs(1),
-            reconnect_max: Duration::from_secs(60),
-            keepalive: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
-            on_outcome: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for DingTalkStreamConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DingTalkStreamConfig")
-            .field("api_base", &self.api_base)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
-            .field("reconnect_base", &self.reconnect_base)
-            .field("reconnect_max", &self.reconnect_max)
-            .field("keepalive", &self.keepalive)
-            .finish_non_exhaustive()
-    }
+/// The client's settings: keepalive every 60 s.
+pub fn config(
+    api_base: impl Into<String>,
+    app_id: impl Into<String>,
+    app_secret: Secret,
+) -> LinkConfig {
+    LinkConfig::new(api_base, app_id, app_secret, Duration::from_secs(60))
 }
 
 /// Keeps the stream up until `shutdown` turns true (or its sender is
 /// dropped), handing each robot message to `sink`.
-pub async fn run(
-    cfg: DingTalkStreamConfig,
-    sink: Arc<dyn InboundSink>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(cfg: LinkConfig, sink: Arc<dyn InboundSink>, mut shutdown: watch::Receiver<bool>) {
     let Some(http) = longconn::http_client(NAME, cfg.connect_timeout) else {
         return;
     };
@@ -134,7 +89,7 @@ fn handshake_error(e: tungstenite::Error) -> anyhow::Error {
 }
 
 struct Client {
-    cfg: DingTalkStreamConfig,
+    cfg: LinkConfig,
     sink: Arc<dyn InboundSink>,
     http: reqwest::Client,
     local_ip: String,
@@ -160,7 +115,7 @@ impl LongConnection for Client {
             return Ok(Ended::Shutdown);
         };
         tracing::info!(endpoint = %safe, "dingtalk: stream up");
-        let first_ping = after(self.cfg.keepalive);
+        let first_ping = after(self.cfg.heartbeat);
         longconn::pump(ws, self, first_ping, 2, shutdown).await
     }
 }
@@ -171,7 +126,7 @@ impl Handler for Client {
     }
 
     fn ping_interval(&self) -> Duration {
-        self.cfg.keepalive
+        self.cfg.heartbeat
     }
 
     async fn on_message(&mut self, message: Message) -> Step {
@@ -189,8 +144,8 @@ impl Client {
     async fn open(&self) -> anyhow::Result<Connection> {
         let url = format!("{}{OPEN_PATH}", self.cfg.api_base.trim_end_matches('/'));
         let body = open_body(
-            &self.cfg.client_id,
-            self.cfg.client_secret.expose(),
+            &self.cfg.app_id,
+            self.cfg.app_secret.expose(),
             &self.local_ip,
         );
         let resp = self

@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::frame::{self, Frame, METHOD_CONTROL, METHOD_DATA};
 use crate::channels::InboundSink;
 use crate::channels::longconn::{
-    self, Ended, Handler, LinkName, LongConnection, OutcomeHook, Step, unless_stopped,
+    self, Ended, Handler, LinkConfig, LinkName, LongConnection, Step, unless_stopped,
 };
 
 pub const ENDPOINT_PATH: &str = "/callback/ws/endpoint";
@@ -50,63 +50,24 @@ const NAME: LinkName = LinkName {
     item: "event",
 };
 
-#[derive(Clone)]
-pub struct FeishuWsConfig {
-    /// `https://open.feishu.cn` (Feishu) or `https://open.larksuite.com` (Lark).
-    pub api_base: String,
-    pub app_id: String,
-    pub app_secret: Secret,
-    /// First reconnect delay; it doubles per failed attempt up to `reconnect_max`.
-    pub reconnect_base: Duration,
-    pub reconnect_max: Duration,
-    /// Ping interval until the server's ClientConfig names one.
-    pub ping_interval: Duration,
-    /// Deadline of the endpoint call and of the WebSocket handshake.
-    pub connect_timeout: Duration,
-    pub on_outcome: Option<OutcomeHook>,
-}
-
-impl FeishuWsConfig {
-    pub fn new(api_base: impl Into<String>, app_id: impl Into<String>, app_secret: Secret) -> Self {
-        Self {
-            api_base: api_base.into(),
-            app_id: app_id.into(),
-            app_secret,
-            reconnect_base: Duration::from_secs(1),
-            reconnect_max: Duration::from_secs(60),
-            ping_interval: Duration::from_secs(120),
-            connect_timeout: Duration::from_secs(10),
-            on_outcome: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for FeishuWsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FeishuWsConfig")
-            .field("api_base", &self.api_base)
-            .field("app_id", &self.app_id)
-            .field("app_secret", &self.app_secret)
-            .field("reconnect_base", &self.reconnect_base)
-            .field("reconnect_max", &self.reconnect_max)
-            .field("ping_interval", &self.ping_interval)
-            .finish_non_exhaustive()
-    }
+/// The client's settings: ping every 120 s until the server names its interval.
+pub fn config(
+    api_base: impl Into<String>,
+    app_id: impl Into<String>,
+    app_secret: Secret,
+) -> LinkConfig {
+    LinkConfig::new(api_base, app_id, app_secret, Duration::from_secs(120))
 }
 
 /// Keeps the long connection up until `shutdown` turns true (or its sender
 /// is dropped), handing each message event to `sink`.
-pub async fn run(
-    cfg: FeishuWsConfig,
-    sink: Arc<dyn InboundSink>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(cfg: LinkConfig, sink: Arc<dyn InboundSink>, mut shutdown: watch::Receiver<bool>) {
     let Some(http) = longconn::http_client(NAME, cfg.connect_timeout) else {
         return;
     };
     let (base, max) = (cfg.reconnect_base, cfg.reconnect_max);
     let mut client = Client {
-        ping_interval: cfg.ping_interval,
+        ping_interval: cfg.heartbeat,
         service_id: 0,
         cfg,
         sink,
@@ -140,7 +101,7 @@ fn handshake_error(e: tungstenite::Error) -> anyhow::Error {
 }
 
 struct Client {
-    cfg: FeishuWsConfig,
+    cfg: LinkConfig,
     sink: Arc<dyn InboundSink>,
     http: reqwest::Client,
     ping_interval: Duration,
