@@ -12,7 +12,7 @@
 #   BENCH_SKIP_STATE=1    skip the Redis/PostgreSQL vs memory/SQLite benchmark
 #   BENCH_SKIP_WEBHOOKS=1 skip the IM webhook benchmark (signed DingTalk and
 #                         encrypted Feishu deliveries; bench/webhook_bench.py,
-#                         about 90 s; `bash bench/webhooks.sh` runs it alone)
+#                         about 4 minutes; `bash bench/webhooks.sh` runs it alone)
 #   BENCH_ROUNDS=3        direct/bot-runtime latency runs alternate this many
 #                         times; the report takes the median (noise on 2 cores)
 # All load is on 127.0.0.1 and every run is bounded in time.
@@ -309,9 +309,10 @@ if [[ ${BENCH_SKIP_STATE:-0} != 1 ]]; then
 fi
 
 if [[ ${BENCH_SKIP_WEBHOOKS:-0} != 1 && $SKIP_BOT != 1 ]]; then
-    # Same pinning as above: webhook-load on CPU 0, mock-upstream and the
-    # API sink on CPU 1, bot-runtime unpinned. Redis (started by the state
-    # section's ensure-services.sh) is measured when it answers.
+    # mock-upstream and the API sink on CPU 1; webhook-load and bot-runtime
+    # unpinned (see the section's text), each fixed-rate run 3 times. Redis
+    # (started by the state section's ensure-services.sh) is measured when
+    # it answers.
     log "IM webhooks: signed DingTalk and encrypted Feishu deliveries, SQLite and Redis"
     python3 "$ROOT/bench/webhook_bench.py" "$BIN" "$WORK/webhooks.json" "$SECS" >/dev/null
     python3 "$ROOT/bench/webhook_bench.py" --update "$WORK/webhooks.json" "$OUT_MD"

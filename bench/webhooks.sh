@@ -5,7 +5,8 @@
 #
 # Env: BENCH_SECS=10 (fixed-rate window; closed loop uses half),
 #      BENCH_OUT=docs/benchmarks.md, and webhook_bench.py's own knobs
-#      (BENCH_WEBHOOK_RATE, BENCH_WEBHOOK_REDIS, BENCH_WEBHOOK_REPLIES_PER_SECOND).
+#      (BENCH_WEBHOOK_RATE, BENCH_WEBHOOK_REPEATS, BENCH_WEBHOOK_REDIS,
+#      BENCH_WEBHOOK_REPLIES_PER_SECOND).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -1,9 +1,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bot_runtime::logpipe::{Flush, LogPipe};
 use clap::{Parser, Subcommand};
 use clawdbot_config::{LogFormat, RuntimeConfig};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// ClawdBot runtime: web chat, chat API, OpenAI-compatible endpoint.
 #[derive(Parser)]
@@ -87,13 +89,19 @@ fn load_config(path: Option<&PathBuf>) -> Result<RuntimeConfig, Vec<String>> {
         .map_err(|e| e.issues().iter().map(ToString::to_string).collect())
 }
 
-fn init_logging(cfg: &RuntimeConfig) {
+/// Logs go to stdout through the writer thread ([`LogPipe`]); the returned
+/// guard writes out what is left when `serve` returns.
+fn init_logging(cfg: &RuntimeConfig) -> Option<Flush> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.logging.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, flush) = match LogPipe::start(std::io::stdout()) {
+        Some((pipe, flush)) => (BoxMakeWriter::new(pipe), Some(flush)),
+        None => (BoxMakeWriter::new(std::io::stdout), None),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     match cfg.logging.format {
         LogFormat::Json => builder
             .json()
@@ -103,10 +111,11 @@ fn init_logging(cfg: &RuntimeConfig) {
             .init(),
         LogFormat::Text => builder.init(),
     }
+    flush
 }
 
 fn serve(cfg: RuntimeConfig) -> ExitCode {
-    init_logging(&cfg);
+    let _flush = init_logging(&cfg);
     bot_runtime::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

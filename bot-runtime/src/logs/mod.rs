@@ -71,19 +71,14 @@ pub fn database_url(cfg: &RuntimeConfig) -> String {
     }
 }
 
-/// Where IM deliveries are recorded when Redis is not configured: the log
-/// database when it is a server (shared by every replica), else an SQLite
-/// file of their own, so a delivery's record never waits on the log
-/// writer's SQLite write lock (SQLite's busy handler sleeps in whole
-/// milliseconds).
-pub fn deliveries_database_url(cfg: &RuntimeConfig) -> String {
-    let url = database_url(cfg);
-    if url.starts_with("sqlite:") {
-        let file = PathBuf::from(&cfg.server.data_dir).join("deliveries.db");
-        format!("sqlite://{}", file.display())
-    } else {
-        url
-    }
+/// Where IM deliveries are recorded when Redis is not configured and the
+/// log database is SQLite: a file of their own in the data directory, so a
+/// delivery's record never waits on the log writer's SQLite write lock.
+/// `None`: the log database is a server, shared by every replica.
+pub fn deliveries_file(cfg: &RuntimeConfig) -> Option<PathBuf> {
+    database_url(cfg)
+        .starts_with("sqlite:")
+        .then(|| PathBuf::from(&cfg.server.data_dir).join("deliveries.db"))
 }
 
 /// `logs.spill_file`, or `log-spill.jsonl` under `server.data_dir`.

@@ -96,9 +96,6 @@ pub struct LogStore {
     pool: Pool,
     /// Scheme and host only: safe to log.
     target: String,
-    /// A single-connection SQLite store: how to open the side connection
-    /// that runs its WAL checkpoints.
-    checkpointer: Option<std::sync::Arc<SqliteConnectOptions>>,
 }
 
 impl LogStore {
@@ -106,17 +103,9 @@ impl LogStore {
     /// so a database that is down at start delays writes instead of
     /// stopping the server. SQLite's directory and file are created.
     pub fn open_lazy(url: &str) -> Result<Self, StoreError> {
-        Self::open_lazy_with(url, 4)
-    }
-
-    /// As [`Self::open_lazy`], with at most `sqlite_connections` SQLite
-    /// connections: 1 makes writers queue in the pool instead of meeting
-    /// SQLite's lock (whose busy handler sleeps).
-    pub fn open_lazy_with(url: &str, sqlite_connections: u32) -> Result<Self, StoreError> {
         let target = redact_url(url);
         let scheme = url.split(':').next().unwrap_or_default();
         let acquire = Duration::from_secs(3);
-        let mut checkpointer = None;
         let pool = match scheme {
             "sqlite" => {
                 let opts = SqliteConnectOptions::from_str(url)
@@ -129,14 +118,6 @@ impl LogStore {
                     // SQLite file lives on pod-local scratch anyway).
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10));
-                // One connection: checkpoints (and their fsyncs) move to a
-                // side connection (`checkpoint_loop`), off the writer's path.
-                let opts = if sqlite_connections <= 1 {
-                    checkpointer = Some(std::sync::Arc::new(opts.clone()));
-                    opts.pragma("wal_autocheckpoint", "0")
-                } else {
-                    opts
-                };
                 if let Some(dir) = Path::new(opts.get_filename()).parent()
                     && !dir.as_os_str().is_empty()
                 {
@@ -145,7 +126,7 @@ impl LogStore {
                 }
                 Pool::Sqlite(
                     SqlitePoolOptions::new()
-                        .max_connections(sqlite_connections.max(1))
+                        .max_connections(4)
                         // A local file: no connection to go stale, and the
                         // ping would cost a round trip to the connection's
                         // worker thread on every acquire.
@@ -177,41 +158,7 @@ impl LogStore {
             }
             _ => return Err(StoreError::Scheme),
         };
-        Ok(Self {
-            pool,
-            target,
-            checkpointer,
-        })
-    }
-
-    /// Checkpoints a single-connection SQLite store's WAL every `every`
-    /// from a connection of its own, so the writer never stalls on a
-    /// checkpoint's fsync; returns at once for other stores.
-    pub async fn checkpoint_loop(&self, every: Duration) {
-        use sqlx::Connection;
-        let Some(opts) = &self.checkpointer else {
-            return;
-        };
-        let mut conn: Option<sqlx::SqliteConnection> = None;
-        loop {
-            tokio::time::sleep(every).await;
-            if conn.is_none() {
-                conn = sqlx::SqliteConnection::connect_with(opts).await.ok();
-            }
-            if let Some(c) = conn.as_mut()
-                && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&mut *c)
-                    .await
-            {
-                tracing::warn!(error = %e, "SQLite checkpoint failed");
-                conn = None;
-            }
-        }
-    }
-
-    /// Whether this is an SQLite file (one writer: this process).
-    pub fn is_sqlite(&self) -> bool {
-        matches!(self.pool, Pool::Sqlite(_))
+        Ok(Self { pool, target })
     }
 
     /// Scheme and host of the database (no credentials), for logs.

@@ -12,6 +12,7 @@
 //! running answers the drain deadline.
 
 mod redis_queue;
+mod sqlite_file;
 mod worker;
 
 use std::sync::Arc;
@@ -20,14 +21,15 @@ use std::time::Duration;
 use clawdbot_config::{ChannelsConfig, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, OnceCell, Semaphore, mpsc, oneshot};
+use tokio::sync::{Mutex, OnceCell, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::{Accepted, Inbound, InboundSink, SinkError, SinkFuture};
-use crate::logs::{LogStore, now_ms};
+use crate::logs::{ClaimedRow, LogStore, now_ms};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 pub use redis_queue::RedisQueue;
+pub use sqlite_file::SqliteFile;
 
 /// What is recorded per delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,65 +48,30 @@ pub struct Claimed {
     pub attempts: i64,
 }
 
+impl From<ClaimedRow> for Claimed {
+    fn from(r: ClaimedRow) -> Self {
+        Self {
+            key: r.key,
+            payload: r.payload,
+            attempts: r.attempts,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct QueueError(pub String);
 
 enum Queue {
     Redis(RedisQueue),
+    /// The log database's server (PostgreSQL / MySQL), shared by replicas.
     Sql {
         store: LogStore,
         /// Tables exist (migrations ran) before the first record.
         ready: OnceCell<()>,
-        /// SQLite: records go through one task that commits whatever has
-        /// queued up as one transaction (group commit).
-        batcher: std::sync::OnceLock<mpsc::Sender<PendingRecord>>,
     },
-}
-
-/// A delivery waiting for the SQLite group commit.
-struct PendingRecord {
-    keys: Vec<String>,
-    payload: String,
-    claim_until: i64,
-    done: oneshot::Sender<Result<bool, String>>,
-}
-
-/// Most deliveries in one SQLite transaction.
-const MAX_BATCH: usize = 128;
-
-/// Commits queued records in batches: under load each transaction carries
-/// many deliveries, alone a delivery waits for nothing but its own commit.
-async fn sqlite_group_commit(
-    store: LogStore,
-    replica: String,
-    dedupe_ttl_ms: i64,
-    mut rx: mpsc::Receiver<PendingRecord>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let items: Vec<(&[String], &str, i64)> = batch
-            .iter()
-            .map(|p| (p.keys.as_slice(), p.payload.as_str(), p.claim_until))
-            .collect();
-        let now = now_ms();
-        let result = store
-            .record_delivery_batch(&items, &replica, now, now + dedupe_ttl_ms)
-            .await;
-        match result {
-            Ok(fresh) => {
-                for (p, f) in batch.drain(..).zip(fresh) {
-                    let _ = p.done.send(Ok(f));
-                }
-            }
-            Err(e) => {
-                let why = e.to_string();
-                for p in batch.drain(..) {
-                    let _ = p.done.send(Err(why.clone()));
-                }
-            }
-        }
-    }
+    /// This replica's own SQLite file (the log database is SQLite too).
+    File(SqliteFile),
 }
 
 /// The dedupe keys of a message: its delivery id, then its message id.
@@ -152,16 +119,24 @@ pub struct Deliveries {
 /// small so a claim never waits in the queue anywhere near its lease.
 const LOCAL_QUEUE_PER_WORKER: usize = 2;
 const SQL_POLL: Duration = Duration::from_secs(2);
+/// Expired dedupe keys deleted per statement.
+const PRUNE_BATCH: u32 = 1000;
 
 impl Deliveries {
     pub fn from_config(cfg: &RuntimeConfig, metrics: &Metrics) -> anyhow::Result<Self> {
         let replica = replica_name();
         let queue = match &cfg.redis.url {
             Some(url) => Queue::Redis(RedisQueue::new(url.expose(), &cfg.redis, replica.clone())?),
-            None => Queue::Sql {
-                store: LogStore::open_lazy_with(&crate::logs::deliveries_database_url(cfg), 1)?,
-                ready: OnceCell::new(),
-                batcher: std::sync::OnceLock::new(),
+            None => match crate::logs::deliveries_file(cfg) {
+                Some(path) => Queue::File(SqliteFile::open(
+                    &path,
+                    &replica,
+                    (cfg.channels.dedupe_ttl_secs * 1000) as i64,
+                )?),
+                None => Queue::Sql {
+                    store: LogStore::open_lazy(&crate::logs::database_url(cfg))?,
+                    ready: OnceCell::new(),
+                },
             },
         };
         let (local_tx, local_rx) =
@@ -211,72 +186,35 @@ impl Deliveries {
                 )
                 .await?
             }
-            Queue::Sql {
-                store,
-                ready,
-                batcher,
-            } => {
+            Queue::Sql { store, ready } => {
                 self.sql_ready(store, ready).await?;
                 let now = now_ms();
-                // Room in this replica's short work queue: claim it here.
-                // Otherwise record it due at once, for whichever replica's
-                // poller gets to it first (no second statement).
-                let slot = self.local_tx.clone().try_reserve_owned().ok();
-                let claim_until = if slot.is_some() {
-                    now + self.lease().as_millis() as i64
-                } else {
-                    now
-                };
-                let dedupe_ttl_ms = (self.cfg.dedupe_ttl_secs * 1000) as i64;
-                let fresh = if store.is_sqlite() {
-                    let tx = batcher.get_or_init(|| {
-                        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-                        let checkpoints = store.clone();
-                        tokio::spawn(async move {
-                            checkpoints
-                                .checkpoint_loop(Duration::from_millis(500))
-                                .await
-                        });
-                        tokio::spawn(sqlite_group_commit(
-                            store.clone(),
-                            self.replica.clone(),
-                            dedupe_ttl_ms,
-                            rx,
-                        ));
-                        tx
-                    });
-                    let (done, answer) = oneshot::channel();
-                    let pending = PendingRecord {
-                        keys: keys.clone(),
-                        payload: payload.clone(),
+                let (slot, claim_until) = self.local_slot(now);
+                let fresh = store
+                    .record_delivery(
+                        &keys,
+                        &payload,
+                        &self.replica,
+                        now,
                         claim_until,
-                        done,
-                    };
-                    let gone = || QueueError("delivery recorder stopped".into());
-                    tx.send(pending).await.map_err(|_| gone())?;
-                    answer
-                        .await
-                        .map_err(|_| gone())?
-                        .map_err(|e| QueueError(format!("delivery not recorded: {e}")))?
-                } else {
-                    store
-                        .record_delivery(
-                            &keys,
-                            &payload,
-                            &self.replica,
-                            now,
-                            claim_until,
-                            now + dedupe_ttl_ms,
-                        )
-                        .await
-                        .map_err(|e| QueueError(format!("delivery not recorded: {e}")))?
-                };
-                if fresh && let Some(slot) = slot {
-                    slot.send(Claimed {
-                        key: keys[0].clone(),
-                        payload,
-                        attempts: 1,
-                    });
+                        now + (self.cfg.dedupe_ttl_secs * 1000) as i64,
+                    )
+                    .await
+                    .map_err(|e| QueueError(format!("delivery not recorded: {e}")))?;
+                self.hand_over(fresh, slot, &keys[0], payload);
+                fresh
+            }
+            Queue::File(file) => {
+                let (slot, claim_until) = self.local_slot(now_ms());
+                let first = keys[0].clone();
+                // The payload goes to the local queue too only when there is room.
+                let kept = slot.as_ref().map(|_| payload.clone());
+                let fresh = file
+                    .record(keys, payload, claim_until)
+                    .await
+                    .map_err(|e| QueueError(format!("delivery not recorded: {e}")))?;
+                if let Some(payload) = kept {
+                    self.hand_over(fresh, slot, &first, payload);
                 }
                 fresh
             }
@@ -286,6 +224,33 @@ impl Deliveries {
         } else {
             Accepted::Duplicate
         })
+    }
+
+    /// Room in this replica's short work queue: the delivery is claimed
+    /// here. Otherwise it is recorded due at once, for whichever replica's
+    /// poller gets to it first (no second statement).
+    fn local_slot(&self, now: i64) -> (Option<mpsc::OwnedPermit<Claimed>>, i64) {
+        match self.local_tx.clone().try_reserve_owned() {
+            Ok(slot) => (Some(slot), now + self.lease().as_millis() as i64),
+            Err(_) => (None, now),
+        }
+    }
+
+    /// A new delivery claimed here goes straight to this replica's workers.
+    fn hand_over(
+        &self,
+        fresh: bool,
+        slot: Option<mpsc::OwnedPermit<Claimed>>,
+        key: &str,
+        payload: String,
+    ) {
+        if fresh && let Some(slot) = slot {
+            slot.send(Claimed {
+                key: key.to_owned(),
+                payload,
+                attempts: 1,
+            });
+        }
     }
 
     /// Runs the workers until the server starts draining, then gives the answers in
@@ -370,7 +335,7 @@ impl Deliveries {
     ) -> Vec<Claimed> {
         let recovery_every = match self.queue {
             Queue::Redis(_) => self.lease() / 2,
-            Queue::Sql { .. } => SQL_POLL,
+            Queue::Sql { .. } | Queue::File(_) => SQL_POLL,
         };
         if last_recovery.elapsed() >= recovery_every {
             *last_recovery = tokio::time::Instant::now();
@@ -388,7 +353,7 @@ impl Deliveries {
                     Vec::new()
                 }
             },
-            Queue::Sql { .. } => {
+            Queue::Sql { .. } | Queue::File(_) => {
                 let Some(rx) = local.as_mut() else {
                     tokio::time::sleep(SQL_POLL).await;
                     return Vec::new();
@@ -426,16 +391,15 @@ impl Deliveries {
                         max as u32,
                     )
                     .await
-                    .map(|rows| {
-                        rows.into_iter()
-                            .map(|r| Claimed {
-                                key: r.key,
-                                payload: r.payload,
-                                attempts: r.attempts,
-                            })
-                            .collect()
-                    })
+                    .map(|rows| rows.into_iter().map(Claimed::from).collect())
                     .map_err(|e| QueueError(e.to_string()))
+            }
+            Queue::File(file) => {
+                let now = now_ms();
+                file.claim_due(now, now + self.lease().as_millis() as i64, max as u32)
+                    .await
+                    .map(|rows| rows.into_iter().map(Claimed::from).collect())
+                    .map_err(QueueError)
             }
         };
         match r {
@@ -461,12 +425,8 @@ impl Deliveries {
     async fn work(&self, st: &AppState, claimed: Claimed) {
         // SQL: confirm the claim is still ours (it may have lapsed while
         // queued, and been taken by another replica).
-        if let Queue::Sql { store, .. } = &self.queue {
-            let until = now_ms() + self.lease().as_millis() as i64;
-            match store
-                .renew_delivery(&claimed.key, &self.replica, until)
-                .await
-            {
+        if !matches!(self.queue, Queue::Redis(_)) {
+            match self.renew_sql(&claimed.key).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::info!("IM delivery claimed elsewhere meanwhile; skipped");
@@ -504,17 +464,27 @@ impl Deliveries {
     async fn renew(&self, c: &Claimed) {
         let r = match &self.queue {
             Queue::Redis(q) => q.renew(&c.key).await,
-            Queue::Sql { store, .. } => {
-                let until = now_ms() + self.lease().as_millis() as i64;
-                match store.renew_delivery(&c.key, &self.replica, until).await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(QueueError("claim lost".into())),
-                    Err(e) => Err(QueueError(e.to_string())),
-                }
-            }
+            Queue::Sql { .. } | Queue::File(_) => match self.renew_sql(&c.key).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(QueueError("claim lost".into())),
+                Err(e) => Err(e),
+            },
         };
         if let Err(e) = r {
             tracing::warn!(error = %e, "cannot renew an IM delivery claim");
+        }
+    }
+
+    /// SQL and file: extends the claim; `false` when it is no longer ours.
+    async fn renew_sql(&self, key: &str) -> Result<bool, QueueError> {
+        let until = now_ms() + self.lease().as_millis() as i64;
+        match &self.queue {
+            Queue::Redis(_) => Ok(true),
+            Queue::Sql { store, .. } => store
+                .renew_delivery(key, &self.replica, until)
+                .await
+                .map_err(|e| QueueError(e.to_string())),
+            Queue::File(file) => file.renew(key.to_owned(), until).await.map_err(QueueError),
         }
     }
 
@@ -528,6 +498,7 @@ impl Deliveries {
                     .finish_delivery(&c.key, now_ms() + (self.cfg.dedupe_ttl_secs * 1000) as i64)
                     .await
                     .map_err(|e| QueueError(e.to_string())),
+                Queue::File(file) => file.finish(c.key.clone()).await.map_err(QueueError),
             };
             match r {
                 Ok(()) => return,
@@ -549,22 +520,36 @@ impl Deliveries {
                     tracing::warn!(error = %e, "cannot release an IM delivery claim");
                 }
             }
+            Queue::File(file) => {
+                if let Err(e) = file.release(c.key.clone()).await {
+                    tracing::warn!(error = %e, "cannot release an IM delivery claim");
+                }
+            }
         }
     }
 
     /// Deletes dedupe keys past their TTL (SQL; Redis expires its own).
     pub async fn prune(&self) {
-        if let Queue::Sql { store, ready, .. } = &self.queue
-            && ready.get().is_some()
-        {
-            loop {
-                match store.prune_deliveries(now_ms(), 1000).await {
-                    Ok(n) if n >= 1000 => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot prune IM dedupe keys");
-                        break;
+        loop {
+            let r = match &self.queue {
+                Queue::Redis(_) => return,
+                Queue::Sql { store, ready } => {
+                    if ready.get().is_none() {
+                        return;
                     }
+                    store
+                        .prune_deliveries(now_ms(), PRUNE_BATCH)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Queue::File(file) => file.prune(now_ms(), PRUNE_BATCH).await,
+            };
+            match r {
+                Ok(n) if n >= u64::from(PRUNE_BATCH) => continue,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot prune IM dedupe keys");
+                    return;
                 }
             }
         }
@@ -574,7 +559,7 @@ impl Deliveries {
     pub async fn pending(&self) -> Result<u64, QueueError> {
         match &self.queue {
             Queue::Redis(q) => q.len().await,
-            Queue::Sql { store, ready, .. } => {
+            Queue::Sql { store, ready } => {
                 self.sql_ready(store, ready).await?;
                 store
                     .pending_deliveries()
@@ -582,6 +567,7 @@ impl Deliveries {
                     .map(|n| n.max(0) as u64)
                     .map_err(|e| QueueError(e.to_string()))
             }
+            Queue::File(file) => file.pending().await.map_err(QueueError),
         }
     }
 }

@@ -19,15 +19,40 @@ const GROUP: &str = "bot-runtime";
 /// Entries kept in the stream at most (answered ones are deleted anyway).
 const MAX_LEN: usize = 100_000;
 
-/// Sets every marker to `processing` if none exists yet; 0 = a duplicate.
+/// Step one: sets every marker to `processing:<token>` (short expiry) if
+/// none exists yet; 0 = a duplicate.
 const MARK: &str = r#"
 for _, k in ipairs(KEYS) do
   if redis.call('EXISTS', k) == 1 then return 0 end
 end
 for _, k in ipairs(KEYS) do
-  redis.call('SET', k, 'processing', 'PX', ARGV[1])
+  redis.call('SET', k, ARGV[2], 'PX', ARGV[1])
 end
 return 1
+"#;
+
+/// Step two: only while the markers are still this delivery's
+/// `processing:<token>`, appends the entry to the stream and turns the
+/// markers `done` for the dedupe TTL; 0 = not ours (nothing written).
+/// KEYS: stream, markers..; ARGV: token value, payload, dedupe TTL ms, max length.
+const RECORD: &str = r#"
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[2])
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], 'done', 'PX', ARGV[3])
+end
+return 1
+"#;
+
+/// Deletes the markers still holding `ARGV[1]` (a failed record's own).
+const RELEASE: &str = r#"
+local n = 0
+for _, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[1] then n = n + redis.call('DEL', k) end
+end
+return n
 "#;
 
 pub struct RedisQueue {
@@ -39,7 +64,7 @@ pub struct RedisQueue {
     prefix: String,
     consumer: String,
     timeout: Duration,
-    mark: Script,
+    release: Script,
 }
 
 fn manager(
@@ -85,7 +110,7 @@ impl RedisQueue {
             prefix: cfg.key_prefix.clone(),
             consumer,
             timeout,
-            mark: Script::new(MARK),
+            release: Script::new(RELEASE),
         })
     }
 
@@ -113,8 +138,11 @@ impl RedisQueue {
     }
 
     /// Step one: the `processing` markers (atomic, short expiry); step
-    /// two, once the entry is in the stream: `done` with the dedupe TTL.
-    /// `Ok(false)`: a duplicate.
+    /// two, the stream entry and `done` markers with the dedupe TTL, only
+    /// if the markers are still this delivery's. Both steps go in one
+    /// pipeline (one round trip); Redis runs each script atomically, and
+    /// other clients' commands may run between them, as between any two
+    /// steps. `Ok(false)`: a duplicate.
     pub async fn record(
         &self,
         keys: &[String],
@@ -123,41 +151,51 @@ impl RedisQueue {
         dedupe_ttl: Duration,
     ) -> Result<bool, QueueError> {
         let markers: Vec<String> = keys.iter().map(|k| self.marker(k)).collect();
+        let token = format!("processing:{:032x}", rand::random::<u128>());
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(MARK)
+            .arg(markers.len())
+            .arg(&markers)
+            .arg(processing_ttl.as_millis() as u64)
+            .arg(&token);
+        pipe.cmd("EVAL")
+            .arg(RECORD)
+            .arg(markers.len() + 1)
+            .arg(&self.stream)
+            .arg(&markers)
+            .arg(&token)
+            .arg(payload)
+            .arg(dedupe_ttl.as_millis() as u64)
+            .arg(MAX_LEN);
         let mut c = self.conn.clone();
-        let mut inv = self.mark.prepare_invoke();
-        for m in &markers {
+        match pipe.query_async::<(i64, i64)>(&mut c).await {
+            Ok((0, _)) => Ok(false),
+            Ok((_, 1)) => Ok(true),
+            // Marked but not recorded (the marker expired in between).
+            Ok(_) => {
+                self.release_markers(&markers, &token).await;
+                Err(QueueError(
+                    "the delivery's marker expired before it was recorded".into(),
+                ))
+            }
+            Err(e) => {
+                // Not recorded: free the markers so the platform's retry is taken.
+                self.release_markers(&markers, &token).await;
+                Err(describe(&e))
+            }
+        }
+    }
+
+    /// Deletes the markers that are still this delivery's `processing` ones.
+    async fn release_markers(&self, markers: &[String], token: &str) {
+        let mut c = self.conn.clone();
+        let mut inv = self.release.prepare_invoke();
+        for m in markers {
             inv.key(m);
         }
-        inv.arg(processing_ttl.as_millis() as u64);
-        let fresh: i64 = inv.invoke_async(&mut c).await.map_err(|e| describe(&e))?;
-        if fresh == 0 {
-            return Ok(false);
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("XADD")
-            .arg(&self.stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(MAX_LEN)
-            .arg("*")
-            .arg("d")
-            .arg(payload)
-            .ignore();
-        for m in &markers {
-            pipe.cmd("SET")
-                .arg(m)
-                .arg("done")
-                .arg("PX")
-                .arg(dedupe_ttl.as_millis() as u64)
-                .ignore();
-        }
-        if let Err(e) = pipe.query_async::<()>(&mut c).await {
-            // Not recorded: free the markers so the platform's retry is taken.
-            let _: redis::RedisResult<()> = c.del(&markers).await;
-            return Err(describe(&e));
-        }
-        Ok(true)
+        inv.arg(token);
+        let _: redis::RedisResult<i64> = inv.invoke_async(&mut c).await;
     }
 
     /// New entries for this replica, waiting up to [`Self::BLOCK`].

@@ -2,8 +2,6 @@
 //! configured): one row per dedupe key, claimed with an expiring lease so a
 //! replica that dies mid-answer hands its deliveries to the others.
 
-use sqlx::QueryBuilder;
-
 use super::{LogStore, Pool, StoreError};
 use sqlx::mysql::MySql;
 use sqlx::postgres::Postgres;
@@ -83,73 +81,6 @@ impl LogStore {
             tx.commit().await?;
         });
         Ok(true)
-    }
-
-    /// Records several deliveries in one transaction (group commit), each
-    /// `(keys, payload, claim_until)`; per delivery `false` when any of its
-    /// keys is known (or taken by an earlier one of the batch). For a
-    /// database with one writer only (this replica's SQLite file): it reads
-    /// the known keys first, so a concurrent writer could slip in between.
-    pub async fn record_delivery_batch(
-        &self,
-        items: &[(&[String], &str, i64)],
-        claimed_by: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<Vec<bool>, StoreError> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let all: Vec<&str> = items
-            .iter()
-            .flat_map(|(k, _, _)| k.iter().map(String::as_str))
-            .collect();
-        let marks = vec!["?"; all.len()].join(", ");
-        let known_sql = self.sql(&format!(
-            "SELECT dedupe_key FROM channel_deliveries WHERE dedupe_key IN ({marks})"
-        ));
-        on_pool!(&self.pool, p, Db => {
-            let mut tx = p.begin().await?;
-            let mut q = sqlx::query_as::<_, (String,)>(&known_sql);
-            for k in &all {
-                q = q.bind(*k);
-            }
-            let mut taken: std::collections::HashSet<String> =
-                q.fetch_all(&mut *tx).await?.into_iter().map(|(k,)| k).collect();
-            let mut fresh = Vec::with_capacity(items.len());
-            let mut rows: Vec<(&str, &str, Option<&str>, i64)> = Vec::new();
-            for (keys, payload, claim_until) in items {
-                let new = keys.iter().all(|k| !taken.contains(k));
-                fresh.push(new);
-                if new {
-                    for (i, k) in keys.iter().enumerate() {
-                        taken.insert(k.clone());
-                        let (state, body) = if i == 0 { ("pending", Some(*payload)) } else { ("alias", None) };
-                        rows.push((k.as_str(), state, body, *claim_until));
-                    }
-                }
-            }
-            // Rows per statement stay far below every engine's bind limit.
-            for chunk in rows.chunks(500) {
-                let mut qb = QueryBuilder::<Db>::new(
-                    "INSERT INTO channel_deliveries \
-                     (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) ",
-                );
-                qb.push_values(chunk, |mut b, (key, state, body, claim_until)| {
-                    b.push_bind(*key)
-                        .push_bind(*state)
-                        .push_bind(*body)
-                        .push_bind(1_i64)
-                        .push_bind(claimed_by)
-                        .push_bind(*claim_until)
-                        .push_bind(now)
-                        .push_bind(expires_at);
-                });
-                qb.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok(fresh)
-        })
     }
 
     /// Claims up to `max` pending deliveries whose claim has lapsed (their

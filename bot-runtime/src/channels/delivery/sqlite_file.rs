@@ -1,0 +1,621 @@
+//! The IM delivery queue in this replica's own SQLite file (no Redis, and
+//! the log database is SQLite too): one connection, used in place.
+//!
+//! A delivery's record is on the webhook's path to its ack, so it commits
+//! on the task that received it, with no hop to another thread: whoever
+//! finds the connection free commits every record queued so far in one
+//! transaction (group commit), and whoever holds it commits what queued up
+//! meanwhile before it lets go. A commit in WAL mode with `synchronous =
+//! NORMAL` is a write to the page cache (no fsync), tens of microseconds.
+//! The rarer statements (claims, renewals, answers, pruning) run on the
+//! blocking pool, and WAL checkpoints on a thread of their own (see
+//! [`spawn_checkpointer`]).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use crate::logs::{ClaimedRow, now_ms};
+
+/// The same table as the SQL stores' migration: one schema for both. (A
+/// WITHOUT ROWID table with partial indexes touches fewer b-trees per
+/// record, but wrote as many bytes per delivery in the benchmark.)
+const SCHEMA: &str = include_str!("../../../migrations/sqlite/0002_channel_deliveries.sql");
+/// A round every 100 ms keeps the WAL at about that long's commits (a few
+/// MB at 5,000 deliveries/s), and the part left to the recording
+/// connection small.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// Record rounds a committer runs before handing what is left to the
+/// blocking pool, so one task does not keep committing for the others.
+const MAX_ROUNDS: usize = 4;
+
+struct Pending {
+    keys: Vec<String>,
+    payload: String,
+    claim_until: i64,
+    done: oneshot::Sender<Result<bool, String>>,
+}
+
+struct Inner {
+    conn: Mutex<Connection>,
+    queued: Mutex<Vec<Pending>>,
+    claimed_by: String,
+    dedupe_ttl_ms: i64,
+}
+
+/// Cheap to clone: every clone is the same file and connection.
+#[derive(Clone)]
+pub struct SqliteFile {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the connection leaves SQLite consistent (an
+    // open transaction rolls back on the next BEGIN's failure path).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode stayed {mode}"
+        )));
+    }
+    // WAL + NORMAL: a crashed process loses nothing; a crashed machine can
+    // lose the last commits (the file lives on pod-local scratch anyway).
+    conn.execute_batch("PRAGMA synchronous = NORMAL;")
+}
+
+impl SqliteFile {
+    /// Opens (creating when missing) the file and its table, and starts
+    /// the checkpoint thread.
+    pub fn open(path: &Path, claimed_by: &str, dedupe_ttl_ms: i64) -> anyhow::Result<Self> {
+        let file = Self::open_without_checkpoints(path, claimed_by, dedupe_ttl_ms)?;
+        spawn_checkpointer(path.to_path_buf(), Arc::downgrade(&file.inner));
+        Ok(file)
+    }
+
+    fn open_without_checkpoints(
+        path: &Path,
+        claimed_by: &str,
+        dedupe_ttl_ms: i64,
+    ) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        }
+        let fail = |e: rusqlite::Error| anyhow::anyhow!("deliveries file {}: {e}", path.display());
+        let conn = Connection::open(path).map_err(fail)?;
+        configure(&conn).map_err(fail)?;
+        // Checkpoints are the side thread's job.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(fail)?;
+        let exists: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'channel_deliveries'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(fail)?;
+        // Files written by earlier versions (through the SQL store's
+        // migrations) already have it.
+        if exists.is_none() {
+            conn.execute_batch(&format!("BEGIN; {SCHEMA} COMMIT;"))
+                .map_err(fail)?;
+        }
+        let inner = Arc::new(Inner {
+            conn: Mutex::new(conn),
+            queued: Mutex::new(Vec::new()),
+            claimed_by: claimed_by.to_owned(),
+            dedupe_ttl_ms,
+        });
+        Ok(Self { inner })
+    }
+
+    /// Records a delivery under `keys` (its own key first, then aliases),
+    /// claimed by this replica until `claim_until`. `false`: a key is
+    /// already known (or taken by an earlier record of the same commit).
+    pub async fn record(
+        &self,
+        keys: Vec<String>,
+        payload: String,
+        claim_until: i64,
+    ) -> Result<bool, String> {
+        let (done, answer) = oneshot::channel();
+        lock(&self.inner.queued).push(Pending {
+            keys,
+            payload,
+            claim_until,
+            done,
+        });
+        if !self.inner.commit_queued(MAX_ROUNDS) {
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || inner.commit_queued(usize::MAX));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the delivery recorder stopped".into()))
+    }
+
+    /// Runs `f` on the connection on the blocking pool.
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &str) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, String> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.with_conn(f))
+            .await
+            .map_err(|e| format!("deliveries file task failed: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Claims up to `max` pending deliveries whose claim has lapsed (this
+    /// replica's earlier run died, or it released them while draining, or
+    /// they were recorded while its workers were busy), oldest first.
+    pub async fn claim_due(
+        &self,
+        now: i64,
+        claim_until: i64,
+        max: u32,
+    ) -> Result<Vec<ClaimedRow>, String> {
+        self.blocking(move |c, me| {
+            let tx = c.transaction()?;
+            let mut out = Vec::new();
+            {
+                let mut due = tx.prepare_cached(
+                    "SELECT dedupe_key, payload, attempts FROM channel_deliveries \
+                     WHERE state = 'pending' AND claim_until < ?1 ORDER BY claim_until LIMIT ?2",
+                )?;
+                let rows = due.query_map(params![now, i64::from(max)], |r| {
+                    Ok(ClaimedRow {
+                        key: r.get(0)?,
+                        payload: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        attempts: r.get::<_, i64>(2)? + 1,
+                    })
+                })?;
+                for row in rows {
+                    out.push(row?);
+                }
+                let mut claim = tx.prepare_cached(
+                    "UPDATE channel_deliveries SET claimed_by = ?1, claim_until = ?2, \
+                     attempts = attempts + 1 WHERE dedupe_key = ?3",
+                )?;
+                for c in &out {
+                    claim.execute(params![me, claim_until, c.key])?;
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Extends this replica's claim; `false` when it is no longer ours.
+    pub async fn renew(&self, key: String, claim_until: i64) -> Result<bool, String> {
+        self.blocking(move |c, me| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE channel_deliveries SET claim_until = ?1 \
+                     WHERE dedupe_key = ?2 AND claimed_by = ?3 AND state = 'pending'",
+                )?
+                .execute(params![claim_until, key, me])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Marks a delivery answered; its key stays (for dedupe) for the TTL.
+    pub async fn finish(&self, key: String) -> Result<(), String> {
+        let ttl = self.inner.dedupe_ttl_ms;
+        self.blocking(move |c, _| {
+            c.prepare_cached(
+                "UPDATE channel_deliveries SET state = 'done', payload = NULL, expires_at = ?1 \
+                 WHERE dedupe_key = ?2",
+            )?
+            .execute(params![now_ms() + ttl, key])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives up this replica's claim at once (draining): due at next start.
+    pub async fn release(&self, key: String) -> Result<(), String> {
+        self.blocking(move |c, me| {
+            c.prepare_cached(
+                "UPDATE channel_deliveries SET claim_until = 0 \
+                 WHERE dedupe_key = ?1 AND claimed_by = ?2 AND state = 'pending'",
+            )?
+            .execute(params![key, me])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes up to `max_rows` answered or alias keys past their TTL.
+    pub async fn prune(&self, now: i64, max_rows: u32) -> Result<u64, String> {
+        self.blocking(move |c, _| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM channel_deliveries WHERE dedupe_key IN (SELECT dedupe_key FROM \
+                     channel_deliveries WHERE state <> 'pending' AND expires_at < ?1 \
+                     ORDER BY expires_at LIMIT ?2)",
+                )?
+                .execute(params![now, i64::from(max_rows)])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// Deliveries recorded and not yet answered.
+    pub async fn pending(&self) -> Result<u64, String> {
+        self.blocking(|c, _| {
+            c.query_row(
+                "SELECT COUNT(*) FROM channel_deliveries WHERE state = 'pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    /// Runs `f` with the connection, then commits the records that queued
+    /// up while it was held (their tasks found it busy and left that to
+    /// the holder).
+    fn with_conn<R>(
+        &self,
+        f: impl FnOnce(&mut Connection, &str) -> rusqlite::Result<R>,
+    ) -> rusqlite::Result<R> {
+        let r = f(&mut lock(&self.conn), &self.claimed_by);
+        self.commit_queued(usize::MAX);
+        r
+    }
+
+    /// Commits queued records while the connection is free, for at most
+    /// `rounds` transactions. `false`: records are still queued and nobody
+    /// holds the connection to commit them (the caller hands them on).
+    ///
+    /// Whoever queues a record tries the connection after queuing it, and
+    /// whoever holds it looks at the queue again after letting go, so a
+    /// queued record always has a committer.
+    fn commit_queued(&self, rounds: usize) -> bool {
+        for _ in 0..rounds {
+            {
+                let Ok(mut conn) = self.conn.try_lock() else {
+                    return true;
+                };
+                let batch = std::mem::take(&mut *lock(&self.queued));
+                if !batch.is_empty() {
+                    self.commit(&mut conn, batch);
+                }
+            }
+            if lock(&self.queued).is_empty() {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn commit(&self, conn: &mut Connection, batch: Vec<Pending>) {
+        let now = now_ms();
+        match record_batch(
+            conn,
+            &batch,
+            &self.claimed_by,
+            now,
+            now + self.dedupe_ttl_ms,
+        ) {
+            Ok(fresh) => {
+                for (p, f) in batch.into_iter().zip(fresh) {
+                    let _ = p.done.send(Ok(f));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for p in batch {
+                    let _ = p.done.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for the batch; per record `false` when a key is known,
+/// or taken by an earlier record of the batch.
+fn record_batch(
+    conn: &mut Connection,
+    batch: &[Pending],
+    claimed_by: &str,
+    now: i64,
+    expires_at: i64,
+) -> rusqlite::Result<Vec<bool>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut fresh = Vec::with_capacity(batch.len());
+    {
+        let mut known =
+            tx.prepare_cached("SELECT 1 FROM channel_deliveries WHERE dedupe_key = ?1")?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO channel_deliveries \
+             (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut taken: HashSet<&str> = HashSet::new();
+        for p in batch {
+            let mut new = !p.keys.is_empty();
+            for k in &p.keys {
+                if !new {
+                    break;
+                }
+                new = !taken.contains(k.as_str()) && !known.exists([k])?;
+            }
+            fresh.push(new);
+            if !new {
+                continue;
+            }
+            for (i, k) in p.keys.iter().enumerate() {
+                taken.insert(k);
+                let (state, body) = if i == 0 {
+                    ("pending", Some(p.payload.as_str()))
+                } else {
+                    ("alias", None)
+                };
+                insert.execute(params![
+                    k,
+                    state,
+                    body,
+                    claimed_by,
+                    p.claim_until,
+                    now,
+                    expires_at
+                ])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(fresh)
+}
+
+/// Keeps the WAL short. Under steady load a checkpoint running beside the
+/// writer never finds the log fully copied (new commits land while it
+/// copies), so SQLite never starts the log over: the WAL would grow without
+/// end, and every commit would append to fresh file pages (which the kernel
+/// zeroes first) instead of reusing cached ones. So each round copies the
+/// bulk on a connection of its own, beside the writer (PASSIVE: it neither
+/// waits for nor blocks it), then the few frames committed meanwhile on the
+/// recording connection itself, holding it for that short while; the log
+/// is then fully copied and the next commit starts it over.
+fn spawn_checkpointer(path: PathBuf, inner: std::sync::Weak<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("deliveries-ckpt".into())
+        .spawn(move || {
+            let mut side = None;
+            loop {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                if let Err(e) = checkpoint_round(&path, &mut side, &inner) {
+                    tracing::warn!(error = %e, "SQLite checkpoint of the deliveries file failed");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no checkpoint thread for the deliveries file; its WAL will grow");
+    }
+}
+
+/// One round: the bulk beside the writer, the rest on its connection.
+fn checkpoint_round(
+    path: &Path,
+    side: &mut Option<Connection>,
+    inner: &Inner,
+) -> rusqlite::Result<()> {
+    if side.is_none() {
+        let c = Connection::open(path)?;
+        configure(&c)?;
+        *side = Some(c);
+    }
+    if let Some(c) = side.as_ref()
+        && let Err(e) = checkpoint(c)
+    {
+        *side = None;
+        return Err(e);
+    }
+    inner.with_conn(|c, _| checkpoint(c))
+}
+
+fn checkpoint(c: &Connection) -> rusqlite::Result<()> {
+    c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "clawdbot-deliveries-{name}-{:08x}",
+                rand::random::<u32>()
+            ));
+            Self(dir)
+        }
+        fn file(&self) -> PathBuf {
+            self.0.join("deliveries.db")
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn keys(k: &[&str]) -> Vec<String> {
+        k.iter().map(|s| s.to_string()).collect()
+    }
+
+    const DAY_MS: i64 = 86_400_000;
+
+    #[tokio::test]
+    async fn records_dedupe_claims_and_expire() {
+        let dir = Scratch::new("rows");
+        let f = SqliteFile::open_without_checkpoints(&dir.file(), "a", DAY_MS).unwrap();
+        let t = now_ms();
+        assert!(
+            f.record(keys(&["s:E1", "s:m:M1"]), "one".into(), t + 60_000)
+                .await
+                .unwrap()
+        );
+        // Known delivery id, or a new delivery id carrying a known message id.
+        assert!(
+            !f.record(keys(&["s:E1"]), "again".into(), t + 60_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !f.record(keys(&["s:E2", "s:m:M1"]), "alias".into(), t + 60_000)
+                .await
+                .unwrap()
+        );
+        // Nothing of the refused one was written: E2 alone is new.
+        assert!(f.record(keys(&["s:E2"]), "two".into(), t).await.unwrap());
+        assert_eq!(f.pending().await.unwrap(), 2);
+
+        // E2 was recorded due at once; E1 is claimed until t + 60 s.
+        let due = f.claim_due(t + 1, t + 120_000, 10).await.unwrap();
+        assert_eq!(
+            due,
+            vec![ClaimedRow {
+                key: "s:E2".into(),
+                payload: "two".into(),
+                attempts: 2
+            }]
+        );
+        assert!(
+            f.claim_due(t + 1, t + 120_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let due = f.claim_due(t + 61_000, t + 120_000, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].key.as_str(), due[0].payload.as_str()),
+            ("s:E1", "one")
+        );
+        assert!(f.renew("s:E1".into(), t + 200_000).await.unwrap());
+        assert!(
+            !f.renew("s:m:M1".into(), t + 200_000).await.unwrap(),
+            "an alias is never claimed"
+        );
+
+        f.finish("s:E1".into()).await.unwrap();
+        assert_eq!(f.pending().await.unwrap(), 1);
+        assert!(
+            !f.record(keys(&["s:E1"]), "late".into(), t).await.unwrap(),
+            "answered stays known"
+        );
+        assert!(
+            !f.renew("s:E1".into(), t + 200_000).await.unwrap(),
+            "answered is not renewed"
+        );
+
+        // Released: due at once.
+        f.release("s:E2".into()).await.unwrap();
+        assert_eq!(f.claim_due(t + 1, t + 120_000, 10).await.unwrap().len(), 1);
+
+        // Past the TTL the answered key and its alias go; pending rows never do.
+        assert_eq!(f.prune(t + DAY_MS, 1000).await.unwrap(), 0);
+        assert_eq!(f.prune(t + 2 * DAY_MS, 1000).await.unwrap(), 2);
+        assert_eq!(f.pending().await.unwrap(), 1);
+        assert!(
+            f.record(keys(&["s:E1"]), "new again".into(), t)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_records_are_each_new_exactly_once() {
+        let dir = Scratch::new("race");
+        let f = SqliteFile::open(&dir.file(), "a", DAY_MS).unwrap();
+        // 300 messages, each delivered three times: twice with the same
+        // delivery id, once with a new delivery id and the same message id.
+        let mut tasks = tokio::task::JoinSet::new();
+        for round in 0..3 {
+            for i in 0..300 {
+                let f = f.clone();
+                let id = if round == 2 {
+                    format!("f:E{i}-retry")
+                } else {
+                    format!("f:E{i}")
+                };
+                tasks.spawn(async move {
+                    f.record(vec![id, format!("f:m:M{i}")], format!("{i}"), 0)
+                        .await
+                });
+            }
+        }
+        let mut fresh = 0;
+        while let Some(r) = tasks.join_next().await {
+            fresh += usize::from(r.unwrap().unwrap());
+        }
+        assert_eq!(fresh, 300);
+        assert_eq!(f.pending().await.unwrap(), 300);
+        let claimed = f.claim_due(1, now_ms() + 60_000, 1000).await.unwrap();
+        let mut payloads: Vec<i64> = claimed.iter().map(|c| c.payload.parse().unwrap()).collect();
+        payloads.sort_unstable();
+        assert_eq!(payloads, (0..300).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_round_lets_the_log_start_over() {
+        let dir = Scratch::new("wal");
+        let path = dir.file();
+        let f = SqliteFile::open_without_checkpoints(&path, "a", DAY_MS).unwrap();
+        let wal = || {
+            std::fs::metadata(path.with_extension("db-wal"))
+                .unwrap()
+                .len()
+        };
+        for i in 0..200 {
+            f.record(keys(&[&format!("d:{i}")]), "x".repeat(1000), 0)
+                .await
+                .unwrap();
+        }
+        let before = wal();
+        assert!(
+            before > 200 * 4096,
+            "each commit appends frames ({before} bytes)"
+        );
+        // Without a checkpoint the log only grows.
+        for i in 200..210 {
+            f.record(keys(&[&format!("d:{i}")]), "x".repeat(1000), 0)
+                .await
+                .unwrap();
+        }
+        let grown = wal();
+        assert!(grown > before);
+        let mut side = None;
+        checkpoint_round(&path, &mut side, &f.inner).unwrap();
+        for i in 210..220 {
+            f.record(keys(&[&format!("d:{i}")]), "x".repeat(1000), 0)
+                .await
+                .unwrap();
+        }
+        assert_eq!(wal(), grown, "the log started over instead of growing");
+        assert_eq!(f.pending().await.unwrap(), 220);
+    }
+}
