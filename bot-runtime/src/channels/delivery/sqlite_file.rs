@@ -54,8 +54,8 @@ pub struct SqliteFile {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the connection leaves SQLite consistent (an
-    // open transaction rolls back on the next BEGIN's failure path).
+    // A panic while holding the connection leaves it usable: rusqlite's
+    // transaction rolls back when dropped, unwinding included.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
