@@ -112,9 +112,26 @@ pub(crate) trait LongConnection: Send {
     ) -> impl Future<Output = anyhow::Result<Ended>> + Send;
 }
 
+/// A client's whole life: builds it from `cfg` and an HTTP client for its
+/// open calls, then keeps it connected until `shutdown` turns true (or its
+/// sender is dropped).
+pub(crate) async fn run<C: LongConnection>(
+    name: LinkName,
+    cfg: LinkConfig,
+    shutdown: &mut watch::Receiver<bool>,
+    build: impl FnOnce(LinkConfig, reqwest::Client) -> C,
+) {
+    let Some(http) = http_client(name, cfg.connect_timeout) else {
+        return;
+    };
+    let (base, max) = (cfg.reconnect_base, cfg.reconnect_max);
+    let mut client = build(cfg, http);
+    keep_connected(&mut client, name, base, max, shutdown).await;
+}
+
 /// Runs sessions of `conn` until `shutdown` turns true (or its sender is
 /// dropped), waiting [`backoff_delay`] between them.
-pub(crate) async fn keep_connected(
+async fn keep_connected(
     conn: &mut impl LongConnection,
     name: LinkName,
     reconnect_base: Duration,

@@ -206,15 +206,14 @@ impl Deliveries {
             }
             Queue::File(file) => {
                 let (slot, claim_until) = self.local_slot(now_ms());
-                let first = keys[0].clone();
-                // The payload goes to the local queue too only when there is room.
-                let kept = slot.as_ref().map(|_| payload.clone());
+                // Copies for the local queue only when it has room.
+                let kept = slot.as_ref().map(|_| (keys[0].clone(), payload.clone()));
                 let fresh = file
                     .record(keys, payload, claim_until)
                     .await
                     .map_err(|e| QueueError(format!("delivery not recorded: {e}")))?;
-                if let Some(payload) = kept {
-                    self.hand_over(fresh, slot, &first, payload);
+                if let Some((key, payload)) = kept {
+                    self.hand_over(fresh, slot, &key, payload);
                 }
                 fresh
             }
@@ -426,7 +425,7 @@ impl Deliveries {
         // SQL: confirm the claim is still ours (it may have lapsed while
         // queued, and been taken by another replica).
         if !matches!(self.queue, Queue::Redis(_)) {
-            match self.renew_sql(&claimed.key).await {
+            match self.renew_claim(&claimed.key).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::info!("IM delivery claimed elsewhere meanwhile; skipped");
@@ -462,24 +461,19 @@ impl Deliveries {
     }
 
     async fn renew(&self, c: &Claimed) {
-        let r = match &self.queue {
-            Queue::Redis(q) => q.renew(&c.key).await,
-            Queue::Sql { .. } | Queue::File(_) => match self.renew_sql(&c.key).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(QueueError("claim lost".into())),
-                Err(e) => Err(e),
-            },
-        };
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "cannot renew an IM delivery claim");
+        match self.renew_claim(&c.key).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("cannot renew an IM delivery claim: claim lost"),
+            Err(e) => tracing::warn!(error = %e, "cannot renew an IM delivery claim"),
         }
     }
 
-    /// SQL and file: extends the claim; `false` when it is no longer ours.
-    async fn renew_sql(&self, key: &str) -> Result<bool, QueueError> {
+    /// Extends the claim; `false` when it is no longer ours (SQL and file:
+    /// another replica took it over; Redis claims cannot be lost that way).
+    async fn renew_claim(&self, key: &str) -> Result<bool, QueueError> {
         let until = now_ms() + self.lease().as_millis() as i64;
         match &self.queue {
-            Queue::Redis(_) => Ok(true),
+            Queue::Redis(q) => q.renew(key).await.map(|()| true),
             Queue::Sql { store, .. } => store
                 .renew_delivery(key, &self.replica, until)
                 .await

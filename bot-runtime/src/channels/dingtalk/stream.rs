@@ -53,17 +53,13 @@ pub fn config(
 /// Keeps the stream up until `shutdown` turns true (or its sender is
 /// dropped), handing each robot message to `sink`.
 pub async fn run(cfg: LinkConfig, sink: Arc<dyn InboundSink>, mut shutdown: watch::Receiver<bool>) {
-    let Some(http) = longconn::http_client(NAME, cfg.connect_timeout) else {
-        return;
-    };
-    let (base, max) = (cfg.reconnect_base, cfg.reconnect_max);
-    let mut client = Client {
+    longconn::run(NAME, cfg, &mut shutdown, |cfg, http| Client {
         local_ip: local_ip(),
         cfg,
         sink,
         http,
-    };
-    longconn::keep_connected(&mut client, NAME, base, max, &mut shutdown).await;
+    })
+    .await;
 }
 
 /// The address our default route leaves from, for the open call's

@@ -62,19 +62,15 @@ pub fn config(
 /// Keeps the long connection up until `shutdown` turns true (or its sender
 /// is dropped), handing each message event to `sink`.
 pub async fn run(cfg: LinkConfig, sink: Arc<dyn InboundSink>, mut shutdown: watch::Receiver<bool>) {
-    let Some(http) = longconn::http_client(NAME, cfg.connect_timeout) else {
-        return;
-    };
-    let (base, max) = (cfg.reconnect_base, cfg.reconnect_max);
-    let mut client = Client {
+    longconn::run(NAME, cfg, &mut shutdown, |cfg, http| Client {
         ping_interval: cfg.heartbeat,
         service_id: 0,
         cfg,
         sink,
         http,
         parts: Reassembly::default(),
-    };
-    longconn::keep_connected(&mut client, NAME, base, max, &mut shutdown).await;
+    })
+    .await;
 }
 
 /// A refused handshake with the reasons Feishu puts in its headers.
