@@ -8,6 +8,7 @@ pub mod drain;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod housekeeping;
 pub mod logpipe;
 pub mod logs;
 pub mod metrics;
