@@ -3,7 +3,7 @@
 //! contended, a webhook's ack goes first and the housekeeping waits a
 //! little, as it can afford to.
 
-/// How much nicer than the process housekeeping threads run.
+/// How much nicer than the rest of the process housekeeping threads run.
 const NICER_BY: i32 = 10;
 
 /// Lowers the calling thread's priority (Linux: nice applies per thread).
