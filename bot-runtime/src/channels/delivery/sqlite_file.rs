@@ -488,19 +488,13 @@ fn checkpoint_round(
     inner: &Inner,
     restart_at: u64,
 ) -> Result<(), String> {
-    if side.is_none() {
-        *side = Some(Side::open(path)?);
-    }
-    let Some(s) = side.as_ref() else {
-        return Ok(());
+    // A failed checkpoint leaves the side connection usable; it (and the
+    // descriptor, see `Side::db`) is kept for the next round.
+    let s = match side {
+        Some(s) => s,
+        None => side.insert(Side::open(path)?),
     };
-    let frames = match checkpoint(&s.conn) {
-        Ok(frames) => frames,
-        Err(e) => {
-            *side = None;
-            return Err(e.to_string());
-        }
-    };
+    let frames = checkpoint(&s.conn).map_err(|e| e.to_string())?;
     if frames.saturating_mul(s.page_size) < restart_at {
         return Ok(());
     }
