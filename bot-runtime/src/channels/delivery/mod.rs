@@ -13,6 +13,7 @@
 
 mod redis_queue;
 mod sqlite_file;
+mod wal_vfs;
 mod worker;
 
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! Feishu / Lark: event verification, decryption and parsing, reply
-//! builders, custom-bot signing (`protocol`), and the long-connection client
+//! builders, custom-bot signing (`protocol`, the event's fields in `event`), and the long-connection client
 //! (`ws`, frames in `frame`).
 
+mod event;
 pub mod frame;
 mod protocol;
 pub mod ws;

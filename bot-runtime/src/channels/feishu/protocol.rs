@@ -2,8 +2,12 @@
 //! schemas), reply bodies, custom-bot signing.
 
 use clawdbot_config::FeishuConfig;
+use std::borrow::Cow;
+
 use http::HeaderMap;
 use serde_json::{Value, json};
+
+use super::event::{self, Envelope};
 
 use crate::channels::crypto::{
     PadBlock, aes256_cbc_decrypt, aes256_cbc_encrypt, b64_decode, b64_encode, check_signed,
@@ -129,18 +133,22 @@ fn verify_unsigned_handshake(
     let plain = encrypt_field(body)
         .and_then(|e| decrypt(key, &e))
         .map_err(|_| Rejection::BadSignature)?;
-    let event: Value = serde_json::from_slice(&plain).map_err(|_| Rejection::BadSignature)?;
-    if event.get("type").and_then(Value::as_str) != Some("url_verification") {
+    let event = event::object::<Envelope>(&plain)
+        .ok()
+        .flatten()
+        .ok_or(Rejection::BadSignature)?;
+    if event.kind.get() != Some("url_verification") {
         return Err(Rejection::BadSignature);
     }
-    parse_value(&event, token)
+    parse_envelope(&event, token)
 }
 
 /// The `encrypt` string of an encrypted body.
-fn encrypt_field(body: &[u8]) -> Result<String, Rejection> {
+fn encrypt_field(body: &[u8]) -> Result<Cow<'_, str>, Rejection> {
     #[derive(serde::Deserialize)]
-    struct Encrypted {
-        encrypt: String,
+    struct Encrypted<'a> {
+        #[serde(borrow)]
+        encrypt: Cow<'a, str>,
     }
     serde_json::from_slice::<Encrypted>(body)
         .map(|e| e.encrypt)
@@ -151,29 +159,27 @@ fn encrypt_field(body: &[u8]) -> Result<String, Rejection> {
 /// against v2 `header.token` or v1 top-level `token`; long-connection mode
 /// passes `None`.
 pub fn parse_event(json: &[u8], expected_token: Option<&str>) -> Result<Verdict, Rejection> {
-    let v: Value =
-        serde_json::from_slice(json).map_err(|e| Rejection::malformed(format!("not JSON: {e}")))?;
-    parse_value(&v, expected_token)
+    let event = event::object::<Envelope>(json)
+        .map_err(|e| Rejection::malformed(format!("not JSON: {e}")))?
+        .ok_or_else(|| Rejection::malformed("not a JSON object"))?;
+    parse_envelope(&event, expected_token)
 }
 
-fn parse_value(v: &Value, expected_token: Option<&str>) -> Result<Verdict, Rejection> {
-    if !v.is_object() {
-        return Err(Rejection::malformed("not a JSON object"));
-    }
-    let v2 = v.get("schema").and_then(Value::as_str) == Some("2.0");
+fn parse_envelope(v: &Envelope, expected_token: Option<&str>) -> Result<Verdict, Rejection> {
+    let header = v.header.0.as_ref();
+    let v2 = v.schema.get() == Some("2.0");
     if let Some(expected) = expected_token {
         let token = if v2 {
-            v.pointer("/header/token")
+            header.and_then(|h| h.token.get())
         } else {
-            v.get("token")
+            v.token.get()
         };
-        let token = token.and_then(Value::as_str).unwrap_or_default();
-        if !ct_eq(token.as_bytes(), expected.as_bytes()) {
+        if !ct_eq(token.unwrap_or_default().as_bytes(), expected.as_bytes()) {
             return Err(Rejection::BadToken);
         }
     }
-    if v.get("type").and_then(Value::as_str) == Some("url_verification") {
-        let challenge = str_at(v, "/challenge").ok_or_else(|| missing("challenge"))?;
+    if v.kind.get() == Some("url_verification") {
+        let challenge = required(&v.challenge, "challenge")?;
         return Ok(Verdict::Handshake {
             content_type: "application/json",
             body: json!({ "challenge": challenge }).to_string(),
@@ -182,54 +188,57 @@ fn parse_value(v: &Value, expected_token: Option<&str>) -> Result<Verdict, Rejec
     if v2 { parse_v2(v) } else { parse_v1(v) }
 }
 
-fn parse_v2(v: &Value) -> Result<Verdict, Rejection> {
-    let event_type = str_at(v, "/header/event_type").ok_or_else(|| missing("header.event_type"))?;
-    let event_id = str_at(v, "/header/event_id").ok_or_else(|| missing("header.event_id"))?;
+fn parse_v2(v: &Envelope) -> Result<Verdict, Rejection> {
+    let header = v.header.0.as_ref();
+    let event_type = header
+        .and_then(|h| h.event_type.get())
+        .ok_or_else(|| missing("header.event_type"))?;
+    let event_id = header
+        .and_then(|h| h.event_id.get())
+        .ok_or_else(|| missing("header.event_id"))?;
     if event_type != RECEIVE_V1 {
         return Ok(Verdict::Ignored("event type not handled"));
     }
-    let event = v.get("event").ok_or_else(|| missing("event"))?;
-    if str_at(event, "/sender/sender_type") == Some("app") {
+    let event = v.event.0.as_ref().ok_or_else(|| missing("event"))?;
+    let sender = event.sender.0.as_ref();
+    if sender.and_then(|s| s.sender_type.get()) == Some("app") {
         return Ok(Verdict::Ignored("message from a bot"));
     }
     let msg = event
-        .get("message")
+        .message
+        .0
+        .as_ref()
         .ok_or_else(|| missing("event.message"))?;
-    let message_id = str_at(msg, "/message_id").ok_or_else(|| missing("message.message_id"))?;
-    let chat_id = str_at(msg, "/chat_id").ok_or_else(|| missing("message.chat_id"))?;
-    let open_id =
-        str_at(event, "/sender/sender_id/open_id").ok_or_else(|| missing("sender.open_id"))?;
+    let message_id = required(&msg.message_id, "message.message_id")?;
+    let chat_id = required(&msg.chat_id, "message.chat_id")?;
+    let open_id = sender
+        .and_then(|s| s.sender_id.0.as_ref())
+        .and_then(|id| id.open_id.get())
+        .ok_or_else(|| missing("sender.open_id"))?;
 
     let Some(raw) = message_text(msg)? else {
         return Ok(Verdict::Ignored("message type without text"));
     };
-    let keys: Vec<&str> = msg
-        .get("mentions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.get("key")?.as_str())
-        .filter(|k| !k.is_empty())
-        .collect();
-    let text = strip_mentions(&raw, &keys);
+    let text = strip_mentions(&raw, &msg.mentions.0);
     message(event_id, message_id, chat_id, open_id, text)
 }
 
 /// Text of a `text` or `post` message; `Ok(None)` for other types.
-fn message_text(msg: &Value) -> Result<Option<String>, Rejection> {
-    let kind = str_at(msg, "/message_type").unwrap_or_default();
+fn message_text(msg: &event::Message) -> Result<Option<String>, Rejection> {
+    let kind = msg.message_type.get().unwrap_or_default();
     if kind != "text" && kind != "post" {
         return Ok(None);
     }
     // `content` is a JSON document inside a string.
-    let content = str_at(msg, "/content").ok_or_else(|| missing("message.content"))?;
-    let content: Value = serde_json::from_str(content)
-        .map_err(|_| Rejection::malformed("message.content is not JSON"))?;
-    Ok(Some(if kind == "text" {
-        str_at(&content, "/text").unwrap_or_default().to_owned()
-    } else {
-        post_text(&content)
-    }))
+    let content = required(&msg.content, "message.content")?;
+    let not_json = |_| Rejection::malformed("message.content is not JSON");
+    if kind == "text" {
+        let content = event::object::<event::TextContent>(content.as_bytes()).map_err(not_json)?;
+        let text = content.as_ref().and_then(|c| c.text.get());
+        return Ok(Some(text.unwrap_or_default().to_owned()));
+    }
+    let content: Value = serde_json::from_str(content).map_err(not_json)?;
+    Ok(Some(post_text(&content)))
 }
 
 /// Joins a rich-text post: title, then each paragraph's text runs. Takes
@@ -273,33 +282,35 @@ fn post_body(content: &Value) -> Option<&Value> {
 
 /// Drops mention keys (`@_user_1`) and one space after each, then trims.
 /// Longer keys first, so `@_user_1` never eats into `@_user_10`.
-fn strip_mentions(text: &str, keys: &[&str]) -> String {
-    let mut keys = keys.to_vec();
+fn strip_mentions<K: AsRef<str>>(text: &str, keys: &[K]) -> String {
+    let mut keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
     keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
-    let mut out = text.to_owned();
-    for k in keys {
-        out = out.replace(&format!("{k} "), "").replace(k, "");
+    let mut out = Cow::Borrowed(text);
+    for k in keys.into_iter().filter(|k| !k.is_empty()) {
+        if out.contains(k) {
+            out = Cow::Owned(out.replace(&format!("{k} "), "").replace(k, ""));
+        }
     }
     out.trim().to_owned()
 }
 
 /// v1 schema (`uuid`, `event.type`): the legacy `message` event.
-fn parse_v1(v: &Value) -> Result<Verdict, Rejection> {
-    let uuid = str_at(v, "/uuid").ok_or_else(|| missing("uuid"))?;
-    let event = v.get("event").ok_or_else(|| missing("event"))?;
-    if str_at(event, "/type") != Some("message") {
+fn parse_v1(v: &Envelope) -> Result<Verdict, Rejection> {
+    let uuid = required(&v.uuid, "uuid")?;
+    let event = v.event.0.as_ref().ok_or_else(|| missing("event"))?;
+    if event.kind.get() != Some("message") {
         return Ok(Verdict::Ignored("event type not handled"));
     }
-    let kind = str_at(event, "/msg_type").unwrap_or_default();
+    let kind = event.msg_type.get().unwrap_or_default();
     if kind != "text" && kind != "post" {
         return Ok(Verdict::Ignored("message type without text"));
     }
-    let message_id = str_at(event, "/open_message_id").ok_or_else(|| missing("open_message_id"))?;
-    let chat_id = str_at(event, "/open_chat_id").ok_or_else(|| missing("open_chat_id"))?;
-    let open_id = str_at(event, "/open_id").ok_or_else(|| missing("open_id"))?;
-    let text = match str_at(event, "/text_without_at_bot") {
+    let message_id = required(&event.open_message_id, "open_message_id")?;
+    let chat_id = required(&event.open_chat_id, "open_chat_id")?;
+    let open_id = required(&event.open_id, "open_id")?;
+    let text = match event.text_without_at_bot.get() {
         Some(t) => strip_at_tags(t),
-        None => strip_at_tags(str_at(event, "/text").unwrap_or_default()),
+        None => strip_at_tags(event.text.get().unwrap_or_default()),
     };
     message(uuid, message_id, chat_id, open_id, text)
 }
@@ -348,6 +359,10 @@ fn message(
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer)?.as_str().filter(|s| !s.is_empty())
+}
+
+fn required<'t>(text: &'t event::Text, field: &str) -> Result<&'t str, Rejection> {
+    text.get().ok_or_else(|| missing(field))
 }
 
 fn missing(field: &str) -> Rejection {
