@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod housekeeping;
+pub mod logjson;
 pub mod logpipe;
 pub mod logs;
 pub mod metrics;

@@ -1,10 +1,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bot_runtime::logjson::JsonLine;
 use bot_runtime::logpipe::{Flush, LogPipe};
 use clap::{Parser, Subcommand};
 use clawdbot_config::{LogFormat, RuntimeConfig};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// ClawdBot runtime: web chat, chat API, OpenAI-compatible endpoint.
@@ -104,10 +106,8 @@ fn init_logging(cfg: &RuntimeConfig) -> Option<Flush> {
         .with_writer(writer);
     match cfg.logging.format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLine)
             .init(),
         LogFormat::Text => builder.init(),
     }

@@ -17,6 +17,34 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// Appends `2026-11-22T20:09:27.123456Z` (UTC, microseconds): the log
+/// lines' timestamp, written digit by digit (it is on every request's path).
+pub fn push_rfc3339_micros(out: &mut String, t: SystemTime) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let (y, m, day) = civil_from_days(days);
+    let digits = |out: &mut String, n: u64, width: u32| {
+        for p in (0..width).rev() {
+            out.push(char::from(b'0' + (n / 10u64.pow(p) % 10) as u8));
+        }
+    };
+    digits(out, y.clamp(0, 9999) as u64, 4);
+    out.push('-');
+    digits(out, m.into(), 2);
+    out.push('-');
+    digits(out, day.into(), 2);
+    out.push('T');
+    digits(out, rem / 3600, 2);
+    out.push(':');
+    digits(out, rem % 3600 / 60, 2);
+    out.push(':');
+    digits(out, rem % 60, 2);
+    out.push('.');
+    digits(out, d.subsec_micros().into(), 6);
+    out.push('Z');
+}
+
 /// Milliseconds since the Unix epoch for an RFC 3339 timestamp
 /// (`2026-11-22T20:09:27Z`, `2026-11-22T20:09:27.5+08:00`); `None` when it
 /// is not one. Fractions beyond milliseconds are truncated.
@@ -115,6 +143,19 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-22T20:09:27.123Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn log_timestamps_have_microseconds() {
+        let mut s = String::new();
+        push_rfc3339_micros(
+            &mut s,
+            UNIX_EPOCH + Duration::from_micros(1_795_378_167_123_456),
+        );
+        assert_eq!(s, "2026-11-22T20:09:27.123456Z");
+        s.clear();
+        push_rfc3339_micros(&mut s, UNIX_EPOCH + Duration::from_secs(951_782_400));
+        assert_eq!(s, "2000-02-29T00:00:00.000000Z");
     }
 
     #[test]
