@@ -180,7 +180,11 @@ unsafe extern "C" fn x_open(
         if rc != ffi::SQLITE_OK || (*real).pMethods.is_null() {
             // SQLite does not close a file whose open failed.
             (*f).pMethods = std::ptr::null();
-            return rc;
+            return if rc == ffi::SQLITE_OK {
+                ffi::SQLITE_CANTOPEN
+            } else {
+                rc
+            };
         }
         std::ptr::write(
             f.cast::<File>(),
