@@ -37,7 +37,7 @@ const ALIAS: &str = "
 ALTER TABLE channel_deliveries ADD COLUMN alias_key TEXT;
 CREATE UNIQUE INDEX channel_deliveries_alias ON channel_deliveries (alias_key) WHERE alias_key IS NOT NULL;";
 /// Pages of a new file. Each commit appends every page it changed whole to
-/// the WAL (three per record, above), so small pages mean fewer bytes
+/// the WAL (the row's, each index's, their splits'), so small pages mean fewer bytes
 /// written, checkpointed and synced per delivery (a record is about 0.5 KB).
 const PAGE_SIZE: u32 = 1024;
 /// Checkpoints copy the WAL into the database beside the writer this often,

@@ -1,9 +1,9 @@
 //! Feishu / Lark: event verification, decryption and parsing (v2 and v1
 //! schemas), reply bodies, custom-bot signing.
 
-use clawdbot_config::FeishuConfig;
 use std::borrow::Cow;
 
+use clawdbot_config::FeishuConfig;
 use http::HeaderMap;
 use serde_json::{Value, json};
 
