@@ -30,25 +30,30 @@ where
     fn format_event(
         &self,
         ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
+        mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // Straight into the layer's own line buffer: no buffer of ours.
         let meta = event.metadata();
-        let mut line = String::with_capacity(320);
-        line.push_str("{\"timestamp\":\"");
-        crate::timefmt::push_rfc3339_micros(&mut line, SystemTime::now());
-        line.push_str("\",\"level\":\"");
-        line.push_str(meta.level().as_str());
-        line.push('"');
-        event.record(&mut Fields(&mut line));
-        line.push_str(",\"target\":");
-        push_json_str(&mut line, meta.target());
+        w.write_str("{\"timestamp\":\"")?;
+        crate::timefmt::write_rfc3339_micros(&mut w, SystemTime::now())?;
+        w.write_str("\",\"level\":\"")?;
+        w.write_str(meta.level().as_str())?;
+        w.write_char('"')?;
+        let mut fields = Fields {
+            out: &mut w,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        w.write_str(",\"target\":")?;
+        write_json_str(&mut w, meta.target())?;
         let span = event
             .parent()
             .and_then(|id| ctx.span(id))
             .or_else(|| ctx.lookup_current());
         if let Some(span) = span {
-            line.push_str(",\"span\":{");
+            w.write_str(",\"span\":{")?;
             if let Some(stored) = span.extensions().get::<FormattedFields<N>>() {
                 let inner = stored
                     .fields
@@ -58,79 +63,83 @@ where
                     .unwrap_or_default()
                     .trim();
                 if !inner.is_empty() {
-                    line.push_str(inner);
-                    line.push(',');
+                    w.write_str(inner)?;
+                    w.write_char(',')?;
                 }
             }
-            line.push_str("\"name\":");
-            push_json_str(&mut line, span.name());
-            line.push('}');
+            w.write_str("\"name\":")?;
+            write_json_str(&mut w, span.name())?;
+            w.write_char('}')?;
         }
-        line.push_str("}\n");
-        writer.write_str(&line)
+        w.write_str("}\n")
     }
 }
 
 /// An event's fields as `,"name":value` pairs, typed as the stock
-/// formatter types them (Debug-formatted values become strings).
-struct Fields<'a>(&'a mut String);
+/// formatter types them (Debug-formatted values become strings). A visitor
+/// cannot fail, so the first error is kept for the caller.
+struct Fields<'a, W: fmt::Write> {
+    out: &'a mut W,
+    result: fmt::Result,
+}
 
-impl Fields<'_> {
-    fn key(&mut self, field: &Field) {
-        self.0.push(',');
-        push_json_str(self.0, field.name());
-        self.0.push(':');
+impl<W: fmt::Write> Fields<'_, W> {
+    fn pair(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        if self.result.is_ok() {
+            self.result = self
+                .out
+                .write_char(',')
+                .and_then(|()| write_json_str(self.out, field.name()))
+                .and_then(|()| self.out.write_char(':'))
+                .and_then(|()| value(self.out));
+        }
     }
 }
 
-impl Visit for Fields<'_> {
+impl<W: fmt::Write> Visit for Fields<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.key(field);
-        push_json_str(self.0, value);
+        self.pair(field, |w| write_json_str(w, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.key(field);
-        self.0.push_str(if value { "true" } else { "false" });
+        self.pair(field, |w| w.write_str(if value { "true" } else { "false" }));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.key(field);
-        let _ = write!(self.0, "{value}");
+        self.pair(field, |w| write!(w, "{value}"));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.key(field);
-        let _ = write!(self.0, "{value}");
+        self.pair(field, |w| write!(w, "{value}"));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.key(field);
         // serde_json's spelling: `2.0`, not `2`; `null` for NaN and infinities.
-        self.0
-            .push_str(&serde_json::to_string(&value).unwrap_or_else(|_| "null".into()));
+        let text = serde_json::to_string(&value).unwrap_or_else(|_| "null".into());
+        self.pair(field, |w| w.write_str(&text));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.key(field);
-        self.0.push('"');
-        let _ = write!(Escaped(self.0), "{value:?}");
-        self.0.push('"');
+        self.pair(field, |w| {
+            w.write_char('"')?;
+            write!(Escaped(w), "{value:?}")?;
+            w.write_char('"')
+        });
     }
 }
 
-/// Appends `s` as a JSON string, escaped as serde_json escapes it.
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    let _ = Escaped(out).write_str(s);
-    out.push('"');
+/// Writes `s` as a JSON string, escaped as serde_json escapes it.
+fn write_json_str(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    out.write_char('"')?;
+    Escaped(out).write_str(s)?;
+    out.write_char('"')
 }
 
 /// Writes into a JSON string's body: `"` and `\` escaped, control
 /// characters as `\n`-style or `\u00XX` escapes, the rest as it is.
-struct Escaped<'a>(&'a mut String);
+struct Escaped<'a, W: fmt::Write>(&'a mut W);
 
-impl fmt::Write for Escaped<'_> {
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let mut plain = 0;
         for (i, b) in s.bytes().enumerate() {
@@ -145,16 +154,15 @@ impl fmt::Write for Escaped<'_> {
                 0..=0x1f => "",
                 _ => continue,
             };
-            self.0.push_str(&s[plain..i]);
+            self.0.write_str(&s[plain..i])?;
             if escape.is_empty() {
-                let _ = write!(self.0, "\\u{b:04x}");
+                write!(self.0, "\\u{b:04x}")?;
             } else {
-                self.0.push_str(escape);
+                self.0.write_str(escape)?;
             }
             plain = i + 1;
         }
-        self.0.push_str(&s[plain..]);
-        Ok(())
+        self.0.write_str(&s[plain..])
     }
 }
 
@@ -257,7 +265,7 @@ mod tests {
     fn control_characters_are_escaped_as_serde_json_does() {
         let all: String = (0u8..0x80).map(char::from).collect();
         let mut ours = String::new();
-        push_json_str(&mut ours, &all);
+        write_json_str(&mut ours, &all).unwrap();
         assert_eq!(ours, serde_json::to_string(&all).unwrap());
     }
 }

@@ -17,32 +17,29 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// Appends `2026-11-22T20:09:27.123456Z` (UTC, microseconds): the log
-/// lines' timestamp, written digit by digit (it is on every request's path).
-pub fn push_rfc3339_micros(out: &mut String, t: SystemTime) {
+/// Writes `2026-11-22T20:09:27.123456Z` (UTC, microseconds): the log
+/// lines' timestamp, digit by digit (it is on every request's path).
+pub fn write_rfc3339_micros(out: &mut impl std::fmt::Write, t: SystemTime) -> std::fmt::Result {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let (y, m, day) = civil_from_days(days);
-    let digits = |out: &mut String, n: u64, width: u32| {
+    let fields: [(u64, u32, char); 7] = [
+        (y.clamp(0, 9999) as u64, 4, '-'),
+        (m.into(), 2, '-'),
+        (day.into(), 2, 'T'),
+        (rem / 3600, 2, ':'),
+        (rem % 3600 / 60, 2, ':'),
+        (rem % 60, 2, '.'),
+        (d.subsec_micros().into(), 6, 'Z'),
+    ];
+    for (n, width, then) in fields {
         for p in (0..width).rev() {
-            out.push(char::from(b'0' + (n / 10u64.pow(p) % 10) as u8));
+            out.write_char(char::from(b'0' + (n / 10u64.pow(p) % 10) as u8))?;
         }
-    };
-    digits(out, y.clamp(0, 9999) as u64, 4);
-    out.push('-');
-    digits(out, m.into(), 2);
-    out.push('-');
-    digits(out, day.into(), 2);
-    out.push('T');
-    digits(out, rem / 3600, 2);
-    out.push(':');
-    digits(out, rem % 3600 / 60, 2);
-    out.push(':');
-    digits(out, rem % 60, 2);
-    out.push('.');
-    digits(out, d.subsec_micros().into(), 6);
-    out.push('Z');
+        out.write_char(then)?;
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch for an RFC 3339 timestamp
@@ -148,13 +145,14 @@ mod tests {
     #[test]
     fn log_timestamps_have_microseconds() {
         let mut s = String::new();
-        push_rfc3339_micros(
+        write_rfc3339_micros(
             &mut s,
             UNIX_EPOCH + Duration::from_micros(1_795_378_167_123_456),
-        );
+        )
+        .unwrap();
         assert_eq!(s, "2026-11-22T20:09:27.123456Z");
         s.clear();
-        push_rfc3339_micros(&mut s, UNIX_EPOCH + Duration::from_secs(951_782_400));
+        write_rfc3339_micros(&mut s, UNIX_EPOCH + Duration::from_secs(951_782_400)).unwrap();
         assert_eq!(s, "2000-02-29T00:00:00.000000Z");
     }
 
