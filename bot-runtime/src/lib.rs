@@ -15,6 +15,7 @@ pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod ratelimit;
+pub mod redis_client;
 pub mod routes;
 pub mod sessions;
 pub mod state;
@@ -25,6 +26,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use clawdbot_config::RuntimeConfig;
 use tokio::net::TcpListener;
 
@@ -71,6 +73,13 @@ where
             }
         }
     };
+    // TCP_NODELAY: a streamed reply is many small writes, and Nagle would
+    // hold each one until the client acknowledged the one before.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -466,6 +466,91 @@ async fn redis_queue_dedupes_in_two_steps_and_hands_over_stale_claims() {
         .unwrap();
 }
 
+/// Deletes every key under a test's prefix.
+async fn drop_prefix(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(keys).query_async(conn).await.unwrap();
+    }
+}
+
+/// Dedupe holds between records in flight together on one connection: of
+/// 120 concurrent deliveries (40 events, each delivered twice, plus 40 that
+/// reuse an earlier event's message id), exactly the 40 first ones are
+/// recorded, each once, and a duplicate leaves no marker of its own.
+#[tokio::test]
+async fn redis_dedupes_concurrent_records() {
+    let mut cfg = RuntimeConfig::default();
+    cfg.redis.key_prefix = redis_prefix();
+    let q = RedisQueue::new("redis://127.0.0.1:6379/0", &cfg.redis, "replica-a".into()).unwrap();
+    q.ensure_group().await.unwrap();
+    let ttl = Duration::from_secs(60);
+    let mut deliveries = Vec::new();
+    for i in 0..40 {
+        let first = inbound(&format!("E{i}"), Some(&format!("M{i}")));
+        deliveries.push((format!("first-{i}"), first.clone()));
+        deliveries.push((format!("retry-{i}"), first));
+        deliveries.push((
+            format!("alias-{i}"),
+            inbound(&format!("X{i}"), Some(&format!("M{i}"))),
+        ));
+    }
+    // One task polls them all in order: their pipelines go out back to back.
+    let keys: Vec<Vec<String>> = deliveries.iter().map(|(_, m)| dedupe_keys(m)).collect();
+    let outcomes = futures_util::future::join_all(
+        deliveries
+            .iter()
+            .zip(&keys)
+            .map(|((payload, _), k)| q.record(k, payload, Duration::from_secs(5), ttl)),
+    )
+    .await;
+    let recorded: Vec<&str> = deliveries
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| *o.as_ref().unwrap())
+        .map(|((payload, _), _)| payload.as_str())
+        .collect();
+    let expected: Vec<String> = (0..40).map(|i| format!("first-{i}")).collect();
+    assert_eq!(recorded, expected);
+    assert_eq!(q.len().await.unwrap(), 40);
+    let mut stream: Vec<String> = q
+        .read_new(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.payload)
+        .collect();
+    stream.sort();
+    let mut sorted = expected.clone();
+    sorted.sort();
+    assert_eq!(stream, sorted);
+
+    let mut conn = redis::Client::open("redis://127.0.0.1:6379/0")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for key in ["E7", "m:M7"] {
+        let marker: String = redis::cmd("GET")
+            .arg(format!("{}delivery:slack:{key}", cfg.redis.key_prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(marker, "done", "{key}");
+    }
+    let stray: Option<String> = redis::cmd("GET")
+        .arg(format!("{}delivery:slack:X7", cfg.redis.key_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stray, None, "a duplicate leaves no marker behind");
+    drop_prefix(&mut conn, &cfg.redis.key_prefix).await;
+}
+
 /// A replica records (acks) a delivery and dies before answering; another
 /// replica sharing the store answers it after the lease.
 #[tokio::test]

@@ -6,6 +6,11 @@
 //! - `deliveries`: the stream; entry field `d` is the delivery as JSON
 //! - `delivery:<platform>:<id>`: the dedupe marker, `processing` (short
 //!   expiry, while the delivery is being recorded), then `done` (dedupe TTL)
+//!
+//! The stream has no length cap: an entry leaves it only once answered
+//! (or found unreadable), so a backlog is never trimmed away unanswered.
+//! A Redis out of memory fails the record; the platform gets an error and
+//! delivers again.
 
 use std::time::Duration;
 
@@ -16,8 +21,6 @@ use redis::{AsyncCommands, RedisError, Script};
 use super::{Claimed, QueueError};
 
 const GROUP: &str = "bot-runtime";
-/// Entries kept in the stream at most (answered ones are deleted anyway).
-const MAX_LEN: usize = 100_000;
 
 /// Step one: sets every marker to `processing:<token>` (short expiry) if
 /// none exists yet; 0 = a duplicate.
@@ -34,12 +37,12 @@ return 1
 /// Step two: only while the markers are still this delivery's
 /// `processing:<token>`, appends the entry to the stream and turns the
 /// markers `done` for the dedupe TTL; 0 = not ours (nothing written).
-/// KEYS: stream, markers..; ARGV: token value, payload, dedupe TTL ms, max length.
+/// KEYS: stream, markers..; ARGV: token value, payload, dedupe TTL ms.
 const RECORD: &str = r#"
 for i = 2, #KEYS do
   if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
 end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[2])
+redis.call('XADD', KEYS[1], '*', 'd', ARGV[2])
 for i = 2, #KEYS do
   redis.call('SET', KEYS[i], 'done', 'PX', ARGV[3])
 end
@@ -99,8 +102,7 @@ impl RedisQueue {
         cfg: &clawdbot_config::RedisConfig,
         consumer: String,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("redis.url is not usable ({})", e.category()))?;
+        let client = crate::redis_client::open(url)?;
         let connect = Duration::from_millis(cfg.connect_timeout_ms);
         let timeout = Duration::from_millis(cfg.command_timeout_ms);
         Ok(Self {
@@ -166,8 +168,7 @@ impl RedisQueue {
             .arg(&markers)
             .arg(&token)
             .arg(payload)
-            .arg(dedupe_ttl.as_millis() as u64)
-            .arg(MAX_LEN);
+            .arg(dedupe_ttl.as_millis() as u64);
         let mut c = self.conn.clone();
         match pipe.query_async::<(i64, i64)>(&mut c).await {
             Ok((0, _)) => Ok(false),

@@ -21,10 +21,7 @@ impl Conn {
     /// Connects lazily: the runtime starts (and answers 503 for sessions)
     /// while Redis is down, and connects once it is up.
     pub(super) fn new(url: &str, cfg: &RedisConfig) -> anyhow::Result<Self> {
-        // The error names what is wrong with the URL, never the URL (it may
-        // hold a password).
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("redis.url is not usable ({})", e.category()))?;
+        let client = crate::redis_client::open(url)?;
         let timeout = Duration::from_millis(cfg.command_timeout_ms);
         // Few, quick reconnect attempts: a request never waits longer than
         // `timeout` anyway, and the next request starts a fresh attempt.
