@@ -12,7 +12,13 @@ use tokio::sync::Notify;
 pub struct Drain {
     draining: AtomicBool,
     in_flight: AtomicUsize,
-    changed: Notify,
+    /// Tasks inside [`Drain::wait_idle`]. The last guard of a busy spell
+    /// wakes them only when there are any: the work counter falls to zero
+    /// between most requests, and a wakeup each time would cost every
+    /// request a context switch for nothing.
+    idle_waiters: AtomicUsize,
+    started: Notify,
+    idle: Notify,
     /// When draining started: later shutdown steps share the deadline.
     since: OnceLock<Instant>,
 }
@@ -24,7 +30,7 @@ impl Drain {
     pub fn start(&self) {
         let _ = self.since.set(Instant::now());
         self.draining.store(true, Ordering::SeqCst);
-        self.changed.notify_waiters();
+        self.started.notify_waiters();
     }
 
     pub fn is_draining(&self) -> bool {
@@ -48,7 +54,7 @@ impl Drain {
     /// Resolves once draining has started.
     pub async fn started(&self) {
         loop {
-            let notified = self.changed.notified();
+            let notified = self.started.notified();
             if self.is_draining() {
                 return;
             }
@@ -59,9 +65,14 @@ impl Drain {
     /// Resolves when no admitted work is left, or after `deadline`; returns
     /// how much work was still running.
     pub async fn wait_idle(&self, deadline: Duration) -> usize {
+        // Registered before reading the counter, as the guard decrements
+        // it before reading ours (both SeqCst): either this sees zero or
+        // the last guard sees a waiter and wakes it.
+        self.idle_waiters.fetch_add(1, Ordering::SeqCst);
+        let _registered = IdleWaiter(self);
         let wait = async {
             loop {
-                let notified = self.changed.notified();
+                let notified = self.idle.notified();
                 if self.in_flight() == 0 {
                     return;
                 }
@@ -73,10 +84,21 @@ impl Drain {
     }
 }
 
+struct IdleWaiter<'a>(&'a Drain);
+
+impl Drop for IdleWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.idle_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Drop for WorkGuard {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.changed.notify_waiters();
+        let drain = &self.0;
+        if drain.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && drain.idle_waiters.load(Ordering::SeqCst) > 0
+        {
+            drain.idle.notify_waiters();
         }
     }
 }
@@ -96,6 +118,53 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(g);
         assert_eq!(waiter.await.unwrap(), 0);
+    }
+
+    /// Waiting for idle does not need draining to have started, and a
+    /// waiter that gave up leaves no registration behind.
+    #[tokio::test]
+    async fn idle_wakes_a_waiter_without_draining_and_unregisters_it() {
+        let d = Arc::new(Drain::default());
+        let g = d.track();
+        let d2 = d.clone();
+        let waiter = tokio::spawn(async move { d2.wait_idle(Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(d.idle_waiters.load(Ordering::SeqCst), 1);
+        drop(g);
+        assert_eq!(waiter.await.unwrap(), 0);
+        assert_eq!(d.idle_waiters.load(Ordering::SeqCst), 0);
+        let _g = d.track();
+        assert_eq!(d.wait_idle(Duration::from_millis(10)).await, 1);
+        assert_eq!(d.idle_waiters.load(Ordering::SeqCst), 0);
+    }
+
+    /// The end of a busy spell does not wake tasks waiting for the drain
+    /// to start (the runtime's main task, the delivery loops among them).
+    #[tokio::test]
+    async fn idle_moments_do_not_wake_drain_waiters() {
+        use std::future::Future;
+        use std::pin::pin;
+        use std::task::{Context, Wake, Waker};
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let d = Arc::new(Drain::default());
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut started = pin!(d.started());
+        assert!(started.as_mut().poll(&mut cx).is_pending());
+        for _ in 0..3 {
+            drop(d.track());
+        }
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        d.start();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(started.as_mut().poll(&mut cx).is_ready());
     }
 
     #[tokio::test]
