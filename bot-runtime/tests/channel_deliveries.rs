@@ -20,7 +20,7 @@ use clawdbot_bench::mock::Behavior;
 use clawdbot_config::{RuntimeConfig, Secret};
 use serde_json::{Value, json};
 
-use common::{client, config_for, mock, start};
+use common::{Prefix, client, config_for, mock, start};
 use logdb::{ENGINES, TestDb, eventually};
 
 const SIGNING_SECRET: &str = "test-signing-secret";
@@ -110,10 +110,6 @@ async fn post_signed(url: &str, body: &[u8], ts_secs: i64) -> reqwest::Response 
         .unwrap()
 }
 
-fn redis_prefix() -> String {
-    format!("cbtest:{:016x}:", rand::random::<u64>())
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Store {
     /// The log database (SQLite by default, PostgreSQL where shared).
@@ -128,11 +124,12 @@ async fn a_signed_event_is_answered_once_through_the_platform_api() {
     for store in [Store::Sql, Store::Redis] {
         let model = mock().await;
         let (api, base) = SlackApi::start().await;
+        let prefix = Prefix::fresh();
         let rt = start(config_for(Some(&model), |c| {
             slack_config(c, &base);
             if let Store::Redis = store {
                 c.redis.url = Some(Secret::new("redis://127.0.0.1:6379/0"));
-                c.redis.key_prefix = redis_prefix();
+                c.redis.key_prefix = prefix.0.clone();
             }
         }))
         .await;
@@ -389,8 +386,9 @@ async fn sql_delivery_rows_dedupe_claim_and_expire_on_every_engine() {
 
 #[tokio::test]
 async fn redis_queue_dedupes_in_two_steps_and_hands_over_stale_claims() {
+    let prefix = Prefix::fresh();
     let mut cfg = RuntimeConfig::default();
-    cfg.redis.key_prefix = redis_prefix();
+    cfg.redis.key_prefix = prefix.0.clone();
     let a = RedisQueue::new("redis://127.0.0.1:6379/0", &cfg.redis, "replica-a".into()).unwrap();
     let b = RedisQueue::new("redis://127.0.0.1:6379/0", &cfg.redis, "replica-b".into()).unwrap();
     a.ensure_group().await.unwrap();
@@ -457,25 +455,6 @@ async fn redis_queue_dedupes_in_two_steps_and_hands_over_stale_claims() {
     );
     b.finish(&taken[0].key).await.unwrap();
     assert_eq!(b.len().await.unwrap(), 0);
-    let _: () = redis::cmd("DEL")
-        .arg(format!("{}deliveries", cfg.redis.key_prefix))
-        .arg(format!("{}delivery:slack:E1", cfg.redis.key_prefix))
-        .arg(format!("{}delivery:slack:m:M1", cfg.redis.key_prefix))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-}
-
-/// Deletes every key under a test's prefix.
-async fn drop_prefix(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) {
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL").arg(keys).query_async(conn).await.unwrap();
-    }
 }
 
 /// Dedupe holds between records in flight together on one connection: of
@@ -484,8 +463,9 @@ async fn drop_prefix(conn: &mut redis::aio::MultiplexedConnection, prefix: &str)
 /// recorded, each once, and a duplicate leaves no marker of its own.
 #[tokio::test]
 async fn redis_dedupes_concurrent_records() {
+    let prefix = Prefix::fresh();
     let mut cfg = RuntimeConfig::default();
-    cfg.redis.key_prefix = redis_prefix();
+    cfg.redis.key_prefix = prefix.0.clone();
     let q = RedisQueue::new("redis://127.0.0.1:6379/0", &cfg.redis, "replica-a".into()).unwrap();
     q.ensure_group().await.unwrap();
     let ttl = Duration::from_secs(60);
@@ -548,7 +528,6 @@ async fn redis_dedupes_concurrent_records() {
         .await
         .unwrap();
     assert_eq!(stray, None, "a duplicate leaves no marker behind");
-    drop_prefix(&mut conn, &cfg.redis.key_prefix).await;
 }
 
 /// A replica records (acks) a delivery and dies before answering; another
@@ -559,7 +538,7 @@ async fn a_dead_replicas_delivery_is_answered_by_another() {
         let model = mock().await;
         let (api, base) = SlackApi::start().await;
         let db = TestDb::create(logdb::Engine::Postgres).await;
-        let prefix = redis_prefix();
+        let prefix = Prefix::fresh();
         let setup = |c: &mut RuntimeConfig| {
             slack_config(c, &base);
             c.channels.claim_lease_secs = 5;
@@ -567,7 +546,7 @@ async fn a_dead_replicas_delivery_is_answered_by_another() {
                 Store::Sql => c.database.url = Some(Secret::new(db.url.clone())),
                 Store::Redis => {
                     c.redis.url = Some(Secret::new("redis://127.0.0.1:6379/0"));
-                    c.redis.key_prefix = prefix.clone();
+                    c.redis.key_prefix = prefix.0.clone();
                 }
             }
         };

@@ -18,34 +18,6 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-fn redis_url() -> String {
-    std::env::var("CLAWDBOT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A fresh key prefix whose keys are deleted on drop.
-struct Prefix(String);
-
-impl Prefix {
-    fn new() -> Self {
-        Self(format!("clawdbot-test:{:032x}:", rand::random::<u128>()))
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        let Ok(mut c) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.0))
-            .query(&mut c)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut c);
-        }
-    }
-}
-
 /// One `bot-runtime` process; killed on drop.
 struct Replica {
     child: Child,
@@ -126,7 +98,7 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test]
 async fn a_conversation_alternating_between_two_replicas_keeps_one_history() {
     let mock = mock().await;
-    let prefix = Prefix::new();
+    let prefix = Prefix::fresh();
     let a = Replica::start(&mock, &prefix, &[]).await;
     let b = Replica::start(&mock, &prefix, &[]).await;
 
@@ -160,7 +132,7 @@ async fn a_conversation_alternating_between_two_replicas_keeps_one_history() {
 #[tokio::test]
 async fn concurrent_turns_on_one_session_serialize_across_replicas() {
     let mock = mock().await;
-    let prefix = Prefix::new();
+    let prefix = Prefix::fresh();
     let waits = Replica::start(&mock, &prefix, &[]).await;
     let impatient = Replica::start(
         &mock,
@@ -224,7 +196,7 @@ async fn concurrent_turns_on_one_session_serialize_across_replicas() {
 #[tokio::test]
 async fn a_replica_killed_mid_turn_blocks_its_session_until_the_lock_expires() {
     let mock = mock().await;
-    let prefix = Prefix::new();
+    let prefix = Prefix::fresh();
     let lock = [("CLAWDBOT_REDIS__LOCK_TTL_MS", "1500")];
     let mut dies = Replica::start(&mock, &prefix, &lock).await;
     let survives = Replica::start(
@@ -348,7 +320,7 @@ async fn redis_cut_gives_503_naming_redis_and_recovers_by_itself() {
         .to_owned();
     let proxy = Proxy::start(target).await;
     let mock = mock().await;
-    let prefix = Prefix::new();
+    let prefix = Prefix::fresh();
     let rt = start(config_for(Some(&mock), |c| {
         c.redis.url = Some(Secret::new(format!("redis://{}", proxy.addr)));
         c.redis.key_prefix = prefix.0.clone();
@@ -419,7 +391,7 @@ async fn redis_cut_gives_503_naming_redis_and_recovers_by_itself() {
 #[tokio::test]
 async fn a_stream_longer_than_the_lock_ttl_keeps_its_session_locked() {
     let mock = mock_with("w1 w2 w3 w4 w5 w6 w7 w8 w9 w10", Duration::from_millis(150)).await;
-    let prefix = Prefix::new();
+    let prefix = Prefix::fresh();
     let rt = start(config_for(Some(&mock), |c| {
         c.redis.url = Some(Secret::new(redis_url()));
         c.redis.key_prefix = prefix.0.clone();

@@ -203,3 +203,32 @@ pub async fn wait_ready(base: &str) -> (Duration, Value) {
     }
     panic!("bot-runtime at {base} did not become ready");
 }
+
+/// The test Redis (`CLAWDBOT_TEST_REDIS_URL`, else the machine's).
+pub fn redis_url() -> String {
+    std::env::var("CLAWDBOT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A fresh key prefix whose keys are deleted on drop.
+pub struct Prefix(pub String);
+
+impl Prefix {
+    pub fn fresh() -> Self {
+        Self(format!("clawdbot-test:{:032x}:", rand::random::<u128>()))
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        let Ok(mut c) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.0))
+            .query(&mut c)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut c);
+        }
+    }
+}
