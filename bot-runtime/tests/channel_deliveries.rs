@@ -7,11 +7,13 @@
 mod common;
 mod logdb;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use bot_runtime::channels::delivery::{Deliveries, RedisQueue, dedupe_keys};
 use bot_runtime::channels::{Accepted, Inbound, InboundSink, Platform, ReplyTo, slack};
@@ -27,31 +29,43 @@ const SIGNING_SECRET: &str = "test-signing-secret";
 const BOT_TOKEN: &str = "xoxb-test-token";
 
 /// A local stand-in for Slack's Web API: records every chat.postMessage
-/// made with the right bot token; refuses other tokens as Slack does.
+/// made with the right bot token; refuses other tokens as Slack does. It
+/// can be told to fail the next calls with a 500, as an outage would.
 #[derive(Clone, Default)]
 struct SlackApi {
     posts: Arc<Mutex<Vec<Value>>>,
+    calls: Arc<AtomicUsize>,
+    failures_left: Arc<AtomicUsize>,
 }
 
 impl SlackApi {
     async fn start() -> (Self, String) {
         let api = Self::default();
-        let posts = api.posts.clone();
+        let me = api.clone();
         let app = Router::new().route(
             "/api/chat.postMessage",
             post(move |headers: HeaderMap, body: axum::body::Bytes| {
-                let posts = posts.clone();
+                let me = me.clone();
                 async move {
+                    me.calls.fetch_add(1, Ordering::SeqCst);
+                    let failing = me
+                        .failures_left
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if failing {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, "outage").into_response();
+                    }
                     let auth = headers
                         .get("authorization")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
                     if auth != format!("Bearer {BOT_TOKEN}") {
-                        return axum::Json(json!({"ok": false, "error": "invalid_auth"}));
+                        return axum::Json(json!({"ok": false, "error": "invalid_auth"}))
+                            .into_response();
                     }
                     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    posts.lock().unwrap().push(v);
-                    axum::Json(json!({"ok": true, "ts": "1.2"}))
+                    me.posts.lock().unwrap().push(v);
+                    axum::Json(json!({"ok": true, "ts": "1.2"})).into_response()
                 }
             }),
         );
@@ -64,6 +78,15 @@ impl SlackApi {
     fn posts(&self) -> Vec<Value> {
         self.posts.lock().unwrap().clone()
     }
+
+    /// chat.postMessage calls received, failed ones included.
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn fail_next(&self, n: usize) {
+        self.failures_left.store(n, Ordering::SeqCst);
+    }
 }
 
 fn slack_config(cfg: &mut RuntimeConfig, api_base: &str) {
@@ -75,7 +98,11 @@ fn slack_config(cfg: &mut RuntimeConfig, api_base: &str) {
 }
 
 fn event(event_id: &str, text: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
+    serde_json::to_vec(&event_value(event_id, text)).unwrap()
+}
+
+fn event_value(event_id: &str, text: &str) -> Value {
+    json!({
         "token": "unused",
         "team_id": "T1",
         "api_app_id": "A1",
@@ -90,8 +117,36 @@ fn event(event_id: &str, text: &str) -> Vec<u8> {
             "channel": "C42",
             "event_ts": "1700000000.000100"
         }
-    }))
-    .unwrap()
+    })
+}
+
+/// Posts `n` signed events, each a message in a thread of its own, so a
+/// reply (posted into the thread) names the event it answers; returns the
+/// threads, sorted.
+async fn post_threaded(url: &str, tag: &str, n: usize) -> Vec<String> {
+    let mut threads = Vec::new();
+    for i in 0..n {
+        let thread = format!("1700000000.{i:06}");
+        let mut v = event_value(&format!("Ev{tag}{i}"), &format!("question {i}"));
+        v["event"]["thread_ts"] = json!(thread);
+        let r = post_signed(url, &serde_json::to_vec(&v).unwrap(), now_ms() / 1000).await;
+        assert_eq!(r.status(), 200, "event {i}");
+        threads.push(thread);
+    }
+    threads.sort();
+    threads
+}
+
+/// The thread of every reply posted, sorted (an event answered twice
+/// appears twice).
+fn answered_threads(api: &SlackApi) -> Vec<String> {
+    let mut t: Vec<String> = api
+        .posts()
+        .iter()
+        .map(|p| p["thread_ts"].as_str().unwrap_or("(none)").to_owned())
+        .collect();
+    t.sort();
+    t
 }
 
 async fn post_signed(url: &str, body: &[u8], ts_secs: i64) -> reqwest::Response {
@@ -112,8 +167,10 @@ async fn post_signed(url: &str, body: &[u8], ts_secs: i64) -> reqwest::Response 
 
 #[derive(Clone, Copy, Debug)]
 enum Store {
-    /// The log database (SQLite by default, PostgreSQL where shared).
+    /// The default: SQLite (the replica's own deliveries file).
     Sql,
+    /// A log database on a server, shared by replicas.
+    Shared(logdb::Engine),
     Redis,
 }
 
@@ -534,16 +591,26 @@ async fn redis_dedupes_concurrent_records() {
 /// replica sharing the store answers it after the lease.
 #[tokio::test]
 async fn a_dead_replicas_delivery_is_answered_by_another() {
-    for store in [Store::Sql, Store::Redis] {
+    for store in [
+        Store::Shared(logdb::Engine::Postgres),
+        Store::Shared(logdb::Engine::MySql),
+        Store::Redis,
+    ] {
         let model = mock().await;
         let (api, base) = SlackApi::start().await;
-        let db = TestDb::create(logdb::Engine::Postgres).await;
+        let db = match store {
+            Store::Shared(engine) => Some(TestDb::create(engine).await),
+            _ => None,
+        };
         let prefix = Prefix::fresh();
         let setup = |c: &mut RuntimeConfig| {
             slack_config(c, &base);
             c.channels.claim_lease_secs = 5;
             match store {
-                Store::Sql => c.database.url = Some(Secret::new(db.url.clone())),
+                Store::Sql => {}
+                Store::Shared(_) => {
+                    c.database.url = Some(Secret::new(db.as_ref().unwrap().url.clone()));
+                }
                 Store::Redis => {
                     c.redis.url = Some(Secret::new("redis://127.0.0.1:6379/0"));
                     c.redis.key_prefix = prefix.0.clone();
@@ -617,4 +684,133 @@ async fn the_drain_finishes_answers_in_progress() {
         1,
         "the answer in progress was lost in the drain"
     );
+}
+
+/// SIGTERM with the replica's own deliveries file (the default store): no
+/// other replica can read that file, so the drain answers every delivery
+/// it holds (one in progress, the rest queued), each once, before it stops.
+#[tokio::test]
+async fn the_drain_answers_the_whole_backlog_of_its_own_file() {
+    let model = mock().await;
+    model.set_default(Behavior::Slow(Duration::from_millis(250)));
+    let (api, base) = SlackApi::start().await;
+    let rt = start(config_for(Some(&model), |c| {
+        slack_config(c, &base);
+        c.channels.workers = 1;
+    }))
+    .await;
+    let threads = post_threaded(&rt.url("/webhooks/slack"), "Backlog", 6).await;
+    assert!(
+        api.posts().len() < 6,
+        "answered before the drain began: nothing left to test"
+    );
+    rt.stop().await;
+    assert_eq!(answered_threads(&api), threads);
+}
+
+/// A drain cut short by its deadline leaves the rest in the file; the next
+/// start on the same data_dir answers them.
+#[tokio::test]
+async fn what_the_drain_leaves_in_its_file_is_answered_on_the_next_start() {
+    let model = mock().await;
+    model.set_default(Behavior::Slow(Duration::from_millis(400)));
+    let (api, base) = SlackApi::start().await;
+    let data_dir = common::temp_dir("drain-left").display().to_string();
+    let setup = |c: &mut RuntimeConfig| {
+        slack_config(c, &base);
+        c.channels.workers = 1;
+        c.channels.claim_lease_secs = 5;
+        c.server.drain_deadline_secs = 1;
+        c.server.data_dir = data_dir.clone();
+    };
+    let rt = start(config_for(Some(&model), setup)).await;
+    let threads = post_threaded(&rt.url("/webhooks/slack"), "Left", 8).await;
+    rt.stop().await;
+    let first = api.posts().len();
+    assert!(
+        first < threads.len(),
+        "the 1 s drain answered all {first}: nothing left to test"
+    );
+
+    let rt = start(config_for(Some(&model), setup)).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            rt.state.deliveries.pending().await.unwrap() == 0
+        })
+        .await,
+        "left in the file after the restart: {:?}",
+        rt.state.deliveries.pending().await
+    );
+    rt.stop().await;
+    let answered = answered_threads(&api);
+    let mut distinct = answered.clone();
+    distinct.dedup();
+    assert_eq!(distinct, threads, "a delivery was lost");
+    // The one cut off at the deadline may have sent its reply just before
+    // it could be marked answered; nothing else is answered twice.
+    assert!(
+        answered.len() <= threads.len() + 1,
+        "answered twice: {answered:?}"
+    );
+}
+
+/// A platform API that fails: the reply is retried with backoff; when every
+/// try fails it is logged and counted, the delivery is closed (not retried
+/// forever) and the server keeps serving.
+#[tokio::test]
+async fn failed_replies_are_retried_then_counted_never_a_crash() {
+    let model = mock().await;
+    let (api, base) = SlackApi::start().await;
+    let rt = start(config_for(Some(&model), |c| {
+        slack_config(c, &base);
+        c.channels.reply_attempts = 3;
+    }))
+    .await;
+    let url = rt.url("/webhooks/slack");
+    let replies = |outcome: &str| {
+        rt.state
+            .metrics
+            .channel_replies
+            .with_label_values(&["slack", outcome])
+            .get()
+    };
+
+    // Two failures, then the third try goes through: sent once.
+    api.fail_next(2);
+    let r = post_signed(&url, &event("EvRetry", "retry me"), now_ms() / 1000).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        eventually(Duration::from_secs(10), || async { api.posts().len() == 1 }).await,
+        "never sent after two failures ({} calls)",
+        api.calls()
+    );
+    assert_eq!(api.calls(), 3);
+    assert_eq!((replies("sent"), replies("failed")), (1, 0));
+
+    // Down for good: three tries, then counted as failed.
+    api.fail_next(usize::MAX);
+    let r = post_signed(&url, &event("EvDown", "anyone?"), now_ms() / 1000).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        eventually(Duration::from_secs(10), || async { replies("failed") == 1 }).await,
+        "the failed reply was not counted ({} calls)",
+        api.calls()
+    );
+    assert_eq!(api.calls(), 6);
+    assert_eq!(api.posts().len(), 1);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            rt.state.deliveries.pending().await.unwrap() == 0
+        })
+        .await,
+        "the failed delivery is still pending"
+    );
+    assert!(
+        rt.metrics_text()
+            .await
+            .contains(r#"clawdbot_channel_replies_total{channel="slack",outcome="failed"} 1"#)
+    );
+    let health = client().get(rt.url("/health/live")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    rt.stop().await;
 }

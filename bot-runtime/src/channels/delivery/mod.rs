@@ -2,14 +2,18 @@
 //!
 //! A verified message is recorded durably before the platform gets its ack:
 //! in a Redis stream when `redis.url` is set (read by every replica as one
-//! consumer group), else in the log database's `channel_deliveries` table.
+//! consumer group), else in the `channel_deliveries` table of a PostgreSQL
+//! or MySQL log database (shared by replicas), else in this replica's own
+//! SQLite file, `<server.data_dir>/deliveries.db`.
 //! Redeliveries are stopped by dedupe keys (the platform's delivery id and,
 //! where it has one, the message id), set in two steps: a short-lived
 //! "processing" marker while recording, then "done" for `dedupe_ttl_secs`.
 //! Workers answer claimed deliveries through the chat engine; a replica
 //! renews its claims while it works, and a claim left to lapse (the replica
-//! died) is taken over by another. SIGTERM stops new claims and gives the
-//! running answers the drain deadline.
+//! died) is taken over by another. SIGTERM stops new claims; until the
+//! drain deadline, a shared queue's replica finishes the answers running
+//! and hands the rest back, and a replica on its own file answers all it
+//! holds, since no other replica can.
 
 mod redis_queue;
 mod sqlite_file;
@@ -253,8 +257,10 @@ impl Deliveries {
         }
     }
 
-    /// Runs the workers until the server starts draining, then gives the answers in
-    /// progress until `drain_deadline` and returns.
+    /// Runs the workers until the server starts draining, then, until
+    /// `drain_deadline`: on a shared queue, finishes the answers in progress
+    /// and hands the rest back; on this replica's own file, answers its
+    /// whole backlog.
     pub async fn run(self: Arc<Self>, st: AppState, drain_deadline: Duration) {
         let slots = Arc::new(Semaphore::new(self.cfg.workers));
         let mut local = self.local_rx.lock().await.take();
@@ -287,31 +293,127 @@ impl Deliveries {
                 _ = st.drain.started() => continue,
             };
             for claimed in batch {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    self.release(&claimed).await;
-                    continue;
-                };
-                let me = self.clone();
-                let st = st.clone();
-                tasks.spawn(async move {
-                    me.work(&st, claimed).await;
-                    drop(permit);
-                });
+                self.start_work(&st, &slots, &mut tasks, claimed).await;
             }
         }
-        // Draining: recorded deliveries not yet started go back to the
-        // queue for another replica (or this one's next start).
+        let deadline = tokio::time::Instant::now() + drain_deadline;
+        // Nothing new reaches the local queue from here on: records made
+        // while draining (a long connection's last frames) are left due.
         if let Some(rx) = local.as_mut() {
             rx.close();
+        }
+        if let Queue::File(file) = &self.queue {
+            // This replica's own file: no other replica can answer what it
+            // holds, so the drain answers its backlog, not just the work
+            // in progress.
+            self.answer_backlog(&st, &slots, local.as_mut(), &mut tasks, deadline)
+                .await;
+            self.finish_running(&mut tasks, deadline).await;
+            match file.pending().await {
+                Ok(0) => {}
+                Ok(left) => tracing::warn!(
+                    left,
+                    "drain deadline passed with IM deliveries unanswered; they stay in the deliveries \
+                     file and are answered on the next start with this data_dir"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot count unanswered IM deliveries"),
+            }
+            return;
+        }
+        // A shared queue: deliveries not yet started go back to it for
+        // another replica (or this one's next start) at once.
+        if let Some(rx) = local.as_mut() {
             while let Ok(c) = rx.try_recv() {
                 self.release(&c).await;
             }
         }
+        self.finish_running(&mut tasks, deadline).await;
+    }
+
+    /// Runs one claimed delivery on a free worker; without one the claim
+    /// is given back.
+    async fn start_work(
+        self: &Arc<Self>,
+        st: &AppState,
+        slots: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+        claimed: Claimed,
+    ) {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            self.release(&claimed).await;
+            return;
+        };
+        let me = self.clone();
+        let st = st.clone();
+        tasks.spawn(async move {
+            me.work(&st, claimed).await;
+            drop(permit);
+        });
+    }
+
+    /// Draining on the replica's own file: answers what its local queue
+    /// still holds, then the file's due rows, a worker's worth at a time,
+    /// until none are left or the deadline passes.
+    async fn answer_backlog(
+        self: &Arc<Self>,
+        st: &AppState,
+        slots: &Arc<Semaphore>,
+        mut local: Option<&mut mpsc::Receiver<Claimed>>,
+        tasks: &mut JoinSet<()>,
+        deadline: tokio::time::Instant,
+    ) {
+        let Queue::File(file) = &self.queue else {
+            return;
+        };
+        let mut announced = false;
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            let mut batch = Vec::with_capacity(free);
+            if let Some(rx) = local.as_deref_mut() {
+                while batch.len() < free {
+                    let Ok(c) = rx.try_recv() else { break };
+                    batch.push(c);
+                }
+            }
+            if batch.len() < free {
+                let now = now_ms();
+                let until = now + self.lease().as_millis() as i64;
+                match file
+                    .claim_due(now, until, (free - batch.len()) as u32)
+                    .await
+                {
+                    Ok(rows) => batch.extend(rows.into_iter().map(Claimed::from)),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the IM delivery backlog"),
+                }
+            }
+            if batch.is_empty() && tasks.is_empty() {
+                return;
+            }
+            if !announced {
+                announced = true;
+                tracing::info!("draining: answering the IM deliveries this replica holds");
+            }
+            for claimed in batch {
+                self.start_work(st, slots, tasks, claimed).await;
+            }
+            if tokio::time::timeout_at(deadline, tasks.join_next())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Gives the answers in progress until `deadline`; the rest are cut
+    /// off, and their claims lapse for whoever reads the queue next.
+    async fn finish_running(&self, tasks: &mut JoinSet<()>, deadline: tokio::time::Instant) {
         let running = tasks.len();
         if running > 0 {
             tracing::info!(running, "waiting for IM answers in progress");
         }
-        if tokio::time::timeout(drain_deadline, async {
+        if tokio::time::timeout_at(deadline, async {
             while tasks.join_next().await.is_some() {}
         })
         .await
@@ -319,7 +421,7 @@ impl Deliveries {
         {
             tracing::warn!(
                 left = tasks.len(),
-                "drain deadline passed with IM answers in progress; another replica will take them over"
+                "drain deadline passed with IM answers in progress; their claims lapse for the next reader"
             );
             tasks.abort_all();
         }

@@ -674,6 +674,26 @@ mod tests {
             prop_assert_eq!(verify(&h, &b, &verifier(), NOW), Err(Rejection::BadSignature));
         }
 
+        /// DingTalk's sign covers the timestamp only, so a body changed in
+        /// transit arrives with a valid sign: it is parsed or refused as
+        /// malformed, never a panic and never a signature error.
+        #[test]
+        fn mutated_bodies_under_a_valid_sign_parse_or_are_malformed(
+            pos in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+            random in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let h = headers(NOW, &sign(SECRET, NOW));
+            let mutated = flip_bit(body(&group_text("hi")), pos, bit);
+            for b in [&mutated, &random] {
+                match verify(&h, b, &verifier(), NOW) {
+                    Ok(Verdict::Message(m)) => prop_assert!(!m.text.is_empty()),
+                    Ok(_) | Err(Rejection::Malformed(_)) => {}
+                    Err(other) => prop_assert!(false, "unexpected {other:?}"),
+                }
+            }
+        }
+
         #[test]
         fn any_text_survives_parsing(text in ".{0,64}") {
             if let Ok(Verdict::Message(m)) = parse_message(&body(&group_text(&text))) {
