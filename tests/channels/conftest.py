@@ -35,6 +35,8 @@ import mockplatform as mp  # noqa: E402
 from harness import (  # noqa: E402
     ADMIN_KEY,
     BODY_LIMIT,
+    CARD_BUTTON,
+    CARD_URL,
     FEISHU_WINDOW_S,
     MODEL,
     REDIS_HOST,
@@ -153,6 +155,32 @@ def _base_config(upstream: str) -> dict:
     }
 
 
+def _dingtalk_http(base: str) -> dict:
+    """DingTalk in HTTP mode with the mock platform's app credentials."""
+    return {
+        "enabled": True,
+        "mode": "http",
+        "app_key": mp.DT_APP_KEY,
+        "app_secret": mp.DT_APP_SECRET,
+        "robot_code": mp.DT_ROBOT_CODE,
+        "api_base": base,
+    }
+
+
+def _feishu_webhook(base: str) -> dict:
+    """Feishu event subscription over HTTP, encrypted and token-checked."""
+    return {
+        "enabled": True,
+        "mode": "webhook",
+        "app_id": mp.FS_APP_ID,
+        "app_secret": mp.FS_APP_SECRET,
+        "verification_token": mp.FS_VERIFICATION_TOKEN,
+        "encrypt_key": mp.FS_ENCRYPT_KEY,
+        "api_base": base,
+        "timestamp_window_secs": FEISHU_WINDOW_S,
+    }
+
+
 @pytest.fixture(scope="session")
 def runtime(backend: Backend, platform: mp.MockPlatform, mock_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Runtime:
     """bot-runtime with all four channels on webhooks and every notification
@@ -161,24 +189,12 @@ def runtime(backend: Backend, platform: mp.MockPlatform, mock_upstream: str, tmp
     cfg = _base_config(mock_upstream)
     cfg.update(
         dingtalk={
-            "enabled": True,
-            "mode": "http",
-            "app_key": mp.DT_APP_KEY,
-            "app_secret": mp.DT_APP_SECRET,
-            "robot_code": mp.DT_ROBOT_CODE,
+            **_dingtalk_http(base),
             "webhook_url": f"{base}/robot/send?access_token={mp.DT_ROBOT_TOKEN}",
             "secret": mp.DT_ROBOT_SECRET,
-            "api_base": base,
         },
         feishu={
-            "enabled": True,
-            "mode": "webhook",
-            "app_id": mp.FS_APP_ID,
-            "app_secret": mp.FS_APP_SECRET,
-            "verification_token": mp.FS_VERIFICATION_TOKEN,
-            "encrypt_key": mp.FS_ENCRYPT_KEY,
-            "api_base": base,
-            "timestamp_window_secs": FEISHU_WINDOW_S,
+            **_feishu_webhook(base),
             "notify_webhook_url": f"{base}/open-apis/bot/v2/hook/{mp.FS_HOOK_ID}",
             "notify_secret": mp.FS_HOOK_SECRET,
         },
@@ -205,6 +221,31 @@ def runtime(backend: Backend, platform: mp.MockPlatform, mock_upstream: str, tmp
     _SERVICES["bot-runtime"] = rt.service
     yield rt
     _SERVICES.pop("bot-runtime", None)
+    ph.stop(rt.service.proc)
+
+
+@pytest.fixture(scope="session")
+def cards_runtime(backend: Backend, platform: mp.MockPlatform, mock_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Runtime:
+    """bot-runtime answering in cards: DingTalk (HTTP) with a one-button
+    ActionCard and Feishu (webhook) with an interactive card, against the
+    same mock platform; its own delivery stream (a differently configured
+    bot)."""
+    base = platform.base
+    cfg = _base_config(mock_upstream)
+    cfg.update(
+        dingtalk={
+            **_dingtalk_http(base),
+            "reply_format": "action_card",
+            "action_card_url": CARD_URL,
+            "action_card_button": CARD_BUTTON,
+        },
+        feishu={**_feishu_webhook(base), "reply_format": "card"},
+    )
+    workdir = tmp_path_factory.mktemp(f"bot-runtime-cards-{backend.name}")
+    rt = _start_runtime(f"bot-runtime-cards[{backend.name}]", cfg, workdir, backend, platform, prefix_suffix="cards:")
+    _SERVICES["bot-runtime-cards"] = rt.service
+    yield rt
+    _SERVICES.pop("bot-runtime-cards", None)
     ph.stop(rt.service.proc)
 
 

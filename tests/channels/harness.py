@@ -28,6 +28,9 @@ ADMIN_KEY = "channels-admin-key-0001"
 USER_KEY = "channels-user-key-0001"
 BODY_LIMIT = 64 * 1024
 FEISHU_WINDOW_S = 3600
+# The card-format runtime's DingTalk ActionCard button.
+CARD_URL = "https://intranet.example.com/helpdesk"
+CARD_BUTTON = "Open the helpdesk"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 # How long a reply may take to reach the mock platform.

@@ -148,6 +148,21 @@ def _json_body(call: Call, status: int, err: Any) -> Any:
         raise Reject(status, err, f"body is not JSON: {exc}") from None
 
 
+def _check_card(card: dict, err: Any) -> None:
+    """A card Feishu renders: JSON 1.0 (`elements` at the top) or JSON 2.0
+    (`"schema": "2.0"`, elements under `body`), each element with a `tag`;
+    a markdown element needs its `content`."""
+    if card.get("schema") == "2.0":
+        elements = (card.get("body") or {}).get("elements")
+    else:
+        elements = card.get("elements")
+    _require(isinstance(elements, list) and elements, "card has no elements", 400, err)
+    for e in elements:
+        _require(isinstance(e, dict) and _nonempty_str(e.get("tag")), f"card element without a tag: {e!r}", 400, err)
+        if e["tag"] == "markdown":
+            _require(_nonempty_str(e.get("content")), "markdown element without content", 400, err)
+
+
 def _nonempty_str(v: Any) -> bool:
     return isinstance(v, str) and v.strip() != ""
 
@@ -443,6 +458,9 @@ class MockPlatform:
             raise Reject(400, err, f"content is not JSON: {content!r}") from None
         if mt == "text":
             _require(_nonempty_str((parsed or {}).get("text")), "content.text missing", 400, err)
+        elif mt == "interactive":
+            _require(isinstance(parsed, dict), "content is not a JSON object", 400, err)
+            _check_card(parsed, err)
         else:
             _require(isinstance(parsed, dict), "content is not a JSON object", 400, err)
         return {

@@ -11,7 +11,7 @@ import json
 import time
 
 import mockplatform as mp
-from harness import REPLY, Runtime, uid, wait_for
+from harness import CARD_BUTTON, CARD_URL, REPLY, Runtime, uid, wait_for
 
 
 def headers(ts_ms: int | None = None, secret: str = mp.DT_APP_SECRET, sign: bool = True) -> dict[str, str]:
@@ -166,3 +166,43 @@ def test_missing_sign_is_401(runtime: Runtime) -> None:
 
 def test_sign_with_another_secret_is_401(runtime: Runtime) -> None:
     _refused(runtime, headers(secret="not-the-app-secret"))
+
+
+
+def _direct_message(rt: Runtime, expires_ms: int) -> tuple[str, str]:
+    """Posts a one-to-one message whose session webhook expires at
+    `expires_ms`; returns the sender's staff id and that webhook."""
+    staff = uid("staff")
+    webhook = rt.platform.session_webhook(expires_ms)
+    body = message(
+        msg_id=uid("msg"), conversation_id=uid("cid"), staff_id=staff, group=False,
+        session_webhook=webhook, expires_ms=expires_ms,
+    )
+    r = rt.post("/webhooks/dingtalk", body, headers())
+    assert r.status == 200, r
+    return staff, webhook
+
+
+def test_action_card_format_answers_with_a_one_button_card(cards_runtime: Runtime) -> None:
+    rt = cards_runtime
+    now = int(time.time() * 1000)
+    # While the session webhook is valid: an actionCard message on it.
+    _, webhook = _direct_message(rt, now + 90 * 60 * 1000)
+    call = wait_for(lambda: session_calls(rt, webhook), "an ActionCard on the session webhook", context=rt.platform.dump)[0]
+    assert not call.problems, f"DingTalk would refuse our reply:\n{call.describe()}"
+    sent = call.json()
+    assert sent["msgtype"] == "actionCard", sent
+    card = sent["actionCard"]
+    assert REPLY in card["text"] and card["title"], card
+    assert (card["singleTitle"], card["singleURL"]) == (CARD_BUTTON, CARD_URL), card
+
+    # Once it has expired: the robot OpenAPI's ActionCard template.
+    staff, webhook = _direct_message(rt, now - 1000)
+    call = wait_for(lambda: batch_sends_to(rt, staff), f"a batchSend to {staff}", context=rt.platform.dump)[0]
+    assert not call.problems, f"DingTalk would refuse our OpenAPI call:\n{call.describe()}"
+    sent = call.json()
+    assert sent["msgKey"] == "sampleActionCard", sent
+    param = json.loads(sent["msgParam"])
+    assert REPLY in param["text"] and param["title"], param
+    assert (param["singleTitle"], param["singleURL"]) == (CARD_BUTTON, CARD_URL), param
+    assert not session_calls(rt, webhook), "the expired session webhook was used"

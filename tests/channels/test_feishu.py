@@ -275,3 +275,16 @@ def test_body_over_the_limit_is_413(runtime: Runtime) -> None:
     assert len(body) > BODY_LIMIT
     r = runtime.post("/webhooks/feishu", body, headers)
     assert r.status == 413, r
+
+
+def test_card_format_answers_with_an_interactive_card(cards_runtime: Runtime) -> None:
+    ids = new_ids()
+    deliver(cards_runtime, message_event(**ids, text=f"@_user_1 a card please {uid()}"))
+    call = wait_reply(cards_runtime, ids["message_id"])
+    assert not call.problems, f"Feishu would refuse our reply:\n{call.describe()}"
+    body = call.json()
+    assert body["msg_type"] == "interactive", body
+    card = json.loads(body["content"])
+    markdown = [e["content"] for e in card["body"]["elements"] if e["tag"] == "markdown"]
+    assert markdown == [REPLY], card
+    assert len(replies_to(cards_runtime, ids["message_id"])) == 1
