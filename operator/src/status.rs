@@ -6,9 +6,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
-use crate::crd::{ClawdBot, ClawdBotStatus};
+use crate::crd::{ChannelsSpec, ClawdBot, ClawdBotSpec, ClawdBotStatus};
 use crate::labels;
-use crate::render::desired_replicas;
+use crate::render::{DRAIN_DEADLINE_SECS, desired_replicas};
 
 /// What the reconcile found.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +138,9 @@ pub fn next_status(cb: &ClawdBot, obs: &Observation) -> ClawdBotStatus {
         );
     }
 
+    let (shared, reason, message) = state_placement(&cb.spec);
+    set("StateShared", shared, reason, message);
+
     ClawdBotStatus {
         observed_generation: generation,
         conditions,
@@ -147,6 +150,61 @@ pub fn next_status(cb: &ClawdBot, obs: &Observation) -> ClawdBotStatus {
         endpoint: Some(format!("http://{name}.{ns}.svc:{}", labels::HTTP_PORT)),
         auth_secret_name: obs.auth_secret_name.clone().or(prev.auth_secret_name),
     }
+}
+
+/// The `StateShared` condition: `(shared, reason, message)`. Advisory, not
+/// an error: a bot on pod-local state works, but that state goes with the
+/// pod and is not seen by the other replicas.
+pub fn state_placement(spec: &ClawdBotSpec) -> (bool, &'static str, String) {
+    let channels = channels_on(&spec.channels);
+    match (&spec.redis, &spec.database) {
+        (Some(_), _) => (
+            true,
+            "Redis",
+            if channels {
+                "chat sessions and IM deliveries are in Redis, shared by every replica".into()
+            } else {
+                "chat sessions are in Redis, shared by every replica".into()
+            },
+        ),
+        (None, Some(_)) => (
+            false,
+            "SessionsPodLocal",
+            format!(
+                "spec.redis is unset: chat sessions live in each pod's memory (lost with the pod, \
+                 not seen by other replicas){}; set spec.redis to share them",
+                if channels {
+                    "; IM deliveries are in the database"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        (None, None) => (
+            false,
+            "PodLocal",
+            format!(
+                "spec.redis and spec.database are unset: chat sessions live in each pod's memory \
+                 and conversation logs{} in its scratch volume, lost with the pod and not seen by \
+                 other replicas; set spec.redis (and spec.database for logs)",
+                if channels {
+                    format!(
+                        " and IM deliveries (those unanswered at shutdown get the \
+                         {DRAIN_DEADLINE_SECS} s drain, the rest are lost)"
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        ),
+    }
+}
+
+fn channels_on(c: &ChannelsSpec) -> bool {
+    c.dingtalk.as_ref().is_some_and(|x| x.enabled)
+        || c.feishu.as_ref().is_some_and(|x| x.enabled)
+        || c.wecom.as_ref().is_some_and(|x| x.enabled)
+        || c.slack.as_ref().is_some_and(|x| x.enabled)
 }
 
 fn upsert(
@@ -182,7 +240,7 @@ fn upsert(
 }
 
 fn order(t: &str) -> usize {
-    ["Ready", "Progressing", "Degraded", "Paused"]
+    ["Ready", "Progressing", "Degraded", "Paused", "StateShared"]
         .iter()
         .position(|x| *x == t)
         .unwrap_or(9)

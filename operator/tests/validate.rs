@@ -5,9 +5,9 @@
 mod common;
 
 use clawdbot_operator::crd::{
-    AutoscalingSpec, BasicChannel, ClawdBot, ClawdBotSpec, ClawdBotStatus, DingTalkChannel,
-    DisruptionBudgetSpec, FeishuChannel, IngressSpec, ModelBackend, ModelFallbackSpec,
-    MonitoringSpec, SecretKeyRef, SecretRef,
+    AutoscalingSpec, BasicChannel, ClawdBot, ClawdBotSpec, ClawdBotStatus, DatabaseSpec,
+    DingTalkChannel, DisruptionBudgetSpec, FeishuChannel, IngressSpec, ModelBackend,
+    ModelFallbackSpec, MonitoringSpec, RedisSpec, SecretKeyRef, SecretRef,
 };
 use clawdbot_operator::status::{Health, Observation, next_status};
 use clawdbot_operator::validate::{self, FieldError};
@@ -635,7 +635,10 @@ fn ready_when_rolled_out() {
     let dep = deployment(4, 4, 3, 3, 3);
     let s = next_status(&cb, &observe(Health::Ok, false, Some(&dep), 0));
     let types: Vec<&str> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
-    assert_eq!(types, ["Ready", "Progressing", "Degraded", "Paused"]);
+    assert_eq!(
+        types,
+        ["Ready", "Progressing", "Degraded", "Paused", "StateShared"]
+    );
     assert_eq!(is(&s, "Ready"), "True");
     assert_eq!(cond(&s, "Ready").reason, "Available");
     assert_eq!(is(&s, "Progressing"), "False");
@@ -785,6 +788,67 @@ fn paused() {
     assert!(cond(&s, "Paused").message.contains("spec.paused"));
     let s = next_status(&cb, &observe(Health::Ok, false, Some(&dep), 0));
     assert_eq!(is(&s, "Paused"), "False");
+}
+
+/// Where sessions, logs and IM deliveries live: advisory, never Degraded.
+#[test]
+fn state_shared_names_what_is_pod_local() {
+    let dep = deployment(1, 1, 1, 1, 1);
+    let status = |f: &dyn Fn(&mut ClawdBotSpec)| {
+        let mut cb = bot(with(f));
+        cb.metadata.generation = Some(1);
+        next_status(&cb, &observe(Health::Ok, false, Some(&dep), 0))
+    };
+    let slack_on = |s: &mut ClawdBotSpec| {
+        s.channels.slack = Some(BasicChannel {
+            enabled: true,
+            credentials_secret_ref: secret("slack"),
+        });
+    };
+
+    let s = status(&|_| {});
+    assert_eq!(is(&s, "StateShared"), "False");
+    assert_eq!(cond(&s, "StateShared").reason, "PodLocal");
+    let m = &cond(&s, "StateShared").message;
+    assert!(
+        m.contains("spec.redis") && m.contains("conversation logs"),
+        "{m}"
+    );
+    assert!(!m.contains("IM deliveries"), "no channel is on: {m}");
+    assert_eq!(is(&s, "Ready"), "True", "advisory only");
+    assert_eq!(is(&s, "Degraded"), "False", "advisory only");
+
+    let s = status(&|sp| slack_on(sp));
+    let m = &cond(&s, "StateShared").message;
+    assert!(
+        m.contains("IM deliveries") && m.contains("25 s drain"),
+        "{m}"
+    );
+
+    let s = status(&|sp| {
+        slack_on(sp);
+        sp.database = Some(DatabaseSpec {
+            url_secret_ref: key("db", "url"),
+        });
+    });
+    assert_eq!(is(&s, "StateShared"), "False");
+    assert_eq!(cond(&s, "StateShared").reason, "SessionsPodLocal");
+    let m = &cond(&s, "StateShared").message;
+    assert!(m.contains("IM deliveries are in the database"), "{m}");
+
+    let s = status(&|sp| {
+        slack_on(sp);
+        sp.redis = Some(RedisSpec {
+            url_secret_ref: key("redis", "url"),
+        });
+    });
+    assert_eq!(is(&s, "StateShared"), "True");
+    assert_eq!(cond(&s, "StateShared").reason, "Redis");
+    assert!(
+        cond(&s, "StateShared")
+            .message
+            .contains("sessions and IM deliveries")
+    );
 }
 
 #[test]

@@ -19,7 +19,9 @@ use sha2::{Digest, Sha256};
 use crate::crd::ClawdBot;
 use crate::labels;
 
-pub use config::{api_keys_ref, referenced_secrets, runtime_config, secret_env};
+pub use config::{
+    DRAIN_DEADLINE_SECS, api_keys_ref, referenced_secrets, runtime_config, secret_env,
+};
 pub use extras::{autoscaler, disruption_budget, ingress, network_policy};
 pub use runtime::{
     api_keys_secret, config_map, deployment, desired_replicas, service, service_account,
