@@ -158,14 +158,18 @@ pub fn next_status(cb: &ClawdBot, obs: &Observation) -> ClawdBotStatus {
 pub fn state_placement(spec: &ClawdBotSpec) -> (bool, &'static str, String) {
     let channels = channels_on(&spec.channels);
     match (&spec.redis, &spec.database) {
-        (Some(_), _) => (
+        (Some(_), db) => (
             true,
             "Redis",
-            if channels {
-                "chat sessions and IM deliveries are in Redis, shared by every replica".into()
-            } else {
-                "chat sessions are in Redis, shared by every replica".into()
-            },
+            format!(
+                "chat sessions{} are in Redis, shared by every replica{}",
+                if channels { " and IM deliveries" } else { "" },
+                if db.is_none() {
+                    "; conversation logs stay in each pod's scratch volume until spec.database is set"
+                } else {
+                    ""
+                }
+            ),
         ),
         (None, Some(_)) => (
             false,

@@ -844,11 +844,9 @@ fn state_shared_names_what_is_pod_local() {
     });
     assert_eq!(is(&s, "StateShared"), "True");
     assert_eq!(cond(&s, "StateShared").reason, "Redis");
-    assert!(
-        cond(&s, "StateShared")
-            .message
-            .contains("sessions and IM deliveries")
-    );
+    let m = &cond(&s, "StateShared").message;
+    assert!(m.contains("sessions and IM deliveries"), "{m}");
+    assert!(m.contains("until spec.database is set"), "{m}");
 }
 
 #[test]
