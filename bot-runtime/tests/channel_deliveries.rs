@@ -22,7 +22,7 @@ use clawdbot_bench::mock::Behavior;
 use clawdbot_config::{RuntimeConfig, Secret};
 use serde_json::{Value, json};
 
-use common::{Prefix, client, config_for, mock, start};
+use common::{Prefix, client, config_for, mock, redis_url, start};
 use logdb::{ENGINES, TestDb, eventually};
 
 const SIGNING_SECRET: &str = "test-signing-secret";
@@ -185,7 +185,7 @@ async fn a_signed_event_is_answered_once_through_the_platform_api() {
         let rt = start(config_for(Some(&model), |c| {
             slack_config(c, &base);
             if let Store::Redis = store {
-                c.redis.url = Some(Secret::new("redis://127.0.0.1:6379/0"));
+                c.redis.url = Some(Secret::new(redis_url()));
                 c.redis.key_prefix = prefix.0.clone();
             }
         }))
@@ -446,8 +446,8 @@ async fn redis_queue_dedupes_in_two_steps_and_hands_over_stale_claims() {
     let prefix = Prefix::fresh();
     let mut cfg = RuntimeConfig::default();
     cfg.redis.key_prefix = prefix.0.clone();
-    let a = RedisQueue::new("redis://127.0.0.1:6379/0", &cfg.redis, "replica-a".into()).unwrap();
-    let b = RedisQueue::new("redis://127.0.0.1:6379/0", &cfg.redis, "replica-b".into()).unwrap();
+    let a = RedisQueue::new(&redis_url(), &cfg.redis, "replica-a".into()).unwrap();
+    let b = RedisQueue::new(&redis_url(), &cfg.redis, "replica-b".into()).unwrap();
     a.ensure_group().await.unwrap();
     b.ensure_group().await.unwrap();
     let keys = dedupe_keys(&inbound("E1", Some("M1")));
@@ -475,7 +475,7 @@ async fn redis_queue_dedupes_in_two_steps_and_hands_over_stale_claims() {
     assert_eq!(a.len().await.unwrap(), 1);
 
     // The "done" marker outlives the short "processing" expiry.
-    let mut conn = redis::Client::open("redis://127.0.0.1:6379/0")
+    let mut conn = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -523,7 +523,7 @@ async fn redis_dedupes_concurrent_records() {
     let prefix = Prefix::fresh();
     let mut cfg = RuntimeConfig::default();
     cfg.redis.key_prefix = prefix.0.clone();
-    let q = RedisQueue::new("redis://127.0.0.1:6379/0", &cfg.redis, "replica-a".into()).unwrap();
+    let q = RedisQueue::new(&redis_url(), &cfg.redis, "replica-a".into()).unwrap();
     q.ensure_group().await.unwrap();
     let ttl = Duration::from_secs(60);
     let mut deliveries = Vec::new();
@@ -566,7 +566,7 @@ async fn redis_dedupes_concurrent_records() {
     sorted.sort();
     assert_eq!(stream, sorted);
 
-    let mut conn = redis::Client::open("redis://127.0.0.1:6379/0")
+    let mut conn = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -612,7 +612,7 @@ async fn a_dead_replicas_delivery_is_answered_by_another() {
                     c.database.url = Some(Secret::new(db.as_ref().unwrap().url.clone()));
                 }
                 Store::Redis => {
-                    c.redis.url = Some(Secret::new("redis://127.0.0.1:6379/0"));
+                    c.redis.url = Some(Secret::new(redis_url()));
                     c.redis.key_prefix = prefix.0.clone();
                 }
             }
@@ -627,8 +627,7 @@ async fn a_dead_replicas_delivery_is_answered_by_another() {
             .unwrap();
         assert_eq!(fresh, Accepted::New);
         if let Store::Redis = store {
-            let q = RedisQueue::new("redis://127.0.0.1:6379/0", &a_cfg.redis, "replica-a".into())
-                .unwrap();
+            let q = RedisQueue::new(&redis_url(), &a_cfg.redis, "replica-a".into()).unwrap();
             q.ensure_group().await.unwrap();
             assert_eq!(q.read_new(10).await.unwrap().len(), 1);
         }

@@ -306,7 +306,7 @@ impl Deliveries {
             // This replica's own file: no other replica can answer what it
             // holds, so the drain answers its backlog, not just the work
             // in progress.
-            self.answer_backlog(&st, &slots, local.as_mut(), &mut tasks, deadline)
+            self.answer_backlog(file, &st, &slots, local.as_mut(), &mut tasks, deadline)
                 .await;
             self.finish_running(&mut tasks, deadline).await;
             match file.pending().await {
@@ -356,15 +356,13 @@ impl Deliveries {
     /// until none are left or the deadline passes.
     async fn answer_backlog(
         self: &Arc<Self>,
+        file: &SqliteFile,
         st: &AppState,
         slots: &Arc<Semaphore>,
         mut local: Option<&mut mpsc::Receiver<Claimed>>,
         tasks: &mut JoinSet<()>,
         deadline: tokio::time::Instant,
     ) {
-        let Queue::File(file) = &self.queue else {
-            return;
-        };
         let mut announced = false;
         loop {
             while tasks.try_join_next().is_some() {}

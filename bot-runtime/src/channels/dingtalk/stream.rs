@@ -357,7 +357,10 @@ pub fn event_ack(message_id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::channels::crypto::testutil::flip_bit;
 
     #[test]
     fn open_body_names_credentials_and_the_bot_topic() {
@@ -480,29 +483,29 @@ mod tests {
 
     const VALID_FRAME: &str = r#"{"specVersion":"1.0","type":"CALLBACK","headers":{"topic":"/v1.0/im/bot/messages/get","messageId":"m1","contentType":"application/json","time":"1690000000000"},"data":"{\"text\":{\"content\":\"hi\"}}"}"#;
 
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         /// The gateway's bytes, random or one bit off a valid frame or
         /// open answer: parsed or refused, never a panic; a system frame
         /// built from them gets a well-formed step.
         #[test]
         fn random_and_mutated_frames_never_panic(
-            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
-            pos in proptest::prelude::any::<proptest::sample::Index>(),
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            pos in any::<proptest::sample::Index>(),
             bit in 0u8..8,
         ) {
-            let mutated = crate::channels::crypto::testutil::flip_bit(VALID_FRAME.as_bytes().to_vec(), pos, bit);
+            let mutated = flip_bit(VALID_FRAME.as_bytes().to_vec(), pos, bit);
             for b in [&bytes, &mutated] {
                 if let Ok(f) = parse_frame(&String::from_utf8_lossy(b)) {
                     let _ = on_system(&f);
                 }
             }
             let open = br#"{"endpoint":"wss://h/connect","ticket":"t"}"#.to_vec();
-            let open = crate::channels::crypto::testutil::flip_bit(open, pos, bit);
+            let open = flip_bit(open, pos, bit);
             for b in [&bytes, &open] {
                 if let Ok(c) = parse_connection(b) {
-                    proptest::prop_assert!(!c.endpoint.is_empty() && !c.ticket.is_empty());
+                    prop_assert!(!c.endpoint.is_empty() && !c.ticket.is_empty());
                     let _ = c.ws_url();
                 }
             }

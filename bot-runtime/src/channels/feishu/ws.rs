@@ -486,7 +486,10 @@ impl Partial {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::channels::crypto::testutil::flip_bit;
 
     #[test]
     fn endpoint_answer_parses() {
@@ -648,22 +651,22 @@ mod tests {
         assert_eq!(r.pending(), 1);
     }
 
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         /// The endpoint call's answer, random or one bit off a valid one:
         /// a typed error or an endpoint with a URL, never a panic.
         #[test]
         fn random_and_mutated_endpoint_answers_never_panic(
-            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
-            pos in proptest::prelude::any::<proptest::sample::Index>(),
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            pos in any::<proptest::sample::Index>(),
             bit in 0u8..8,
         ) {
             let valid = br#"{"code":0,"msg":"ok","data":{"URL":"wss://h/ws/v2?device_id=7&service_id=3","ClientConfig":{"ReconnectCount":-1,"ReconnectInterval":120,"ReconnectNonce":30,"PingInterval":120}}}"#;
-            let mutated = crate::channels::crypto::testutil::flip_bit(valid.to_vec(), pos, bit);
+            let mutated = flip_bit(valid.to_vec(), pos, bit);
             for b in [&bytes, &mutated] {
                 if let Ok(ep) = parse_endpoint(b) {
-                    proptest::prop_assert!(!ep.url.is_empty());
+                    prop_assert!(!ep.url.is_empty());
                     let _ = ConnTarget::parse(&ep.url);
                     if let Some(c) = ep.client_config {
                         let _ = c.ping_interval();
