@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -16,12 +17,14 @@ pub struct Probe {
     pub metrics: Arc<Metrics>,
     /// Set once the API server answered and the controller can start.
     pub ready: Arc<AtomicBool>,
+    /// Whether the controller still makes progress.
+    pub liveness: Arc<Liveness>,
 }
 
 pub fn router(p: Probe) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(p)
 }
@@ -34,6 +37,16 @@ async fn metrics(State(p): State<Probe>) -> impl IntoResponse {
         )],
         p.metrics.render(),
     )
+}
+
+async fn healthz(State(p): State<Probe>) -> impl IntoResponse {
+    match p.liveness.check() {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(why) => {
+            tracing::error!(why, "the controller looks stuck: failing /healthz");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("stuck: {why}"))
+        }
+    }
 }
 
 async fn readyz(State(p): State<Probe>) -> impl IntoResponse {

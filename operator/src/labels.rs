@@ -26,14 +26,79 @@ pub fn api_keys_secret_name(bot: &str) -> String {
 /// Key of the generated API key Secret.
 pub const API_KEYS_KEY: &str = "api-keys";
 
+pub const REDIS_PORT: i32 = 6379;
+pub const POSTGRES_PORT: i32 = 5432;
+
+/// StatefulSet, Service, password Secret and NetworkPolicy of managed Redis.
+pub fn redis_name(bot: &str) -> String {
+    format!("{bot}-redis")
+}
+
+/// StatefulSet, Service, credentials Secret and NetworkPolicy of a managed
+/// database; also the name of a CloudNativePG Cluster.
+pub fn db_name(bot: &str) -> String {
+    format!("{bot}-db")
+}
+
+/// CronJob and PersistentVolumeClaim of a managed database's backups.
+pub fn db_backup_name(bot: &str) -> String {
+    format!("{bot}-db-backup")
+}
+
+/// The Secret CloudNativePG writes for a Cluster's application user.
+pub fn cnpg_app_secret_name(bot: &str) -> String {
+    format!("{}-app", db_name(bot))
+}
+
+/// The Secret the operator maintains with the runtime's REDIS_URL and
+/// DATABASE_URL for managed components.
+pub fn connections_secret_name(bot: &str) -> String {
+    format!("{bot}-connections")
+}
+
+/// Keys of the generated Secrets.
+pub const PASSWORD_KEY: &str = "password";
+pub const USERNAME_KEY: &str = "username";
+pub const DATABASE_KEY: &str = "database";
+pub const REDIS_URL_KEY: &str = "redis-url";
+pub const DATABASE_URL_KEY: &str = "database-url";
+/// Key of CloudNativePG's application Secret holding the connection URI.
+pub const CNPG_URI_KEY: &str = "uri";
+
+/// Name of the volumeClaimTemplate of managed StatefulSets; the first pod's
+/// claim is `data-<statefulset>-0`.
+pub const DATA_VOLUME: &str = "data";
+
+pub fn data_claim_name(statefulset: &str) -> String {
+    format!("{DATA_VOLUME}-{statefulset}-0")
+}
+
+/// Longest bot name whose managed children's names still fit: a
+/// StatefulSet's pods carry a `controller-revision-hash` label of the
+/// StatefulSet name plus 11 characters (at most 63), and a CronJob's name is
+/// at most 52 characters.
+pub const MAX_NAME_WITH_REDIS: usize = 52 - "-redis".len();
+pub const MAX_NAME_WITH_DATABASE: usize = 52 - "-db-backup".len();
+
 /// The labels that select the runtime pods (also the scale selector).
 pub fn selector(bot: &str) -> BTreeMap<String, String> {
+    component_selector(bot, RUNTIME)
+}
+
+/// The labels that select one component's pods.
+pub fn component_selector(bot: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (NAME_LABEL.to_owned(), APP.to_owned()),
         (INSTANCE_LABEL.to_owned(), bot.to_owned()),
-        (COMPONENT_LABEL.to_owned(), "runtime".to_owned()),
+        (COMPONENT_LABEL.to_owned(), component.to_owned()),
     ])
 }
+
+/// Values of the component label.
+pub const RUNTIME: &str = "runtime";
+pub const REDIS: &str = "redis";
+pub const DATABASE: &str = "database";
+pub const DB_BACKUP: &str = "database-backup";
 
 pub fn selector_string(bot: &str) -> String {
     selector(bot)

@@ -6,6 +6,7 @@ pub mod crd;
 pub mod http;
 pub mod labels;
 pub mod leader;
+pub mod liveness;
 pub mod metrics;
 pub mod render;
 pub mod status;

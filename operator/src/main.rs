@@ -4,12 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
-use clawdbot_operator::controller::{self, Apis, Context};
+use clawdbot_operator::controller::{self, Apis, Context, MIN_KUBERNETES, server_version};
 use clawdbot_operator::crd::{ClawdBot, DEFAULT_IMAGE};
 use clawdbot_operator::leader::{LeaseSettings, run_as_leader};
+use clawdbot_operator::liveness::Liveness;
 use clawdbot_operator::metrics::Metrics;
 use clawdbot_operator::{crd, http, render, validate};
-use kube::runtime::events::{Recorder, Reporter};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, CustomResourceExt};
 use tokio::sync::watch;
 
@@ -61,6 +63,19 @@ struct RunArgs {
     /// Log format: json or text.
     #[arg(long, default_value = "json")]
     log_format: String,
+    /// URL of a bot for reading its /health/ready ({name} and {namespace}
+    /// are replaced); the default is its in-cluster Service.
+    #[arg(long, default_value = controller::DEFAULT_PROBE_URL)]
+    probe_url: String,
+    /// Seconds between API discovery rounds (an API installed later, such
+    /// as CloudNativePG, is picked up at the next one).
+    #[arg(long, default_value_t = 60)]
+    rediscover_secs: u64,
+    /// /healthz fails when queued work has waited this long without a
+    /// reconcile starting (or one has run this long), so the kubelet
+    /// restarts a stuck controller.
+    #[arg(long, default_value_t = 300)]
+    stall_timeout_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -141,8 +156,8 @@ fn render_file(file: &PathBuf) -> ExitCode {
         let rendered = render::build(
             &cb,
             &render::Inputs {
-                secrets_digest: String::new(),
                 default_image: DEFAULT_IMAGE.into(),
+                ..render::Inputs::default()
             },
         )
         .and_then(|c| c.to_yaml_documents());
@@ -202,9 +217,13 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(&args.metrics_addr).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let liveness = Arc::new(Liveness::new(std::time::Duration::from_secs(
+        args.stall_timeout_secs,
+    )));
     let probe = http::Probe {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        liveness: liveness.clone(),
     };
     let mut http_shutdown = shutdown_rx.clone();
     let http_task = tokio::spawn(async move {
@@ -222,7 +241,6 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let version = client.apiserver_version().await?;
     tracing::info!(server = %version.git_version, "connected to the API server");
-    let apis = Apis::discover(&client).await;
     let identity = args
         .identity
         .clone()
@@ -235,13 +253,23 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
-    let ctx = Arc::new(Context::new(
+    if let Some(v) = server_version(&version.major, &version.minor)
+        && v < MIN_KUBERNETES
+    {
+        warn_old_server(&recorder, &version.git_version).await;
+    }
+    let mut ctx = Context::new(
         client.clone(),
         recorder,
         metrics.clone(),
-        apis,
+        Apis::default(),
         args.runtime_image.clone(),
-    ));
+    );
+    ctx.operator_namespace = std::env::var("POD_NAMESPACE").ok();
+    ctx.probe_url = args.probe_url.clone();
+    ctx.liveness = liveness;
+    let ctx = Arc::new(ctx);
+    let rediscover = std::time::Duration::from_secs(args.rediscover_secs.max(1));
     ready.store(true, Ordering::SeqCst);
     let (namespace, concurrency) = (args.namespace.clone(), args.concurrency);
     let lease = LeaseSettings {
@@ -251,20 +279,50 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         duration_secs: 15,
         grace_secs: 5,
     };
-    run_as_leader(client, lease, metrics, shutdown_rx, move |mut stop| {
+    run_as_leader(client, lease, metrics, shutdown_rx, move |stop| {
         let ctx = ctx.clone();
         let namespace = namespace.clone();
         async move {
-            controller::run(ctx, namespace, concurrency, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
+            controller::run(ctx, namespace, concurrency, stop, rediscover).await;
         }
     })
     .await?;
     http_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The runtime pods' preStop `sleep` action needs Kubernetes 1.30: on an
+/// older server they are refused. Said in the log and as an Event on the
+/// operator's own pod (when it knows its name).
+async fn warn_old_server(recorder: &Recorder, version: &str) {
+    let (min_major, min_minor) = MIN_KUBERNETES;
+    let note = format!(
+        "Kubernetes {version} is older than {min_major}.{min_minor}, the oldest this operator \
+         supports: bot-runtime pods use the preStop sleep action, which older API servers refuse. \
+         Upgrade the cluster."
+    );
+    tracing::error!(server = version, "{note}");
+    let (Ok(name), Ok(ns)) = (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE")) else {
+        return;
+    };
+    let pod = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(name),
+        namespace: Some(ns),
+        ..ObjectReference::default()
+    };
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "UnsupportedKubernetesVersion".into(),
+        note: Some(note),
+        action: "Start".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &pod).await {
+        tracing::warn!(error = %e, "cannot publish the version warning");
+    }
 }
 
 async fn wait_for_signal() {

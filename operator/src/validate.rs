@@ -6,7 +6,8 @@
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 
-use crate::crd::{ClawdBot, ClawdBotSpec, ModelBackend};
+use crate::crd::{ClawdBot, ClawdBotSpec, ModelBackend, is_quantity, postgres_major};
+use crate::labels;
 use crate::render::runtime_config;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,19 @@ pub fn parse(obj: &DynamicObject) -> Result<ClawdBot, FieldError> {
     } else {
         spec
     };
+    // The shape before spec.redis and spec.database became unions: said
+    // plainly instead of an empty union.
+    for part in ["redis", "database"] {
+        if spec.get(part).and_then(|p| p.get("urlSecretRef")).is_some() {
+            return Err(FieldError {
+                field: format!("spec.{part}.urlSecretRef"),
+                message: format!(
+                    "moved to spec.{part}.external.urlSecretRef in this version (see \
+                     docs/operator.md, \"Migrating\")"
+                ),
+            });
+        }
+    }
     let spec: ClawdBotSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
         FieldError {
@@ -82,10 +96,10 @@ pub fn validate(cb: &ClawdBot) -> Vec<FieldError> {
         bad("spec.replicas", format!("{r} is outside 0..=1000"));
     }
     let m = &s.model;
-    if m.backend == Some(ModelBackend::Openai) && m.endpoint.is_none() {
+    if m.backend == Some(ModelBackend::OpenAI) && m.endpoint.is_none() {
         bad(
             "spec.model.endpoint",
-            "is required when model.backend is openai".into(),
+            "is required when model.backend is OpenAI".into(),
         );
     }
     if m.api_key_secret_ref.is_some() && m.endpoint.is_none() {
@@ -185,6 +199,7 @@ pub fn validate(cb: &ClawdBot) -> Vec<FieldError> {
             _ => {}
         }
     }
+    state_errors(s, &name, &mut bad);
     if s.monitoring.as_ref().is_some_and(|m| m.enabled) {
         bad(
             "spec.monitoring.enabled",
@@ -199,6 +214,119 @@ pub fn validate(cb: &ClawdBot) -> Vec<FieldError> {
     let mut seen = std::collections::HashSet::new();
     errors.retain(|e| seen.insert(e.field.clone()));
     errors
+}
+
+/// `spec.redis` and `spec.database`: one member of each union, quantities
+/// that parse, a PostgreSQL image whose tag names its major version, names
+/// short enough for the managed children, and shared sessions whenever
+/// more than one pod can serve.
+fn state_errors(s: &ClawdBotSpec, name: &str, bad: &mut impl FnMut(&str, String)) {
+    let mut quantity = |field: &str, q: &str| {
+        if !is_quantity(q) {
+            bad(field, format!("{q:?} is not a quantity (e.g. 1Gi, 500Mi)"));
+        }
+    };
+    if let Some(p) = s
+        .redis
+        .as_ref()
+        .and_then(|r| r.managed.as_ref())
+        .and_then(|m| m.persistence.as_ref())
+    {
+        quantity("spec.redis.managed.persistence.size", &p.size);
+    }
+    if let Some(d) = &s.database {
+        if let Some(m) = &d.managed {
+            if let Some(size) = &m.size {
+                quantity("spec.database.managed.size", size);
+            }
+            if let Some(v) = m.backup.as_ref().and_then(|b| b.volume.as_ref()) {
+                quantity("spec.database.managed.backup.volume.size", &v.size);
+            }
+        }
+        if let Some(c) = &d.cloud_native_pg {
+            quantity("spec.database.cloudNativePG.storage.size", &c.storage.size);
+        }
+    }
+    if let Some(r) = &s.redis {
+        if r.managed.is_some() == r.external.is_some() {
+            bad(
+                "spec.redis",
+                "set exactly one of spec.redis.managed and spec.redis.external".into(),
+            );
+        }
+        if r.managed.is_some() && name.len() > labels::MAX_NAME_WITH_REDIS {
+            bad(
+                "metadata.name",
+                format!(
+                    "at most {} characters with spec.redis.managed (its StatefulSet is {name}-redis)",
+                    labels::MAX_NAME_WITH_REDIS
+                ),
+            );
+        }
+    }
+    if let Some(d) = &s.database {
+        let set = [
+            d.managed.is_some(),
+            d.cloud_native_pg.is_some(),
+            d.external.is_some(),
+        ];
+        if set.iter().filter(|x| **x).count() != 1 {
+            bad(
+                "spec.database",
+                "set exactly one of spec.database.managed, spec.database.cloudNativePG and spec.database.external".into(),
+            );
+        }
+        if let Some(m) = &d.managed {
+            if postgres_major(m.image()).is_none() {
+                bad(
+                    "spec.database.managed.image",
+                    format!(
+                        "{:?} has no tag starting with the PostgreSQL major version (e.g. postgres:17.6)",
+                        m.image()
+                    ),
+                );
+            }
+            if let Some(b) = m.backup.as_ref().filter(|b| b.enabled)
+                && let Some(sched) = &b.schedule
+                && sched.split_whitespace().count() != 5
+            {
+                bad(
+                    "spec.database.managed.backup.schedule",
+                    format!("{sched:?} is not a five-field cron schedule (e.g. \"0 3 * * *\")"),
+                );
+            }
+        }
+        if (d.managed.is_some() || d.cloud_native_pg.is_some())
+            && name.len() > labels::MAX_NAME_WITH_DATABASE
+        {
+            bad(
+                "metadata.name",
+                format!(
+                    "at most {} characters with a managed database (its backup CronJob is {name}-db-backup)",
+                    labels::MAX_NAME_WITH_DATABASE
+                ),
+            );
+        }
+    }
+    if s.redis.is_none() {
+        let replicas = s.replicas.unwrap_or(1);
+        let autoscaled = s.autoscaling.as_ref().is_some_and(|a| a.enabled);
+        if replicas > 1 || autoscaled {
+            bad(
+                "spec.redis",
+                format!(
+                    "is required with {}: without it each pod keeps its own in-memory sessions, \
+                     which break as requests move between pods (set spec.redis.managed, or \
+                     spec.redis.external with your Redis)",
+                    if autoscaled {
+                        "autoscaling".to_owned()
+                    } else {
+                        format!("{replicas} replicas")
+                    }
+                ),
+            );
+        }
+    }
 }
 
 /// Runtime keys that the spec sets under another name.

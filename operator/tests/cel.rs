@@ -55,15 +55,15 @@ fn fails(spec: Value, message: &str, path: &str) {
 #[test]
 fn model_rules() {
     passes(json!({}));
-    passes(json!({"model": {"backend": "none"}}));
+    passes(json!({"model": {"backend": "None"}}));
     passes(json!({"model": {"endpoint": "http://m/v1"}}));
     passes(
-        json!({"model": {"backend": "openai", "endpoint": "http://m/v1",
+        json!({"model": {"backend": "OpenAI", "endpoint": "http://m/v1",
         "apiKeySecretRef": {"name": "k", "key": "api-key"}}}),
     );
     fails(
-        json!({"model": {"backend": "openai"}}),
-        "model.endpoint is required when model.backend is openai",
+        json!({"model": {"backend": "OpenAI"}}),
+        "model.endpoint is required when model.backend is OpenAI",
         "spec.model.endpoint",
     );
     fails(
@@ -72,7 +72,7 @@ fn model_rules() {
         "spec.model.apiKeySecretRef",
     );
     fails(
-        json!({"model": {"backend": "none", "apiKeySecretRef": {"name": "k", "key": "api-key"}}}),
+        json!({"model": {"backend": "None", "apiKeySecretRef": {"name": "k", "key": "api-key"}}}),
         "model.apiKeySecretRef needs model.endpoint",
         "spec.model.apiKeySecretRef",
     );
@@ -136,8 +136,11 @@ fn ingress_rule() {
 fn every_rule_is_exercised() {
     // The rules this file tests, by message; a new rule must get a test.
     let tested = [
-        "model.endpoint is required when model.backend is openai",
+        "model.endpoint is required when model.backend is OpenAI",
         "model.apiKeySecretRef needs model.endpoint",
+        "set exactly one of redis.managed and redis.external",
+        "set exactly one of database.managed, database.cloudNativePG and database.external",
+        "spec.redis is required with more than one replica or with autoscaling: in-memory sessions are not shared between pods",
         "an enabled channel needs credentialsSecretRef",
         "autoscaling.minReplicas must not exceed maxReplicas",
         "set disruptionBudget.minAvailable or maxUnavailable, not both",
@@ -287,22 +290,147 @@ fn crd_names_subresources_and_columns() {
 }
 
 #[test]
-fn replicas_has_no_schema_default() {
-    // A default would make the API server write spec.replicas on every
-    // object, fighting an autoscaler that owns it through the scale subresource.
+fn replicas_defaults_to_one() {
+    // Set by the API server on create, with no field manager: an autoscaler
+    // writing it through /scale never fights a GitOps tool that leaves it
+    // out, and the scale subresource is never empty (an HPA on an unset
+    // replicas field stays at ScalingDisabled).
     let schema = schema();
     let r = &schema["properties"]["spec"]["properties"]["replicas"];
     assert_eq!(r["type"], "integer");
-    assert!(r.get("default").is_none(), "{r}");
+    assert_eq!(r["default"], 1, "{r}");
     assert_eq!(
         (r["minimum"].as_f64(), r["maximum"].as_f64()),
         (Some(0.0), Some(1000.0))
     );
-    assert!(
-        !schema["properties"]["spec"]["required"]
-            .as_array()
-            .is_some_and(|req| req.iter().any(|x| x == "replicas"))
+}
+
+#[test]
+fn status_conditions_are_a_map_keyed_by_type() {
+    let schema = schema();
+    let c = &schema["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(c["x-kubernetes-list-type"], "map", "{c}");
+    assert_eq!(c["x-kubernetes-list-map-keys"], json!(["type"]), "{c}");
+}
+
+#[test]
+fn redis_and_database_are_unions() {
+    let url = json!({"urlSecretRef": {"name": "s", "key": "url"}});
+    passes(json!({"redis": {"managed": {}}}));
+    passes(json!({"redis": {"external": url}}));
+    fails(
+        json!({"redis": {"managed": {}, "external": url}}),
+        "set exactly one of redis.managed and redis.external",
+        "spec.redis",
     );
+    fails(
+        json!({"redis": {}}),
+        "set exactly one of redis.managed and redis.external",
+        "spec.redis",
+    );
+    let db = "set exactly one of database.managed, database.cloudNativePG and database.external";
+    passes(json!({"database": {"managed": {}}}));
+    passes(json!({"database": {"cloudNativePG": {"storage": {"size": "10Gi"}}}}));
+    passes(json!({"database": {"external": url}}));
+    fails(json!({"database": {}}), db, "spec.database");
+    fails(
+        json!({"database": {"managed": {}, "cloudNativePG": {"storage": {"size": "1Gi"}}}}),
+        db,
+        "spec.database",
+    );
+    fails(
+        json!({"database": {"managed": {}, "external": url}}),
+        db,
+        "spec.database",
+    );
+}
+
+const SINGLE_POD: &str = "spec.redis is required with more than one replica or with autoscaling: in-memory sessions are not shared between pods";
+
+/// Evaluates the single-pod rule the way the API server does with
+/// `optionalOldSelf: true`: `oldSelf` is an optional, none on create.
+/// (kube's client-side validator binds it to null instead, which the
+/// optional functions the rule needs do not accept.)
+fn single_pod_rule(spec: Value, old: Option<Value>) -> bool {
+    use cel::objects::OptionalValue;
+    let program = cel::Program::compile(clawdbot_operator::crd::SINGLE_POD_RULE).expect("compiles");
+    let mut ctx = cel::Context::default();
+    ctx.add_variable("self", spec).expect("self");
+    let old = match old {
+        Some(v) => OptionalValue::of(cel::to_value(v).expect("old")),
+        None => OptionalValue::none(),
+    };
+    ctx.add_variable_from_value("oldSelf", cel::Value::Opaque(std::sync::Arc::new(old)));
+    match program.execute(&ctx) {
+        Ok(cel::Value::Bool(b)) => b,
+        other => panic!("the rule did not evaluate to a bool: {other:?}"),
+    }
+}
+
+#[test]
+fn more_than_one_pod_needs_redis_and_the_rule_ratchets() {
+    let redis = json!({"managed": {}});
+    // Create (no old object).
+    for (spec, ok) in [
+        (json!({}), true),
+        (json!({"replicas": 1}), true),
+        (json!({"replicas": 0}), true),
+        (json!({"autoscaling": {"maxReplicas": 3}}), true),
+        (
+            json!({"autoscaling": {"enabled": false, "maxReplicas": 3}}),
+            true,
+        ),
+        (json!({"replicas": 2}), false),
+        (
+            json!({"autoscaling": {"enabled": true, "maxReplicas": 3}}),
+            false,
+        ),
+        (json!({"replicas": 2, "redis": redis}), true),
+        (
+            json!({"autoscaling": {"enabled": true, "maxReplicas": 3}, "redis": redis}),
+            true,
+        ),
+    ] {
+        assert_eq!(single_pod_rule(spec.clone(), None), ok, "create {spec}");
+    }
+    // Update of an object that already broke the rule (made before it
+    // existed): unrelated edits still go through.
+    let old = json!({"replicas": 3});
+    assert!(single_pod_rule(
+        json!({"replicas": 3, "paused": true}),
+        Some(old.clone())
+    ));
+    // Update of a good object into a bad one: refused.
+    assert!(!single_pod_rule(
+        json!({"replicas": 3}),
+        Some(json!({"replicas": 1}))
+    ));
+    assert!(!single_pod_rule(
+        json!({"replicas": 1, "autoscaling": {"enabled": true, "maxReplicas": 3}}),
+        Some(json!({"replicas": 1}))
+    ));
+    // Dropping Redis from a scaled bot: refused.
+    assert!(!single_pod_rule(
+        json!({"replicas": 3}),
+        Some(json!({"replicas": 3, "redis": redis}))
+    ));
+
+    // The schema carries it with optionalOldSelf, at spec, reported on spec.redis.
+    let rules = schema()["properties"]["spec"]["x-kubernetes-validations"].clone();
+    let rule = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["message"] == SINGLE_POD)
+        .expect("the rule is on spec");
+    assert_eq!(rule["optionalOldSelf"], true);
+    assert_eq!(rule["fieldPath"], ".redis");
+    // kube's client-side validator: good objects pass (the rule
+    // short-circuits before oldSelf), bad ones are refused at spec.
+    passes(json!({"replicas": 1}));
+    passes(json!({"replicas": 4, "redis": redis}));
+    let errors = check(&object(json!({"replicas": 4})));
+    assert_eq!(errors.len(), 1, "{errors:?}");
 }
 
 fn secret_looking(name: &str) -> bool {
@@ -379,8 +507,8 @@ fn no_secret_values_in_the_spec() {
         "spec.auth.apiKeysSecretRef",
         "spec.channels.dingtalk.credentialsSecretRef",
         "spec.channels.slack.credentialsSecretRef",
-        "spec.redis.urlSecretRef",
-        "spec.database.urlSecretRef",
+        "spec.redis.external.urlSecretRef",
+        "spec.database.external.urlSecretRef",
         "spec.ingress.tlsSecretName",
         "spec.imagePullSecrets",
     ] {

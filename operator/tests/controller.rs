@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use clawdbot_operator::controller::{Apis, Context, reconcile};
-use clawdbot_operator::metrics::Metrics;
+use common::context_with;
 use http::{Request, Response};
 use kube::Client;
 use kube::api::DynamicObject;
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
 
@@ -109,20 +110,15 @@ async fn serve(
 }
 
 fn context(client: Client) -> Arc<Context> {
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "clawdbot-operator".into(),
-            instance: Some("test".into()),
-        },
-    );
-    Arc::new(Context::new(
-        client,
-        recorder,
-        Arc::new(Metrics::new()),
-        Apis::all(),
-        "clawdbot/bot-runtime:test".into(),
-    ))
+    context_with(client, Apis::all(), &[])
+}
+
+/// Metadata of a child this bot controls, at resourceVersion "7".
+fn owned(api_version: &str, kind: &str, name: &str) -> Value {
+    json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": "default",
+        "resourceVersion": "7", "labels": {"app.kubernetes.io/managed-by": "clawdbot-operator"},
+        "ownerReferences": [{"apiVersion": "clawdbot.io/v1alpha1", "kind": "ClawdBot", "name": "hello",
+            "uid": "bot-uid", "controller": true}]}})
 }
 
 fn bot(spec: Value, status: Option<Value>) -> Arc<DynamicObject> {
@@ -198,27 +194,8 @@ fn first_apply_script() -> Vec<Expect> {
             Reply::Echo(200, "14"),
         ),
         expect("POST", EVENTS, Reply::Echo(201, "1")),
-        // Optional children the spec does not want: checked, nothing to delete.
-        expect(
-            "GET",
-            "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/hello",
-            Reply::NotFound,
-        ),
-        expect(
-            "GET",
-            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/hello",
-            Reply::NotFound,
-        ),
-        expect(
-            "GET",
-            "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/hello",
-            Reply::NotFound,
-        ),
-        expect(
-            "GET",
-            "/apis/networking.k8s.io/v1/namespaces/default/ingresses/hello",
-            Reply::NotFound,
-        ),
+        // Optional children the spec does not want: the caches know there
+        // is nothing of ours to delete, so nothing is asked.
         expect("PATCH", format!("{BOT}/status"), Reply::Echo(200, "15")),
     ]
 }
@@ -297,23 +274,22 @@ async fn a_converged_bot_causes_no_events_and_no_status_write() {
     let seen = server.await.unwrap();
     let written_status = seen.last().unwrap().body["status"].clone();
 
-    // Second pass: every child exists at the version the apply returns.
-    let existing = |kind: &str, name: &str| json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "resourceVersion": "7"}});
+    // Second pass: every child is in the watch caches, at the version the
+    // apply returns: no GET before an apply, no event, no status write.
+    let cached = [
+        owned("v1", "ServiceAccount", "hello"),
+        owned("v1", "ConfigMap", "hello-config"),
+        owned("apps/v1", "Deployment", "hello"),
+        owned("v1", "Service", "hello"),
+        owned("v1", "Secret", "hello-api-keys"),
+    ];
     let script = vec![
+        // The key Secret's content, for the config hash (a new context has
+        // no digest cached yet).
         expect(
             "GET",
             format!("{CORE}/secrets/hello-api-keys"),
             Reply::Json(200, secret("hello-api-keys")),
-        ),
-        expect(
-            "GET",
-            format!("{CORE}/secrets/hello-api-keys"),
-            Reply::Json(200, secret("hello-api-keys")),
-        ),
-        expect(
-            "GET",
-            format!("{CORE}/serviceaccounts/hello"),
-            Reply::Json(200, existing("ServiceAccount", "hello")),
         ),
         expect(
             "PATCH",
@@ -321,19 +297,9 @@ async fn a_converged_bot_causes_no_events_and_no_status_write() {
             Reply::Echo(200, "7"),
         ),
         expect(
-            "GET",
-            format!("{CORE}/configmaps/hello-config"),
-            Reply::Json(200, existing("ConfigMap", "hello-config")),
-        ),
-        expect(
             "PATCH",
             format!("{CORE}/configmaps/hello-config"),
             Reply::Echo(200, "7"),
-        ),
-        expect(
-            "GET",
-            format!("{APPS}/deployments/hello"),
-            Reply::Json(200, existing("Deployment", "hello")),
         ),
         expect(
             "PATCH",
@@ -341,41 +307,16 @@ async fn a_converged_bot_causes_no_events_and_no_status_write() {
             Reply::Echo(200, "7"),
         ),
         expect(
-            "GET",
-            format!("{CORE}/services/hello"),
-            Reply::Json(200, existing("Service", "hello")),
-        ),
-        expect(
             "PATCH",
             format!("{CORE}/services/hello"),
             Reply::Echo(200, "7"),
-        ),
-        expect(
-            "GET",
-            "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/hello",
-            Reply::NotFound,
-        ),
-        expect(
-            "GET",
-            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/hello",
-            Reply::NotFound,
-        ),
-        expect(
-            "GET",
-            "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/hello",
-            Reply::NotFound,
-        ),
-        expect(
-            "GET",
-            "/apis/networking.k8s.io/v1/namespaces/default/ingresses/hello",
-            Reply::NotFound,
         ),
     ];
     let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(serve(handle, script));
     reconcile(
         bot(json!({}), Some(written_status)),
-        context(Client::new(svc, "default")),
+        context_with(Client::new(svc, "default"), Apis::all(), &cached),
     )
     .await
     .unwrap();
@@ -392,7 +333,7 @@ async fn radio_silence_on_an_invalid_spec_except_event_and_status() {
     ];
     let server = tokio::spawn(serve(handle, script));
     reconcile(
-        bot(json!({"model": {"backend": "openai"}}), None),
+        bot(json!({"model": {"backend": "OpenAI"}}), None),
         context(Client::new(svc, "default")),
     )
     .await
@@ -503,15 +444,9 @@ async fn a_paused_bot_gets_no_writes_once_its_status_says_paused() {
 #[tokio::test]
 async fn children_the_spec_no_longer_wants_are_deleted() {
     let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let owned = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "hello", "resourceVersion": "5",
-        "ownerReferences": [{"apiVersion": "clawdbot.io/v1alpha1", "kind": "ClawdBot", "name": "hello", "uid": "bot-uid", "controller": true}]}});
+    let hpa = owned("autoscaling/v2", "HorizontalPodAutoscaler", "hello");
     let mut script: Vec<Expect> = first_apply_script().into_iter().take(16).collect();
     script.extend([
-        expect(
-            "GET",
-            "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/hello",
-            Reply::Json(200, owned),
-        ),
         expect(
             "DELETE",
             "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/hello",
@@ -521,21 +456,35 @@ async fn children_the_spec_no_longer_wants_are_deleted() {
             ),
         ),
         expect("POST", EVENTS, Reply::Echo(201, "1")),
+        expect("PATCH", format!("{BOT}/status"), Reply::Echo(200, "15")),
+    ]);
+    let server = tokio::spawn(serve(handle, script));
+    reconcile(
+        bot(json!({}), None),
+        context_with(Client::new(svc, "default"), Apis::all(), &[hpa]),
+    )
+    .await
+    .unwrap();
+    let seen = server.await.unwrap();
+    let deleted = seen.iter().position(|s| s.method == "DELETE").unwrap();
+    assert_eq!(seen[deleted + 1].body["reason"], "Deleted");
+}
+
+#[tokio::test]
+async fn an_unowned_object_with_a_childs_name_is_left_alone_and_named() {
+    // Someone made a Service "hello" before the bot: it is not in the
+    // label-selected cache, so the operator asks, finds no controller
+    // reference to itself, and does not apply over it.
+    let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let theirs = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello", "namespace": "default", "resourceVersion": "3", "uid": "someone-else"}});
+    let mut script: Vec<Expect> = first_apply_script().into_iter().take(13).collect();
+    script.extend([
         expect(
             "GET",
-            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/hello",
-            Reply::NotFound,
+            format!("{CORE}/services/hello"),
+            Reply::Json(200, theirs),
         ),
-        expect(
-            "GET",
-            "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/hello",
-            Reply::NotFound,
-        ),
-        expect(
-            "GET",
-            "/apis/networking.k8s.io/v1/namespaces/default/ingresses/hello",
-            Reply::NotFound,
-        ),
+        expect("POST", EVENTS, Reply::Echo(201, "1")),
         expect("PATCH", format!("{BOT}/status"), Reply::Echo(200, "15")),
     ]);
     let server = tokio::spawn(serve(handle, script));
@@ -543,8 +492,31 @@ async fn children_the_spec_no_longer_wants_are_deleted() {
         .await
         .unwrap();
     let seen = server.await.unwrap();
-    let deleted = seen.iter().position(|s| s.method == "DELETE").unwrap();
-    assert_eq!(seen[deleted + 1].body["reason"], "Deleted");
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.method == "PATCH" && s.path.ends_with("/services/hello")),
+        "never written"
+    );
+    let event = &seen[seen.len() - 2].body;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "NameConflict");
+    assert!(event["note"].as_str().unwrap().contains("Service hello"));
+    let conds = seen.last().unwrap().body["status"]["conditions"].clone();
+    let degraded = conds
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap();
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "NameConflict");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("Service hello")
+    );
 }
 
 #[tokio::test]

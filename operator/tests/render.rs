@@ -29,8 +29,8 @@ const UID: &str = "00000000-0000-4000-8000-000000000001";
 
 fn inputs() -> Inputs {
     Inputs {
-        secrets_digest: String::new(),
         default_image: crd::DEFAULT_IMAGE.into(),
+        ..Inputs::default()
     }
 }
 
@@ -557,6 +557,7 @@ fn replicas_follow_spec_then_autoscaling_then_one() {
         cb.spec.replicas = replicas;
         if auto {
             cb.spec.autoscaling = Some(crd::AutoscalingSpec {
+                enabled: true,
                 min_replicas: min,
                 max_replicas: 9,
                 target_cpu_utilization: None,
@@ -759,6 +760,7 @@ fn hash_of(cb: &ClawdBot, digest: &str) -> String {
         &Inputs {
             secrets_digest: digest.into(),
             default_image: crd::DEFAULT_IMAGE.into(),
+            ..Inputs::default()
         },
     )
     .expect("renders");
@@ -1010,12 +1012,25 @@ fn env_names_are_runtime_config_keys() {
         secret_key_of(&prod, "CLAWDBOT_API_KEYS"),
         ("support-bot-api-keys".into(), "api-keys".into())
     );
+    // Managed Redis and PostgreSQL: from the Secret the operator maintains.
     assert_eq!(
         secret_key_of(&prod, "REDIS_URL"),
-        ("support-bot-credentials".into(), "redis-url".into())
+        ("support-bot-connections".into(), "redis-url".into())
     );
     assert_eq!(
         secret_key_of(&prod, "DATABASE_URL"),
+        ("support-bot-connections".into(), "database-url".into())
+    );
+    // External ones: from the user's Secret.
+    let ext = build(&common::load_clawdbot(
+        &common::examples_dir().join("production-external.yaml"),
+    ));
+    assert_eq!(
+        secret_key_of(&ext, "REDIS_URL"),
+        ("support-bot-credentials".into(), "redis-url".into())
+    );
+    assert_eq!(
+        secret_key_of(&ext, "DATABASE_URL"),
         ("support-bot-credentials".into(), "database-url".into())
     );
 

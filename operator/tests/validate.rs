@@ -1,18 +1,15 @@
-//! `validate::parse`, `validate::validate` and `status::next_status`: every
-//! validation rule with a valid and an invalid case (the error naming the
-//! field), reading badly typed specs, and the conditions the status carries.
+//! `validate::parse` and `validate::validate`: every validation rule with a
+//! valid and an invalid case (the error naming the field), and reading
+//! badly typed specs. The conditions are in status.rs.
 
 mod common;
 
 use clawdbot_operator::crd::{
-    AutoscalingSpec, BasicChannel, ClawdBot, ClawdBotSpec, ClawdBotStatus, DatabaseSpec,
-    DingTalkChannel, DisruptionBudgetSpec, FeishuChannel, IngressSpec, ModelBackend,
-    ModelFallbackSpec, MonitoringSpec, RedisSpec, SecretKeyRef, SecretRef,
+    AutoscalingSpec, BasicChannel, ClawdBot, ClawdBotSpec, DatabaseSpec, DingTalkChannel,
+    DisruptionBudgetSpec, FeishuChannel, IngressSpec, ModelBackend, ModelFallbackSpec,
+    MonitoringSpec, RedisSpec, SecretKeyRef, SecretRef,
 };
-use clawdbot_operator::status::{Health, Observation, next_status};
 use clawdbot_operator::validate::{self, FieldError};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
@@ -114,7 +111,13 @@ fn metadata_name_is_a_dns_label() {
 #[test]
 fn replicas_range() {
     for r in [0, 1, 1000] {
-        ok(with(|s| s.replicas = Some(r)));
+        ok(with(|s| {
+            s.replicas = Some(r);
+            s.redis = Some(RedisSpec {
+                external: external("r"),
+                ..RedisSpec::default()
+            });
+        }));
     }
     for r in [-1, 1001] {
         bad(
@@ -128,12 +131,12 @@ fn replicas_range() {
 #[test]
 fn openai_backend_needs_an_endpoint() {
     ok(with(|s| {
-        s.model.backend = Some(ModelBackend::Openai);
+        s.model.backend = Some(ModelBackend::OpenAI);
         s.model.endpoint = Some("http://vllm:8000/v1".into());
     }));
     ok(with(|s| s.model.backend = Some(ModelBackend::None)));
     let errors = bad(
-        with(|s| s.model.backend = Some(ModelBackend::Openai)),
+        with(|s| s.model.backend = Some(ModelBackend::OpenAI)),
         "spec.model.endpoint",
         "required",
     );
@@ -326,10 +329,15 @@ fn enabled_channels_with_a_credentials_secret_are_valid() {
 fn autoscaling(min: Option<i32>, max: i32) -> ClawdBotSpec {
     with(|s| {
         s.autoscaling = Some(AutoscalingSpec {
+            enabled: true,
             min_replicas: min,
             max_replicas: max,
             target_cpu_utilization: None,
-        })
+        });
+        s.redis = Some(RedisSpec {
+            managed: Some(Default::default()),
+            ..RedisSpec::default()
+        });
     })
 }
 
@@ -353,6 +361,7 @@ fn autoscaling_bounds() {
 fn budget(min: Option<i32>, max: Option<i32>) -> ClawdBotSpec {
     with(|s| {
         s.disruption_budget = Some(DisruptionBudgetSpec {
+            enabled: true,
             min_available: min,
             max_unavailable: max,
         })
@@ -430,6 +439,7 @@ fn all_problems_at_once() {
         s.replicas = Some(-1);
         s.model.api_key_secret_ref = Some(key("k", "v"));
         s.autoscaling = Some(AutoscalingSpec {
+            enabled: true,
             min_replicas: Some(5),
             max_replicas: 2,
             target_cpu_utilization: None,
@@ -457,7 +467,7 @@ fn all_problems_at_once() {
 #[test]
 fn each_field_is_reported_once() {
     let cb = bot(with(|s| {
-        s.model.backend = Some(ModelBackend::Openai);
+        s.model.backend = Some(ModelBackend::OpenAI);
         s.monitoring = Some(MonitoringSpec {
             enabled: true,
             ..MonitoringSpec::default()
@@ -532,9 +542,31 @@ fn parse_names_the_badly_typed_field() {
         "spec.autoscaling",
     );
     parse_error(
-        json!({"redis": {"urlSecretRef": {"name": "r"}}}),
+        json!({"redis": {"external": {"urlSecretRef": {"name": "r"}}}}),
+        "spec.redis.external.urlSecretRef",
+    );
+    // The shape before the unions: named, with where it moved.
+    let e = parse_error(
+        json!({"redis": {"urlSecretRef": {"name": "r", "key": "url"}}}),
         "spec.redis.urlSecretRef",
     );
+    assert!(
+        e.message.contains("spec.redis.external.urlSecretRef"),
+        "{e}"
+    );
+    let e = parse_error(
+        json!({"database": {"urlSecretRef": {"name": "d", "key": "url"}}}),
+        "spec.database.urlSecretRef",
+    );
+    assert!(
+        e.message.contains("spec.database.external.urlSecretRef"),
+        "{e}"
+    );
+    let e = parse_error(
+        json!({"model": {"backend": "openai"}}),
+        "spec.model.backend",
+    );
+    assert!(e.message.contains("OpenAI"), "{e}");
     parse_error(json!({"paused": "no"}), "spec.paused");
     parse_error(json!("not a map"), "spec");
 }
@@ -568,359 +600,6 @@ fn parse_reads_good_objects() {
     }
 }
 
-// --- status::next_status -------------------------------------------------------
-
-fn time(secs: i64) -> Time {
-    Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + secs).expect("time"))
-}
-
-fn deployment(
-    generation: i64,
-    observed: i64,
-    replicas: i32,
-    updated: i32,
-    ready: i32,
-) -> Deployment {
-    let mut d = Deployment::default();
-    d.metadata.generation = Some(generation);
-    d.status = Some(DeploymentStatus {
-        observed_generation: Some(observed),
-        replicas: Some(replicas),
-        updated_replicas: Some(updated),
-        ready_replicas: Some(ready),
-        ..DeploymentStatus::default()
-    });
-    d
-}
-
-fn observe<'a>(
-    health: Health,
-    paused: bool,
-    dep: Option<&'a Deployment>,
-    now: i64,
-) -> Observation<'a> {
-    Observation {
-        health,
-        paused,
-        deployment: dep,
-        auth_secret_name: None,
-        now: time(now),
-    }
-}
-
-fn bot_with_replicas(replicas: Option<i32>) -> ClawdBot {
-    let mut cb = bot(with(|s| s.replicas = replicas));
-    cb.metadata.generation = Some(7);
-    cb
-}
-
-fn cond<'a>(s: &'a ClawdBotStatus, t: &str) -> &'a Condition {
-    s.conditions
-        .iter()
-        .find(|c| c.type_ == t)
-        .unwrap_or_else(|| panic!("no {t} condition: {:?}", s.conditions))
-}
-
-fn is(s: &ClawdBotStatus, t: &str) -> &'static str {
-    match cond(s, t).status.as_str() {
-        "True" => "True",
-        "False" => "False",
-        other => panic!("{t}: status {other}"),
-    }
-}
-
-#[test]
-fn ready_when_rolled_out() {
-    let cb = bot_with_replicas(Some(3));
-    let dep = deployment(4, 4, 3, 3, 3);
-    let s = next_status(&cb, &observe(Health::Ok, false, Some(&dep), 0));
-    let types: Vec<&str> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
-    assert_eq!(
-        types,
-        ["Ready", "Progressing", "Degraded", "Paused", "StateShared"]
-    );
-    assert_eq!(is(&s, "Ready"), "True");
-    assert_eq!(cond(&s, "Ready").reason, "Available");
-    assert_eq!(is(&s, "Progressing"), "False");
-    assert_eq!(is(&s, "Degraded"), "False");
-    assert_eq!(is(&s, "Paused"), "False");
-    for c in &s.conditions {
-        assert_eq!(c.observed_generation, Some(7), "{}", c.type_);
-        assert_eq!(c.last_transition_time, time(0));
-        assert!(!c.reason.is_empty() && !c.message.is_empty());
-    }
-    assert_eq!(s.observed_generation, Some(7));
-    assert_eq!((s.replicas, s.ready_replicas), (Some(3), Some(3)));
-    assert_eq!(
-        s.selector.as_deref(),
-        Some(
-            "app.kubernetes.io/component=runtime,app.kubernetes.io/instance=bot,app.kubernetes.io/name=clawdbot"
-        )
-    );
-    assert_eq!(s.endpoint.as_deref(), Some("http://bot.default.svc:18789"));
-}
-
-#[test]
-fn ready_needs_current_generation_and_enough_pods() {
-    let cb = bot_with_replicas(Some(3));
-    let not_ready = [
-        ("Deployment not observed yet", deployment(5, 4, 3, 3, 3)),
-        ("too few ready", deployment(4, 4, 3, 3, 2)),
-        ("too few updated", deployment(4, 4, 4, 2, 3)),
-    ];
-    for (why, dep) in &not_ready {
-        let s = next_status(&cb, &observe(Health::Ok, false, Some(dep), 0));
-        assert_eq!(is(&s, "Ready"), "False", "{why}");
-        assert_eq!(cond(&s, "Ready").reason, "NotAvailable", "{why}");
-        assert_eq!(is(&s, "Progressing"), "True", "{why}");
-        assert_eq!(is(&s, "Degraded"), "False", "{why}");
-    }
-    // More than desired (a surge pod) is still ready.
-    let s = next_status(
-        &cb,
-        &observe(Health::Ok, false, Some(&deployment(4, 4, 4, 4, 4)), 0),
-    );
-    assert_eq!(is(&s, "Ready"), "True");
-    // Desired comes from autoscaling.minReplicas when spec.replicas is unset.
-    let mut auto = bot_with_replicas(None);
-    auto.spec.autoscaling = Some(AutoscalingSpec {
-        min_replicas: Some(2),
-        max_replicas: 5,
-        target_cpu_utilization: None,
-    });
-    let dep = deployment(1, 1, 1, 1, 1);
-    assert_eq!(
-        is(
-            &next_status(&auto, &observe(Health::Ok, false, Some(&dep), 0)),
-            "Ready"
-        ),
-        "False"
-    );
-    let dep = deployment(1, 1, 2, 2, 2);
-    assert_eq!(
-        is(
-            &next_status(&auto, &observe(Health::Ok, false, Some(&dep), 0)),
-            "Ready"
-        ),
-        "True"
-    );
-    // Scaled to zero: nothing to wait for.
-    let zero = bot_with_replicas(Some(0));
-    let dep = deployment(2, 2, 0, 0, 0);
-    assert_eq!(
-        is(
-            &next_status(&zero, &observe(Health::Ok, false, Some(&dep), 0)),
-            "Ready"
-        ),
-        "True"
-    );
-}
-
-#[test]
-fn no_deployment_yet() {
-    let cb = bot_with_replicas(None);
-    let s = next_status(&cb, &observe(Health::Ok, false, None, 0));
-    assert_eq!(is(&s, "Ready"), "False");
-    assert_eq!(is(&s, "Progressing"), "True");
-    assert_eq!(cond(&s, "Progressing").reason, "Creating");
-    assert_eq!((s.replicas, s.ready_replicas), (None, None));
-}
-
-#[test]
-fn degraded_on_invalid_spec_missing_secrets_and_apply_errors() {
-    let cb = bot_with_replicas(Some(1));
-    let s = next_status(
-        &cb,
-        &observe(
-            Health::Invalid("spec.model.endpoint: is required".into()),
-            false,
-            None,
-            0,
-        ),
-    );
-    assert_eq!(is(&s, "Degraded"), "True");
-    assert_eq!(cond(&s, "Degraded").reason, "InvalidSpec");
-    assert!(cond(&s, "Degraded").message.contains("spec.model.endpoint"));
-    assert_eq!(is(&s, "Ready"), "False");
-    assert_eq!(
-        is(&s, "Progressing"),
-        "False",
-        "nothing will be created from an invalid spec"
-    );
-
-    // Invalid while an older Deployment keeps running: still Degraded, not Ready.
-    let dep = deployment(1, 1, 1, 1, 1);
-    let s = next_status(
-        &cb,
-        &observe(Health::Invalid("x: y".into()), false, Some(&dep), 0),
-    );
-    assert_eq!((is(&s, "Degraded"), is(&s, "Ready")), ("True", "False"));
-    assert_eq!(cond(&s, "Ready").reason, "Degraded");
-
-    let s = next_status(
-        &cb,
-        &observe(
-            Health::MissingSecrets(vec!["a".into(), "b".into()]),
-            false,
-            Some(&dep),
-            0,
-        ),
-    );
-    assert_eq!(cond(&s, "Degraded").reason, "SecretNotFound");
-    assert!(cond(&s, "Degraded").message.contains("a, b"));
-    assert_eq!(is(&s, "Ready"), "False");
-
-    let s = next_status(
-        &cb,
-        &observe(Health::ApplyFailed("denied".into()), false, Some(&dep), 0),
-    );
-    assert_eq!(cond(&s, "Degraded").reason, "ApplyFailed");
-    assert_eq!(is(&s, "Ready"), "False");
-}
-
-#[test]
-fn paused() {
-    let cb = bot_with_replicas(Some(1));
-    let dep = deployment(1, 1, 1, 1, 1);
-    let s = next_status(&cb, &observe(Health::Ok, true, Some(&dep), 0));
-    assert_eq!(is(&s, "Paused"), "True");
-    assert_eq!(cond(&s, "Paused").reason, "Paused");
-    assert!(cond(&s, "Paused").message.contains("spec.paused"));
-    let s = next_status(&cb, &observe(Health::Ok, false, Some(&dep), 0));
-    assert_eq!(is(&s, "Paused"), "False");
-}
-
-/// Where sessions, logs and IM deliveries live: advisory, never Degraded.
-#[test]
-fn state_shared_names_what_is_pod_local() {
-    let dep = deployment(1, 1, 1, 1, 1);
-    let status = |f: &dyn Fn(&mut ClawdBotSpec)| {
-        let mut cb = bot(with(f));
-        cb.metadata.generation = Some(1);
-        next_status(&cb, &observe(Health::Ok, false, Some(&dep), 0))
-    };
-    let slack_on = |s: &mut ClawdBotSpec| {
-        s.channels.slack = Some(BasicChannel {
-            enabled: true,
-            credentials_secret_ref: secret("slack"),
-        });
-    };
-
-    let s = status(&|_| {});
-    assert_eq!(is(&s, "StateShared"), "False");
-    assert_eq!(cond(&s, "StateShared").reason, "PodLocal");
-    let m = &cond(&s, "StateShared").message;
-    assert!(
-        m.contains("spec.redis") && m.contains("conversation logs"),
-        "{m}"
-    );
-    assert!(!m.contains("IM deliveries"), "no channel is on: {m}");
-    assert_eq!(is(&s, "Ready"), "True", "advisory only");
-    assert_eq!(is(&s, "Degraded"), "False", "advisory only");
-
-    let s = status(&|sp| slack_on(sp));
-    let m = &cond(&s, "StateShared").message;
-    assert!(
-        m.contains("IM deliveries") && m.contains("25 s drain"),
-        "{m}"
-    );
-
-    let s = status(&|sp| {
-        slack_on(sp);
-        sp.database = Some(DatabaseSpec {
-            url_secret_ref: key("db", "url"),
-        });
-    });
-    assert_eq!(is(&s, "StateShared"), "False");
-    assert_eq!(cond(&s, "StateShared").reason, "SessionsPodLocal");
-    let m = &cond(&s, "StateShared").message;
-    assert!(m.contains("IM deliveries are in the database"), "{m}");
-
-    let s = status(&|sp| {
-        slack_on(sp);
-        sp.redis = Some(RedisSpec {
-            url_secret_ref: key("redis", "url"),
-        });
-    });
-    assert_eq!(is(&s, "StateShared"), "True");
-    assert_eq!(cond(&s, "StateShared").reason, "Redis");
-    let m = &cond(&s, "StateShared").message;
-    assert!(m.contains("sessions and IM deliveries"), "{m}");
-    assert!(m.contains("until spec.database is set"), "{m}");
-}
-
-#[test]
-fn status_is_stable_and_transition_times_move_only_on_flips() {
-    let mut cb = bot_with_replicas(Some(2));
-    let ready = deployment(3, 3, 2, 2, 2);
-    let first = next_status(&cb, &observe(Health::Ok, false, Some(&ready), 0));
-    cb.status = Some(first.clone());
-
-    // Same observation later: identical status, times unchanged.
-    let again = next_status(&cb, &observe(Health::Ok, false, Some(&ready), 100));
-    assert_eq!(again, first);
-    cb.status = Some(again.clone());
-    assert_eq!(
-        next_status(&cb, &observe(Health::Ok, false, Some(&ready), 200)),
-        first
-    );
-
-    // One pod goes unready: Ready and Progressing flip (new time), the others keep theirs.
-    let degraded_dep = deployment(3, 3, 2, 2, 1);
-    let flipped = next_status(&cb, &observe(Health::Ok, false, Some(&degraded_dep), 300));
-    assert_eq!(is(&flipped, "Ready"), "False");
-    assert_eq!(cond(&flipped, "Ready").last_transition_time, time(300));
-    assert_eq!(
-        cond(&flipped, "Progressing").last_transition_time,
-        time(300)
-    );
-    assert_eq!(cond(&flipped, "Degraded").last_transition_time, time(0));
-    assert_eq!(cond(&flipped, "Paused").last_transition_time, time(0));
-    assert_eq!(flipped.ready_replicas, Some(1));
-
-    // Reason/message changes without a status flip keep the time.
-    cb.status = Some(flipped.clone());
-    let still = next_status(
-        &cb,
-        &observe(Health::Ok, false, Some(&deployment(3, 3, 2, 2, 0)), 400),
-    );
-    assert_eq!(cond(&still, "Ready").last_transition_time, time(300));
-    assert_ne!(
-        cond(&still, "Ready").message,
-        cond(&flipped, "Ready").message
-    );
-
-    // And back: a new transition time.
-    cb.status = Some(still);
-    let back = next_status(&cb, &observe(Health::Ok, false, Some(&ready), 500));
-    assert_eq!(is(&back, "Ready"), "True");
-    assert_eq!(cond(&back, "Ready").last_transition_time, time(500));
-    assert_eq!(cond(&back, "Degraded").last_transition_time, time(0));
-
-    // Twice with the same flipped observation: identical.
-    cb.status = Some(back.clone());
-    assert_eq!(
-        next_status(&cb, &observe(Health::Ok, false, Some(&ready), 600)),
-        back
-    );
-}
-
-#[test]
-fn auth_secret_name_is_kept() {
-    let mut cb = bot_with_replicas(None);
-    let mut obs = observe(Health::Ok, false, None, 0);
-    obs.auth_secret_name = Some("bot-api-keys".into());
-    let s = next_status(&cb, &obs);
-    assert_eq!(s.auth_secret_name.as_deref(), Some("bot-api-keys"));
-    cb.status = Some(s);
-    let s = next_status(&cb, &observe(Health::Ok, false, None, 1));
-    assert_eq!(
-        s.auth_secret_name.as_deref(),
-        Some("bot-api-keys"),
-        "remembered"
-    );
-}
-
 #[test]
 fn trusted_proxies_and_rate_limit_are_checked_through_the_runtime_rules() {
     let cb = bot(with(|s| {
@@ -946,4 +625,206 @@ fn trusted_proxies_and_rate_limit_are_checked_through_the_runtime_rules() {
         fields.contains(&"spec.rateLimit.burst".to_owned()),
         "{fields:?}"
     );
+}
+
+fn external(name: &str) -> Option<clawdbot_operator::crd::ExternalRef> {
+    Some(clawdbot_operator::crd::ExternalRef {
+        url_secret_ref: key(name, "url"),
+    })
+}
+
+fn managed_db(f: impl FnOnce(&mut clawdbot_operator::crd::ManagedPostgres)) -> ClawdBotSpec {
+    let mut m = clawdbot_operator::crd::ManagedPostgres::default();
+    f(&mut m);
+    with(|s| {
+        s.database = Some(DatabaseSpec {
+            managed: Some(m),
+            ..DatabaseSpec::default()
+        })
+    })
+}
+
+#[test]
+fn redis_and_database_unions_take_exactly_one_member() {
+    ok(with(|s| {
+        s.redis = Some(RedisSpec {
+            managed: Some(Default::default()),
+            ..RedisSpec::default()
+        })
+    }));
+    ok(with(|s| {
+        s.redis = Some(RedisSpec {
+            external: external("r"),
+            ..RedisSpec::default()
+        })
+    }));
+    bad(
+        with(|s| s.redis = Some(RedisSpec::default())),
+        "spec.redis",
+        "exactly one of spec.redis.managed and spec.redis.external",
+    );
+    bad(
+        with(|s| {
+            s.redis = Some(RedisSpec {
+                managed: Some(Default::default()),
+                external: external("r"),
+            })
+        }),
+        "spec.redis",
+        "exactly one",
+    );
+    bad(
+        with(|s| {
+            s.database = Some(DatabaseSpec {
+                managed: Some(Default::default()),
+                external: external("d"),
+                ..DatabaseSpec::default()
+            })
+        }),
+        "spec.database",
+        "exactly one of spec.database.managed, spec.database.cloudNativePG and spec.database.external",
+    );
+    bad(
+        with(|s| s.database = Some(DatabaseSpec::default())),
+        "spec.database",
+        "exactly one",
+    );
+}
+
+#[test]
+fn sizes_must_be_quantities() {
+    ok(managed_db(|m| m.size = Some("20Gi".into())));
+    bad(
+        managed_db(|m| m.size = Some("20 gigs".into())),
+        "spec.database.managed.size",
+        "not a quantity",
+    );
+    bad(
+        managed_db(|m| {
+            m.backup = Some(clawdbot_operator::crd::BackupSpec {
+                enabled: true,
+                volume: Some(clawdbot_operator::crd::VolumeSpec {
+                    size: "lots".into(),
+                    storage_class_name: None,
+                }),
+                ..Default::default()
+            })
+        }),
+        "spec.database.managed.backup.volume.size",
+        "not a quantity",
+    );
+    bad(
+        with(|s| {
+            s.redis = Some(RedisSpec {
+                managed: Some(clawdbot_operator::crd::ManagedRedis {
+                    persistence: Some(clawdbot_operator::crd::VolumeSpec {
+                        size: "1GB".into(),
+                        storage_class_name: None,
+                    }),
+                    ..Default::default()
+                }),
+                ..RedisSpec::default()
+            })
+        }),
+        "spec.redis.managed.persistence.size",
+        "not a quantity",
+    );
+    bad(
+        with(|s| {
+            s.database = Some(DatabaseSpec {
+                cloud_native_pg: Some(clawdbot_operator::crd::CloudNativePg {
+                    storage: clawdbot_operator::crd::CnpgStorage {
+                        size: "ten".into(),
+                        storage_class: None,
+                    },
+                    ..Default::default()
+                }),
+                ..DatabaseSpec::default()
+            })
+        }),
+        "spec.database.cloudNativePG.storage.size",
+        "not a quantity",
+    );
+}
+
+#[test]
+fn a_managed_database_image_names_its_major_version() {
+    ok(managed_db(|m| {
+        m.image = Some("registry.example.com/pg/postgres:16.4-bookworm".into())
+    }));
+    bad(
+        managed_db(|m| m.image = Some("postgres:latest".into())),
+        "spec.database.managed.image",
+        "major version",
+    );
+    bad(
+        managed_db(|m| {
+            m.backup = Some(clawdbot_operator::crd::BackupSpec {
+                enabled: true,
+                schedule: Some("daily".into()),
+                ..Default::default()
+            })
+        }),
+        "spec.database.managed.backup.schedule",
+        "five-field cron",
+    );
+}
+
+#[test]
+fn managed_children_names_must_fit() {
+    let mut cb = bot(managed_db(|_| {}));
+    cb.metadata.name = Some(format!("b{}", "x".repeat(42)));
+    let errors = validate::validate(&cb);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field == "metadata.name" && e.message.contains("at most 42")),
+        "{errors:?}"
+    );
+    cb.metadata.name = Some(format!("b{}", "x".repeat(41)));
+    assert!(validate::validate(&cb).is_empty());
+}
+
+#[test]
+fn more_than_one_pod_needs_shared_sessions() {
+    ok(with(|s| s.replicas = Some(1)));
+    bad(
+        with(|s| s.replicas = Some(3)),
+        "spec.redis",
+        "is required with 3 replicas",
+    );
+    bad(
+        with(|s| {
+            s.autoscaling = Some(AutoscalingSpec {
+                enabled: true,
+                max_replicas: 3,
+                ..AutoscalingSpec::default()
+            })
+        }),
+        "spec.redis",
+        "is required with autoscaling",
+    );
+    // A block without enabled: true is not autoscaling.
+    ok(with(|s| {
+        s.autoscaling = Some(AutoscalingSpec {
+            max_replicas: 3,
+            ..AutoscalingSpec::default()
+        })
+    }));
+    ok(with(|s| {
+        s.replicas = Some(3);
+        s.redis = Some(RedisSpec {
+            external: external("r"),
+            ..RedisSpec::default()
+        });
+    }));
+    // Several pods each logging to their own SQLite file is allowed
+    // (StateShared says what is lost with a pod).
+    ok(with(|s| {
+        s.replicas = Some(3);
+        s.redis = Some(RedisSpec {
+            managed: Some(Default::default()),
+            ..RedisSpec::default()
+        });
+    }));
 }

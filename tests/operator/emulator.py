@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kubernetes API emulator for the clawdbot-operator end-to-end tests.
 
-    python emulator.py --port 0 --kubeconfig /tmp/kubeconfig
+    python emulator.py --port 0 --kubeconfig /tmp/kubeconfig [--crd FILE ...]
 
 kmock 0.8 supplies the HTTP server, the resource registry with bundled discovery
 data (a k3s cluster's built-in APIs) and the discovery endpoints. Its stock object
@@ -16,6 +16,7 @@ import bisect
 import copy
 import datetime
 import json
+import pathlib
 import random
 import re
 import string
@@ -32,6 +33,8 @@ CRD = kmock.resource('apiextensions.k8s.io', 'v1', 'customresourcedefinitions')
 NAMESPACES = kmock.resource('', 'v1', 'namespaces')
 VERBS = {'create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'}
 BOOKMARK_EVERY = 5.0  # seconds of watch idleness before a BOOKMARK (only if the client allows them)
+# The ClawdBot CRD, whose schema defaults the emulator applies (the repository root is two levels up).
+CLAWDBOT_CRD = pathlib.Path(__file__).resolve().parents[2] / 'crds' / 'clawdbot.io_clawdbots.yaml'
 
 # Matches /api/v1[/namespaces/NS]/PLURAL[/NAME[/SUB]] and /apis/GROUP/VERSION/...
 PATH = re.compile(r'^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))'
@@ -77,6 +80,27 @@ def normalize(obj):
         if field in meta and not meta[field]:
             del meta[field]
     return {k: v for k, v in obj.items() if v is not None}
+
+
+def apply_defaults(value, schema):
+    """Structural-schema defaulting, as kube-apiserver applies a CRD's openAPIV3Schema (apiextensions-apiserver's
+    defaulting.Default): in an object, each property with a non-null `default` that is absent, or null while not
+    `nullable`, gets a copy of the default; then every field is defaulted by its property's schema (else by
+    `additionalProperties`) and every array element by `items`. So defaults are defaulted in turn, and nothing
+    is set beneath an absent parent that has no default itself. Modifies `value` in place."""
+    if not isinstance(schema, dict):
+        return
+    if isinstance(value, dict):
+        props = schema.get('properties') or {}
+        for key, prop in props.items():
+            if isinstance(prop, dict) and prop.get('default') is not None and \
+                    (key not in value or (value[key] is None and not prop.get('nullable'))):
+                value[key] = copy.deepcopy(prop['default'])
+        for key, field in value.items():
+            apply_defaults(field, props[key] if key in props else schema.get('additionalProperties'))
+    elif isinstance(value, list):
+        for item in value:
+            apply_defaults(item, schema.get('items'))
 
 
 def version_key(version):
@@ -130,6 +154,7 @@ class Emulator(kmock.KubernetesEmulator):
         self.tick = asyncio.Event()  # replaced after every commit; watchers wait on it
         self.writes = []  # the test-observable log of writes
         self.dry_run = False  # set while serving a ?dryRun=All request: compute the answer, commit nothing
+        self.schemas = {}  # resource -> its CRD's openAPIV3Schema (for defaulting); none for built-in types
 
     # --- kmock discovery, fixed --------------------------------------------------------------------
 
@@ -360,6 +385,7 @@ class Emulator(kmock.KubernetesEmulator):
     def _create(self, res, info, ns, body):
         self._check_body(res, info, body)
         obj = copy.deepcopy(body)
+        apply_defaults(obj, self.schemas.get(res))  # like the real server, before anything else looks at it
         meta = obj.setdefault('metadata', {})
         if not meta.get('name') and meta.get('generateName'):
             meta['name'] = meta['generateName'] + ''.join(random.choices(string.ascii_lowercase + string.digits, k=5))
@@ -415,6 +441,8 @@ class Emulator(kmock.KubernetesEmulator):
             cand = merge(base, body)
         else:
             raise ApiError(415, 'UnsupportedMediaType', f'the media type {ctype!r} is not supported')
+        if sub != 'scale':  # the whole result is defaulted; a /status write then takes only its status
+            apply_defaults(cand, self.schemas.get(res))
         given_rv = cand.get('metadata', {}).get('resourceVersion')
         if given_rv and given_rv != base['metadata']['resourceVersion']:
             raise ApiError(409, 'Conflict', f'Operation cannot be fulfilled on {res.plural} "{key[2]}": the object '
@@ -503,14 +531,16 @@ class Emulator(kmock.KubernetesEmulator):
                 self.writes.append({**log, 'method': 'DELETE'})
 
     def _register_crd(self, crd, deleted):
-        """Serve (or stop serving) the resources a CustomResourceDefinition declares."""
+        """Serve (or stop serving) the resources a CustomResourceDefinition declares, with their schemas."""
         spec = crd.get('spec', {})
         names = spec.get('names', {})
         for version in spec.get('versions', []):
             res = kmock.resource(spec.get('group'), version.get('name'), names.get('plural'))
             if deleted or not version.get('served', True):
                 self.resources.pop(res, None)
+                self.schemas.pop(res, None)
                 continue
+            self.schemas[res] = (version.get('schema') or {}).get('openAPIV3Schema')
             self.resources[res] = kmock.ResourceInfo(
                 kind=names.get('kind'), singular=names.get('singular') or names.get('kind', '').lower(),
                 namespaced=spec.get('scope') == 'Namespaced', verbs=VERBS, shortnames=names.get('shortNames', []),
@@ -578,12 +608,28 @@ class Emulator(kmock.KubernetesEmulator):
         return resp
 
 
-def build_emulator():
+def build_emulator(crd_files=(CLAWDBOT_CRD,)):
+    """The emulator with the bundled built-in APIs, ClawdBot, and the CRDs in `crd_files` served as if installed
+    (no CustomResourceDefinition objects are stored for them), with their schema defaults. ClawdBot is served
+    even when its CRD file cannot be read, then without defaults."""
     emu = Emulator()
     emu.resources.load_bundled()
     emu.resources['clawdbot.io/v1alpha1/clawdbots'] = kmock.ResourceInfo(
         kind='ClawdBot', singular='clawdbot', namespaced=True, verbs=VERBS, shortnames={'cb'},
         categories={'clawdbot'}, subresources={'status', 'scale'})
+    for path in crd_files:
+        try:
+            with open(path) as f:
+                docs = list(yaml.load_all(f, Loader=getattr(yaml, 'CSafeLoader', yaml.SafeLoader)))
+            crds = [d for d in docs if isinstance(d, dict) and d.get('kind') == 'CustomResourceDefinition']
+            if not crds:
+                raise ValueError('no CustomResourceDefinition in it')
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            print(f'emulator: warning: ignoring CRD file {path}: {e} (its resources get no schema defaults; '
+                  'ClawdBot is served regardless)', file=sys.stderr, flush=True)
+            continue
+        for crd in crds:
+            emu._register_crd(crd, False)
     for ns in ('default', 'kube-system', 'kube-public'):
         emu._create(NAMESPACES, emu.resources[NAMESPACES], '', {'metadata': {'name': ns}})
     return emu
@@ -601,8 +647,11 @@ async def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--port', type=int, default=0, help='TCP port on 127.0.0.1 (0: a free one)')
     parser.add_argument('--kubeconfig', help='write a kubeconfig pointing at the emulator here')
+    parser.add_argument('--crd', action='append', metavar='FILE',
+                        help='serve the CustomResourceDefinitions in this YAML file, with their schema defaults '
+                             f'(repeatable; replaces the default, {CLAWDBOT_CRD})')
     args = parser.parse_args(argv)
-    emu = build_emulator()
+    emu = build_emulator(args.crd or (CLAWDBOT_CRD,))
     async with emu, kmock.Server(emu, port=args.port or None) as server:
         url = f'http://127.0.0.1:{server.port}'
         if args.kubeconfig:

@@ -2,13 +2,18 @@
 
 Run: .cache/operator-venv/bin/pytest -q tests/operator/test_emulator.py
 """
+import asyncio
 import json
+import pathlib
 
 import pytest
+import yaml
 
+import emulator as emulator_module
 from conftest import KubeError
 
 CB = '/apis/clawdbot.io/v1alpha1'
+CLAWDBOT_CRD = pathlib.Path(__file__).resolve().parents[2] / 'crds' / 'clawdbot.io_clawdbots.yaml'
 
 
 def clawdbot(ns, name='bot', replicas=1, labels=None):
@@ -371,3 +376,130 @@ def test_server_dry_run_changes_nothing(emulator, namespace, tmp_path):
     assert answer['spec']['replicas'] == 6 and emulator.get(path) == before
     emulator.delete(path, dryRun='All')
     assert emulator.get(path) == before
+
+
+# A CRD of our own with `default`s at several depths (group defaults.example.com, so that it does not clash
+# with the widgets.example.com CRD of test_crd_creation_serves_the_new_resource).
+WIDGETS = '/apis/defaults.example.com/v1'
+WIDGET_SCHEMA = {'type': 'object', 'properties': {
+    'spec': {'type': 'object', 'default': {}, 'properties': {
+        'size': {'type': 'integer', 'default': 3},
+        'enabled': {'type': 'boolean', 'default': True},
+        'color': {'type': 'string', 'default': 'blue'},  # not nullable: an explicit null gets the default
+        'note': {'type': 'string', 'nullable': True, 'default': 'none'},  # nullable: an explicit null stays
+        'limits': {'type': 'object', 'default': {}, 'properties': {'cpu': {'type': 'string', 'default': '1'}}},
+        'config': {'type': 'object', 'properties': {  # no default of its own: nothing beneath it when absent
+            'mode': {'type': 'string', 'default': 'fast'},
+            'tuning': {'type': 'object', 'properties': {'level': {'type': 'integer', 'default': 5}}}}},
+        'ports': {'type': 'array', 'items': {'type': 'object', 'properties': {
+            'port': {'type': 'integer'}, 'protocol': {'type': 'string', 'default': 'TCP'}}}},
+        'pools': {'type': 'object', 'additionalProperties': {'type': 'object', 'properties': {
+            'weight': {'type': 'integer', 'default': 1}}}}}},
+    'status': {'type': 'object', 'properties': {
+        'ready': {'type': 'boolean'}, 'phase': {'type': 'string', 'default': 'Pending'}}}}}
+WIDGET_DEFAULTS = {'size': 3, 'enabled': True, 'color': 'blue', 'note': 'none', 'limits': {'cpu': '1'}}
+
+
+def widget_crd(schema=WIDGET_SCHEMA):
+    return {'apiVersion': 'apiextensions.k8s.io/v1', 'kind': 'CustomResourceDefinition',
+            'metadata': {'name': 'widgets.defaults.example.com'},
+            'spec': {'group': 'defaults.example.com', 'scope': 'Namespaced',
+                     'names': {'plural': 'widgets', 'singular': 'widget', 'kind': 'Widget'},
+                     'versions': [{'name': 'v1', 'served': True, 'storage': True, 'subresources': {'status': {}},
+                                   'schema': {'openAPIV3Schema': schema}}]}}
+
+
+def widget(ns, name, spec=None):
+    return {'apiVersion': 'defaults.example.com/v1', 'kind': 'Widget', 'metadata': {'name': name, 'namespace': ns},
+            **({'spec': spec} if spec is not None else {})}
+
+
+@pytest.fixture
+def widgets(emulator):
+    emulator.apply(widget_crd())
+    yield f'{WIDGETS}/namespaces'
+    emulator.delete('/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.defaults.example.com')
+
+
+def test_crd_schema_defaults_on_create(emulator, namespace, widgets):
+    # nothing given: the defaulted spec, and its defaulted `limits`; no `config`, `ports` or `pools`
+    bare = emulator.create(widget(namespace, 'bare'))
+    assert bare['spec'] == WIDGET_DEFAULTS and 'status' not in bare
+    assert emulator.get(f'{widgets}/{namespace}/widgets/bare') == bare
+    # explicit values are kept (false and 0 too); defaults go into present objects, array items and map values
+    given = emulator.create(widget(namespace, 'given', {
+        'size': 0, 'enabled': False, 'color': None, 'note': None, 'limits': {'cpu': '2'}, 'config': {},
+        'ports': [{'port': 80}, {'port': 53, 'protocol': 'UDP'}], 'pools': {'a': {}, 'b': {'weight': 7}}}))
+    assert given['spec'] == {
+        'size': 0, 'enabled': False, 'color': 'blue', 'note': None, 'limits': {'cpu': '2'},
+        'config': {'mode': 'fast'},  # `tuning` is absent and has no default: nothing beneath it
+        'ports': [{'port': 80, 'protocol': 'TCP'}, {'port': 53, 'protocol': 'UDP'}],
+        'pools': {'a': {'weight': 1}, 'b': {'weight': 7}}}
+    # server-side apply that creates, and kubectl create -f, are defaulted the same way
+    applied = emulator.apply(widget(namespace, 'applied', {'config': {'tuning': {}}}))
+    assert applied['spec'] == {**WIDGET_DEFAULTS, 'config': {'mode': 'fast', 'tuning': {'level': 5}}}
+    emulator.kubectl('create', '-f', '-', input=json.dumps(widget(namespace, 'kubectl', {'size': 9})))
+    assert emulator.get(f'{widgets}/{namespace}/widgets/kubectl')['spec'] == {**WIDGET_DEFAULTS, 'size': 9}
+
+
+def test_crd_schema_defaults_on_update(emulator, namespace, widgets):
+    path = f'{widgets}/{namespace}/widgets/w'
+    emulator.apply(widget(namespace, 'w', {'size': 5}))
+    # a removed field gets its default back, as on a real server (every write is defaulted)
+    removed = emulator.patch(path, {'spec': {'size': None}})
+    assert removed['spec'] == WIDGET_DEFAULTS and removed['metadata']['generation'] == 2
+    replaced = emulator.put(path, {**widget(namespace, 'w', {'ports': [{'port': 1}]}),
+                                   'metadata': removed['metadata']})
+    assert replaced['spec'] == {**WIDGET_DEFAULTS, 'ports': [{'port': 1, 'protocol': 'TCP'}]}
+    # re-applying what is there (defaults included) changes nothing
+    emulator.clear_writes()
+    emulator.apply(widget(namespace, 'w', {'ports': [{'port': 1}]}))
+    assert [w['changed'] for w in emulator.writes()] == [False]
+
+
+def test_status_writes_default_status_but_not_spec(emulator, namespace, widgets):
+    path = f'{widgets}/{namespace}/widgets/w'
+    created = emulator.create(widget(namespace, 'w'))
+    # the schema gains a spec default after the object was stored
+    schema = json.loads(json.dumps(WIDGET_SCHEMA))
+    schema['properties']['spec']['properties']['extra'] = {'type': 'string', 'default': 'x'}
+    emulator.apply(widget_crd(schema))
+    after_status = emulator.patch_status(path, {'ready': True})
+    assert after_status['status'] == {'ready': True, 'phase': 'Pending'}
+    assert after_status['spec'] == created['spec'] and after_status['metadata']['generation'] == 1
+    # the next main-resource write gets it
+    after_label = emulator.patch(path, {'metadata': {'labels': {'a': 'b'}}})
+    assert after_label['spec'] == {**WIDGET_DEFAULTS, 'extra': 'x'}
+    assert after_label['status'] == after_status['status']
+
+
+def test_clawdbot_gets_the_defaults_of_its_crd_file(emulator, namespace):
+    if not CLAWDBOT_CRD.exists():
+        pytest.skip(f'{CLAWDBOT_CRD} is missing')
+    crd = yaml.safe_load(CLAWDBOT_CRD.read_text())
+    schema = next(v for v in crd['spec']['versions'] if v['name'] == 'v1alpha1')['schema']['openAPIV3Schema']
+    spec_props = schema['properties']['spec']['properties']
+    bot = clawdbot(namespace, name='defaulted')
+    del bot['spec']['replicas']
+    created = emulator.create(bot)
+    # every top-level spec field that the file gives a default shows up
+    assert {k for k, p in spec_props.items() if p.get('default') is not None} <= set(created['spec'])
+    if spec_props['replicas'].get('default') != 1:
+        pytest.skip('the ClawdBot CRD file does not declare spec.replicas default 1 (yet)')
+    assert created['spec']['replicas'] == 1
+    applied = emulator.apply({**bot, 'metadata': {**bot['metadata'], 'name': 'applied'}})
+    assert applied['spec']['replicas'] == 1
+    assert emulator.create(clawdbot(namespace, name='three', replicas=3))['spec']['replicas'] == 3
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')  # kmock's bundled-resources loader
+def test_unreadable_crd_file_warns_and_clawdbot_is_served_without_defaults(tmp_path, capsys):
+    widget_file = tmp_path / 'widgets.yaml'
+    widget_file.write_text(yaml.safe_dump_all([{'kind': 'ConfigMap'}, widget_crd()]))
+
+    async def build():
+        return emulator_module.build_emulator([tmp_path / 'missing.yaml', widget_file])
+    emu = asyncio.run(build())
+    assert 'warning: ignoring CRD file' in capsys.readouterr().err
+    assert 'clawdbot.io/v1alpha1/clawdbots' in emu.resources
+    assert [f'{r.group}/{r.version}/{r.plural}' for r in emu.schemas] == ['defaults.example.com/v1/widgets']

@@ -3,10 +3,12 @@
 One operator process serves the whole session; each test works in its own
 namespace (the `namespace` fixture), so tests do not see each other's bots.
 """
+import http.server
 import json
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -34,8 +36,47 @@ def free_port():
         return s.getsockname()[1]
 
 
+class RuntimeHealth:
+    """Stands in for bot-runtime's /health/ready (no pods run here): the
+    operator reads it for external Redis/databases through --probe-url."""
+
+    def __init__(self):
+        self.checks = {}  # '<ns>/<name>' -> {'redis': 'ok', 'database': 'down: ...'}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                parts = self.path.strip('/').split('/')
+                key = '/'.join(parts[:2])
+                checks = outer.checks.get(key)
+                if checks is None or parts[2:] != ['health', 'ready']:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                body = json.dumps({'status': 'ok', 'checks': checks}).encode()
+                self.send_response(200)
+                self.send_header('content-type', 'application/json')
+                self.send_header('content-length', str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 @pytest.fixture(scope='session')
-def operator(emulator, tmp_path_factory):
+def runtime_health():
+    h = RuntimeHealth()
+    yield h
+    h.server.shutdown()
+
+
+@pytest.fixture(scope='session')
+def operator(emulator, runtime_health, tmp_path_factory):
     workdir = tmp_path_factory.mktemp('operator')
     port = free_port()
     log_path = workdir / 'operator.log'
@@ -43,7 +84,9 @@ def operator(emulator, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(('KUBE', 'POD_', 'WATCH_'))}
     env.update(KUBECONFIG=str(emulator.kubeconfig), POD_NAMESPACE='default', POD_NAME='operator-e2e',
                RUST_LOG='info,clawdbot_operator=debug')
-    proc = subprocess.Popen([operator_bin(), 'run', '--metrics-addr', f'127.0.0.1:{port}'],
+    proc = subprocess.Popen([operator_bin(), 'run', '--metrics-addr', f'127.0.0.1:{port}',
+                             '--probe-url', runtime_health.url + '/{namespace}/{name}',
+                             '--rediscover-secs', '1'],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f'http://127.0.0.1:{port}'
 
@@ -183,8 +226,11 @@ def test_deleted_and_edited_children_are_put_back(emulator, operator, namespace)
     wait_for(lambda: emulator.get(paths['Deployment'])['spec']['replicas'] == 1, message='replicas put back')
 
 
+REDIS_EXTERNAL = {'external': {'urlSecretRef': {'name': 'redis', 'key': 'url'}}}
+
+
 def test_the_scale_subresource_drives_the_deployment(emulator, operator, namespace):
-    emulator.create(bot(namespace))
+    emulator.create(bot(namespace, spec={'redis': REDIS_EXTERNAL}))
     dep_path = children_paths(namespace)['Deployment']
     wait_for(lambda: get_or_none(emulator, dep_path))
     emulator.kubectl('scale', 'clawdbot/hello', '--replicas=3', '-n', namespace)
@@ -196,7 +242,7 @@ def test_the_scale_subresource_drives_the_deployment(emulator, operator, namespa
 
 def test_optional_children_follow_the_spec(emulator, operator, namespace):
     emulator.create(bot(namespace, spec={'ingress': {'enabled': True, 'host': 'bot.example.com'},
-                                         'disruptionBudget': {'maxUnavailable': 1}}))
+                                         'disruptionBudget': {'enabled': True, 'maxUnavailable': 1}}))
     ing = f'/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/hello'
     pdb = f'/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/hello'
     wait_for(lambda: get_or_none(emulator, ing) and get_or_none(emulator, pdb), message='ingress and PDB')
@@ -208,7 +254,7 @@ def test_optional_children_follow_the_spec(emulator, operator, namespace):
 def test_invalid_and_unreadable_bots_are_degraded_and_the_others_still_reconciled(emulator, operator, namespace):
     # The emulator enforces no schema, like an API server without CEL would not
     # stop the first: the operator must.
-    emulator.create(bot(namespace, 'no-endpoint', {'model': {'backend': 'openai'}}))
+    emulator.create(bot(namespace, 'no-endpoint', {'model': {'backend': 'OpenAI'}}))
     emulator.create(bot(namespace, 'wrong-types', {'replicas': 'three', 'model': 5}))
     emulator.create(bot(namespace, 'fine'))
     wait_for(lambda: get_or_none(emulator, children_paths(namespace, 'fine')['Deployment']), message='the valid bot reconciled')
@@ -241,9 +287,20 @@ def test_a_paused_bot_gets_no_writes(emulator, operator, namespace):
     wait_for(lambda: emulator.get(dep_path)['spec']['replicas'] == 1, message='resumed and put back')
 
 
+def mark_statefulset_ready(emulator, ns, name):
+    """No StatefulSet controller here either: report its pod ready."""
+    path = f'/apis/apps/v1/namespaces/{ns}/statefulsets/{name}'
+    sts = wait_for(lambda: get_or_none(emulator, path), message=f'StatefulSet {name}')
+    emulator.patch_status(path, {'observedGeneration': sts['metadata']['generation'], 'replicas': 1,
+                                 'readyReplicas': 1, 'availableReplicas': 1,
+                                 'currentRevision': 'r1', 'updateRevision': 'r1'})
+
+
 def test_zero_writes_after_convergence(emulator, operator, namespace):
-    emulator.create(bot(namespace, spec={'autoscaling': {'minReplicas': 1, 'maxReplicas': 3}}))
+    emulator.create(bot(namespace, spec={'autoscaling': {'enabled': True, 'minReplicas': 1, 'maxReplicas': 3},
+                                         'redis': {'managed': {}}}))
     wait_for(lambda: get_or_none(emulator, children_paths(namespace)['Deployment']))
+    mark_statefulset_ready(emulator, namespace, 'hello-redis')
     mark_rolled_out(emulator, namespace)
     wait_for(lambda: (condition(emulator.get(bot_path(namespace)), 'Ready') or {}).get('status') == 'True')
     time.sleep(1)

@@ -6,7 +6,9 @@ use k8s_openapi::api::core::v1::{
     EnvFromSource, EnvVar, EnvVarSource, SecretEnvSource, SecretKeySelector,
 };
 
-use crate::crd::{ClawdBot, DingTalkMode, FeishuMode, ModelBackend, SecretKeyRef};
+use crate::crd::{
+    ClawdBot, DatabaseSpec, DingTalkMode, FeishuMode, ModelBackend, RedisSpec, SecretKeyRef,
+};
 use crate::labels;
 
 /// Where the pod's writable scratch volume is mounted.
@@ -49,7 +51,7 @@ pub fn runtime_config(cb: &ClawdBot) -> RuntimeConfig {
         }
     }
     cfg.model.backend = m.backend.map(|b| match b {
-        ModelBackend::Openai => rc::ModelBackend::Openai,
+        ModelBackend::OpenAI => rc::ModelBackend::Openai,
         ModelBackend::None => rc::ModelBackend::None,
     });
     cfg.model.endpoint = m.endpoint.clone();
@@ -81,7 +83,7 @@ pub fn runtime_config(cb: &ClawdBot) -> RuntimeConfig {
     if let Some(f) = &ch.feishu {
         cfg.feishu.enabled = f.enabled;
         cfg.feishu.mode = match f.mode {
-            Some(FeishuMode::Websocket) => rc::FeishuMode::Websocket,
+            Some(FeishuMode::WebSocket) => rc::FeishuMode::Websocket,
             _ => rc::FeishuMode::Webhook,
         };
         if f.lark {
@@ -131,11 +133,11 @@ pub fn secret_env(cb: &ClawdBot) -> (Vec<EnvVar>, Vec<EnvFromSource>) {
         }
     }
     env.push(secret_key_env("CLAWDBOT_API_KEYS", &api_keys_ref(cb)));
-    if let Some(r) = &spec.redis {
-        env.push(secret_key_env("REDIS_URL", &r.url_secret_ref));
+    if let Some(r) = redis_url_ref(cb) {
+        env.push(secret_key_env("REDIS_URL", &r));
     }
-    if let Some(d) = &spec.database {
-        env.push(secret_key_env("DATABASE_URL", &d.url_secret_ref));
+    if let Some(r) = database_url_ref(cb) {
+        env.push(secret_key_env("DATABASE_URL", &r));
     }
     let ch = &spec.channels;
     let mut env_from = Vec::new();
@@ -176,6 +178,49 @@ pub fn secret_env(cb: &ClawdBot) -> (Vec<EnvVar>, Vec<EnvFromSource>) {
         );
     }
     (env, env_from)
+}
+
+/// Where the runtime's REDIS_URL comes from: the user's Secret, or the
+/// operator's connections Secret for managed Redis.
+pub fn redis_url_ref(cb: &ClawdBot) -> Option<SecretKeyRef> {
+    let bot = kube::ResourceExt::name_any(cb);
+    match cb.spec.redis.as_ref()? {
+        RedisSpec {
+            external: Some(e), ..
+        } => Some(e.url_secret_ref.clone()),
+        RedisSpec {
+            managed: Some(_), ..
+        } => Some(SecretKeyRef {
+            name: labels::connections_secret_name(&bot),
+            key: labels::REDIS_URL_KEY.into(),
+        }),
+        _ => None,
+    }
+}
+
+/// Where the runtime's DATABASE_URL comes from: the user's Secret, the
+/// operator's connections Secret, or the Secret CloudNativePG writes.
+pub fn database_url_ref(cb: &ClawdBot) -> Option<SecretKeyRef> {
+    let bot = kube::ResourceExt::name_any(cb);
+    match cb.spec.database.as_ref()? {
+        DatabaseSpec {
+            external: Some(e), ..
+        } => Some(e.url_secret_ref.clone()),
+        DatabaseSpec {
+            managed: Some(_), ..
+        } => Some(SecretKeyRef {
+            name: labels::connections_secret_name(&bot),
+            key: labels::DATABASE_URL_KEY.into(),
+        }),
+        DatabaseSpec {
+            cloud_native_pg: Some(_),
+            ..
+        } => Some(SecretKeyRef {
+            name: labels::cnpg_app_secret_name(&bot),
+            key: labels::CNPG_URI_KEY.into(),
+        }),
+        _ => None,
+    }
 }
 
 /// The Secret key holding the runtime's API keys: the user's, or the generated one.

@@ -30,7 +30,7 @@ fn pod_selector(cb: &ClawdBot) -> LabelSelector {
 /// An HPA whose target is the ClawdBot itself (its scale subresource), so
 /// the autoscaler and the operator never both write Deployment replicas.
 pub fn autoscaler(cb: &ClawdBot) -> Option<HorizontalPodAutoscaler> {
-    let a = cb.spec.autoscaling.as_ref()?;
+    let a = cb.spec.autoscaling.as_ref().filter(|a| a.enabled)?;
     Some(HorizontalPodAutoscaler {
         metadata: child_meta(cb, cb.name_any(), "runtime"),
         spec: Some(HorizontalPodAutoscalerSpec {
@@ -60,7 +60,7 @@ pub fn autoscaler(cb: &ClawdBot) -> Option<HorizontalPodAutoscaler> {
 }
 
 pub fn disruption_budget(cb: &ClawdBot) -> Option<PodDisruptionBudget> {
-    let d = cb.spec.disruption_budget.as_ref()?;
+    let d = cb.spec.disruption_budget.as_ref().filter(|d| d.enabled)?;
     let (min_available, max_unavailable) = match (d.min_available, d.max_unavailable) {
         (Some(min), _) => (Some(IntOrString::Int(min)), None),
         (None, max) => (None, Some(IntOrString::Int(max.unwrap_or(1)))),
@@ -77,21 +77,29 @@ pub fn disruption_budget(cb: &ClawdBot) -> Option<PodDisruptionBudget> {
     })
 }
 
-/// Ingress to the bot's port from its own namespace and the listed ones;
-/// egress is left open (models and IM platforms live outside).
-pub fn network_policy(cb: &ClawdBot) -> Option<NetworkPolicy> {
+/// Ingress to the bot's port from its own namespace, the listed ones and
+/// the operator's (which reads /health/ready); egress is left open (models
+/// and IM platforms live outside).
+pub fn network_policy(cb: &ClawdBot, operator_namespace: Option<&str>) -> Option<NetworkPolicy> {
     let n = cb.spec.network_policy.as_ref().filter(|n| n.enabled)?;
     let mut from = vec![NetworkPolicyPeer {
         pod_selector: Some(LabelSelector::default()),
         ..NetworkPolicyPeer::default()
     }];
-    if !n.allowed_namespaces.is_empty() {
+    let mut namespaces = n.allowed_namespaces.clone();
+    if let Some(op) = operator_namespace
+        && Some(op) != cb.namespace().as_deref()
+        && !namespaces.iter().any(|n| n == op)
+    {
+        namespaces.push(op.to_owned());
+    }
+    if !namespaces.is_empty() {
         from.push(NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector {
                 match_expressions: Some(vec![LabelSelectorRequirement {
                     key: "kubernetes.io/metadata.name".into(),
                     operator: "In".into(),
-                    values: Some(n.allowed_namespaces.clone()),
+                    values: Some(namespaces),
                 }]),
                 ..LabelSelector::default()
             }),

@@ -8,10 +8,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service, ServiceAccount,
-    ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
+    Probe, ResourceRequirements, SeccompProfile, Secret, Service, ServiceAccount, ServicePort,
+    ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -55,6 +55,7 @@ pub fn desired_replicas(cb: &ClawdBot) -> i32 {
         cb.spec
             .autoscaling
             .as_ref()
+            .filter(|a| a.enabled)
             .and_then(|a| a.min_replicas)
             .unwrap_or(1)
     })
@@ -189,16 +190,7 @@ pub fn deployment(cb: &ClawdBot, config_hash: &str, default_image: &str) -> Depl
             }),
             ..Lifecycle::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(super::stateful::restricted_container()),
         volume_mounts: Some(mounts),
         ..Container::default()
     };

@@ -4,9 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use clawdbot_operator::controller::{Apis, Context, Meta, child_kinds};
 use clawdbot_operator::crd::ClawdBot;
+use clawdbot_operator::metrics::Metrics;
 use clawdbot_operator::validate;
-use kube::api::DynamicObject;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::events::{Recorder, Reporter};
 use serde_json::Value;
 
 pub fn repo_root() -> PathBuf {
@@ -125,4 +132,31 @@ pub fn cases() -> Vec<(String, PathBuf)> {
     assert_eq!(before, names.len(), "an example and a fixture share a name");
     cases.sort_by(|a, b| a.0.cmp(&b.0));
     cases
+}
+
+/// A controller context on `client` whose watch caches hold `cached`
+/// (metadata of objects), as after a running controller's first lists.
+pub fn context_with(client: Client, apis: Apis, cached: &[Value]) -> Arc<Context> {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "clawdbot-operator".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let ctx = Context::new(
+        client,
+        recorder,
+        Arc::new(Metrics::new()),
+        apis,
+        "clawdbot/bot-runtime:test".into(),
+    );
+    let metas: Vec<Meta> = cached
+        .iter()
+        .map(|v| serde_json::from_value(v.clone()).expect("object metadata"))
+        .collect();
+    let mut kinds = child_kinds(apis);
+    kinds.push(ApiResource::erase::<Secret>(&()));
+    ctx.seed_caches(&kinds, &metas);
+    Arc::new(ctx)
 }

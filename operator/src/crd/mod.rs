@@ -13,9 +13,24 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+mod state;
+
+pub use state::*;
+
 pub const GROUP: &str = "clawdbot.io";
 pub const VERSION: &str = "v1alpha1";
 pub const DEFAULT_IMAGE: &str = concat!("clawdbot/bot-runtime:", env!("CARGO_PKG_VERSION"));
+
+/// Without `spec.redis`, sessions live in each pod's memory: allowed only
+/// with one replica and no autoscaling. Ratcheted: an object that already
+/// broke the rule (made before it existed) still accepts unrelated edits.
+pub const SINGLE_POD_RULE: &str = concat!(
+    "has(self.redis) || ((!has(self.replicas) || self.replicas <= 1) && ",
+    "!(has(self.autoscaling) && has(self.autoscaling.enabled) && self.autoscaling.enabled)) || ",
+    "(oldSelf.hasValue() && !has(oldSelf.value().redis) && ",
+    "((has(oldSelf.value().replicas) && oldSelf.value().replicas > 1) || ",
+    "(has(oldSelf.value().autoscaling) && has(oldSelf.value().autoscaling.enabled) && oldSelf.value().autoscaling.enabled)))"
+);
 
 /// A chat bot: the bot-runtime Deployment, its Service and configuration,
 /// and the optional pieces around it.
@@ -56,6 +71,7 @@ pub const DEFAULT_IMAGE: &str = concat!("clawdbot/bot-runtime:", env!("CARGO_PKG
     doc = "A ClawdBot runs one chat bot: bot-runtime pods, their Service and configuration."
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(SINGLE_POD_RULE).message("spec.redis is required with more than one replica or with autoscaling: in-memory sessions are not shared between pods").field_path(".redis").optional_old_self(true))]
 pub struct ClawdBotSpec {
     /// Container image of bot-runtime. Defaults to the release matching the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,10 +82,12 @@ pub struct ClawdBotSpec {
     /// Secrets holding registry credentials for the image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<LocalObjectReference>,
-    /// Desired bot-runtime pods. Deliberately without a default: leave it unset
-    /// to run 1 (or let an autoscaler own it through the scale subresource).
+    /// Desired bot-runtime pods; the ClawdBot's scale subresource (`kubectl
+    /// scale`, HorizontalPodAutoscaler, KEDA). Defaults to 1 when the object
+    /// is created; the default has no field manager, so leave it out of what
+    /// GitOps re-applies when an autoscaler owns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = 1000), extend("default" = 1))]
     pub replicas: Option<i32>,
     /// CPU and memory requests and limits of the bot-runtime container.
     /// Defaults: requests 50m CPU / 64Mi, limit 256Mi.
@@ -87,12 +105,14 @@ pub struct ClawdBotSpec {
     /// IM platforms the bot answers on.
     #[serde(default)]
     pub channels: ChannelsSpec,
-    /// Redis for sessions shared by every replica. Unset: in-memory sessions
-    /// (keep replicas at 1 then).
+    /// Redis for sessions and IM deliveries shared by every replica: `managed`
+    /// or `external`. Unset: in-memory sessions in each pod, allowed only with
+    /// one replica and no autoscaling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSpec>,
-    /// Database for conversation logs. Unset: the embedded SQLite file in the
-    /// pod's scratch volume (lost with the pod).
+    /// Database for conversation logs: `managed`, `cloudNativePG` or
+    /// `external`. Unset: an SQLite file in each pod's scratch volume (lost
+    /// with the pod).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseSpec>,
     /// A HorizontalPodAutoscaler targeting this ClawdBot's scale subresource.
@@ -176,20 +196,20 @@ pub struct ConfigMapRef {
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
 pub enum ModelBackend {
     /// An OpenAI-compatible HTTP endpoint.
-    Openai,
+    #[serde(rename = "OpenAI")]
+    OpenAI,
     /// No model: the bot answers that none is configured.
     None,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.backend) || self.backend != 'openai' || has(self.endpoint)").message("model.endpoint is required when model.backend is openai").field_path(".endpoint"))]
+#[x_kube(validation = Rule::new("!has(self.backend) || self.backend != 'OpenAI' || has(self.endpoint)").message("model.endpoint is required when model.backend is OpenAI").field_path(".endpoint"))]
 #[x_kube(validation = Rule::new("!has(self.apiKeySecretRef) || has(self.endpoint)").message("model.apiKeySecretRef needs model.endpoint").field_path(".apiKeySecretRef"))]
 pub struct ModelSpec {
-    /// `openai` or `none`. Unset: `openai` when an endpoint is set, else `none`.
+    /// `OpenAI` or `None`. Unset: `OpenAI` when an endpoint is set, else `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<ModelBackend>,
     /// OpenAI-compatible base URL, usually ending in /v1 (e.g. https://api.openai.com/v1
@@ -266,17 +286,15 @@ pub struct ChannelsSpec {
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
 pub enum DingTalkMode {
     Http,
     Stream,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
 pub enum FeishuMode {
     Webhook,
-    Websocket,
+    WebSocket,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -286,8 +304,8 @@ pub struct DingTalkChannel {
     /// Answer on this platform.
     #[serde(default)]
     pub enabled: bool,
-    /// `http` (DingTalk calls the bot's webhook; needs an Ingress) or `stream`
-    /// (the bot connects out; no public URL). Default http.
+    /// `Http` (DingTalk calls the bot's webhook; needs an Ingress) or `Stream`
+    /// (the bot connects out; no public URL). Default Http.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<DingTalkMode>,
     /// Secret whose keys are the runtime's config leaf names for this platform.
@@ -302,8 +320,8 @@ pub struct FeishuChannel {
     /// Answer on this platform.
     #[serde(default)]
     pub enabled: bool,
-    /// `webhook` (Feishu calls the bot; needs an Ingress) or `websocket` (the
-    /// bot connects out). Default webhook.
+    /// `Webhook` (Feishu calls the bot; needs an Ingress) or `WebSocket` (the
+    /// bot connects out). Default Webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<FeishuMode>,
     /// Secret whose keys are the runtime's config leaf names for this platform.
@@ -326,24 +344,13 @@ pub struct BasicChannel {
     pub credentials_secret_ref: Option<SecretRef>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RedisSpec {
-    /// The Secret key holding a `redis://` or `rediss://` URL of an existing Redis.
-    pub url_secret_ref: SecretKeyRef,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DatabaseSpec {
-    /// The Secret key holding a `postgres://` or `mysql://` URL of an existing database.
-    pub url_secret_ref: SecretKeyRef,
-}
-
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed maxReplicas").field_path(".minReplicas"))]
 pub struct AutoscalingSpec {
+    /// Create the HorizontalPodAutoscaler.
+    #[serde(default)]
+    pub enabled: bool,
     /// Fewest pods. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
@@ -361,6 +368,9 @@ pub struct AutoscalingSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.minAvailable) && has(self.maxUnavailable))").message("set disruptionBudget.minAvailable or maxUnavailable, not both"))]
 pub struct DisruptionBudgetSpec {
+    /// Create the PodDisruptionBudget.
+    #[serde(default)]
+    pub enabled: bool,
     /// Pods that must stay up during voluntary disruptions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -456,8 +466,10 @@ pub struct ClawdBotStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing, Degraded and Paused.
+    /// Ready, Progressing, Degraded, Paused, RuntimeReady, RedisReady,
+    /// DatabaseReady and StateShared.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// bot-runtime pods that exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]

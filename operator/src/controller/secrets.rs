@@ -1,0 +1,163 @@
+//! Secrets a bot reads: their content digest (so a changed credential rolls
+//! the pods), read again only when a Secret's resourceVersion changed, and
+//! the Secret -> ClawdBots index that maps a Secret's watch event to the
+//! bots that read it, kept up to date by each reconcile.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, RwLock};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ApiResource};
+use kube::runtime::reflector::{ObjectRef, Store};
+use sha2::{Digest, Sha256};
+
+use super::children::Meta;
+use super::{Context, Error};
+use crate::render;
+
+type Key = (String, String);
+
+#[derive(Default)]
+pub struct SecretCache {
+    store: RwLock<Option<Store<Meta>>>,
+    digests: Mutex<HashMap<Key, (String, String)>>,
+    index: Mutex<Index>,
+}
+
+#[derive(Default)]
+struct Index {
+    by_secret: HashMap<Key, BTreeSet<String>>,
+    by_bot: HashMap<Key, Vec<String>>,
+}
+
+impl SecretCache {
+    pub fn set_store(&self, s: Option<Store<Meta>>) {
+        *self.store.write().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// The cached resourceVersion of a Secret; None when there is no cache
+    /// or it does not hold the Secret.
+    fn cached_version(&self, ns: &str, name: &str) -> Option<String> {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        let ar = ApiResource::erase::<Secret>(&());
+        let key = ObjectRef::<Meta>::new_with(name, ar).within(ns);
+        store
+            .as_ref()?
+            .get(&key)
+            .and_then(|m| m.metadata.resource_version.clone())
+    }
+
+    /// Digest of the named Secrets' contents and the names of missing ones.
+    pub async fn digest(
+        &self,
+        ctx: &Context,
+        ns: &str,
+        names: &[String],
+    ) -> Result<(String, Vec<String>), Error> {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        let mut parts = Vec::new();
+        let mut missing = Vec::new();
+        for name in names {
+            let key = (ns.to_owned(), name.clone());
+            let cached = self.cached_version(ns, name).and_then(|rv| {
+                let d = self.digests.lock().unwrap_or_else(|e| e.into_inner());
+                d.get(&key)
+                    .filter(|(v, _)| *v == rv)
+                    .map(|(_, d)| d.clone())
+            });
+            let digest = match cached {
+                Some(d) => d,
+                None => match api.get_opt(name).await? {
+                    None => {
+                        missing.push(name.clone());
+                        continue;
+                    }
+                    Some(s) => {
+                        let d = render::secrets_digest([(name.as_str(), &s)]);
+                        if let Some(rv) = s.metadata.resource_version.clone() {
+                            self.digests
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(key, (rv, d.clone()));
+                        }
+                        d
+                    }
+                },
+            };
+            parts.push(format!("{name}={digest}"));
+        }
+        parts.sort();
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update(p.as_bytes());
+            h.update([0]);
+        }
+        Ok((hex::encode(&h.finalize()[..16]), missing))
+    }
+
+    /// Records which Secrets a bot reads (or creates).
+    pub fn index(&self, ns: &str, bot: &str, secrets: Vec<String>) {
+        let mut ix = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let bot_key = (ns.to_owned(), bot.to_owned());
+        if ix.by_bot.get(&bot_key) == Some(&secrets) {
+            return;
+        }
+        if let Some(old) = ix.by_bot.remove(&bot_key) {
+            for s in old {
+                let k = (ns.to_owned(), s);
+                if let Some(set) = ix.by_secret.get_mut(&k) {
+                    set.remove(bot);
+                    if set.is_empty() {
+                        ix.by_secret.remove(&k);
+                    }
+                }
+            }
+        }
+        for s in &secrets {
+            ix.by_secret
+                .entry((ns.to_owned(), s.clone()))
+                .or_default()
+                .insert(bot.to_owned());
+        }
+        ix.by_bot.insert(bot_key, secrets);
+    }
+
+    pub fn forget_bot(&self, ns: &str, bot: &str) {
+        self.index(ns, bot, Vec::new());
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_bot
+            .remove(&(ns.to_owned(), bot.to_owned()));
+    }
+
+    /// The bots that read this Secret.
+    pub fn bots_for(&self, ns: &str, secret: &str) -> Vec<String> {
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_secret
+            .get(&(ns.to_owned(), secret.to_owned()))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_follows_each_reconcile() {
+        let c = SecretCache::default();
+        c.index("ns", "a", vec!["model".into(), "shared".into()]);
+        c.index("ns", "b", vec!["shared".into()]);
+        assert_eq!(c.bots_for("ns", "shared"), vec!["a", "b"]);
+        assert_eq!(c.bots_for("other", "shared"), Vec::<String>::new());
+        c.index("ns", "a", vec!["model2".into()]);
+        assert_eq!(c.bots_for("ns", "shared"), vec!["b"]);
+        assert!(c.bots_for("ns", "model").is_empty());
+        c.forget_bot("ns", "b");
+        assert!(c.bots_for("ns", "shared").is_empty());
+    }
+}

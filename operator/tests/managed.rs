@@ -1,0 +1,517 @@
+//! Managed Redis and PostgreSQL, CloudNativePG and the cluster checks,
+//! against a small stateful fake of the API (tower-test): objects are kept
+//! by path, so a test seeds what exists, reconciles, and reads what the
+//! operator wrote and asked.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+mod common;
+
+use base64::Engine;
+use clawdbot_operator::controller::{Apis, reconcile};
+use http::{Request, Response};
+use kube::Client;
+use kube::api::DynamicObject;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tower_test::mock;
+
+const CORE: &str = "/api/v1/namespaces/default";
+const APPS: &str = "/apis/apps/v1/namespaces/default";
+const BOT: &str = "/apis/clawdbot.io/v1alpha1/namespaces/default/clawdbots/hello";
+
+#[derive(Default)]
+struct Fake {
+    objects: BTreeMap<String, Value>,
+    log: Vec<(String, String)>,
+    events: Vec<Value>,
+    rv: u64,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+fn not_found() -> (u16, Value) {
+    (
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    )
+}
+
+/// Answers like an API server that stores objects by path: GET, POST to a
+/// collection, PATCH (apply or merge: the body replaces), DELETE.
+async fn serve(mut handle: mock::Handle<Request<Body>, Response<Body>>, fake: Shared) {
+    while let Some((req, send)) = handle.next_request().await {
+        let method = req.method().to_string();
+        let path = req.uri().path().to_owned();
+        let bytes = req.into_body().collect_bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let (code, out) = {
+            let mut f = fake.lock().unwrap();
+            f.log.push((method.clone(), path.clone()));
+            f.rv += 1;
+            let rv = f.rv.to_string();
+            match method.as_str() {
+                "GET" => match f.objects.get(&path) {
+                    Some(o) => (200, o.clone()),
+                    None => not_found(),
+                },
+                "POST" if path.ends_with("/events") => {
+                    f.events.push(body.clone());
+                    (201, body)
+                }
+                "POST" => {
+                    let name = body["metadata"]["name"].as_str().unwrap().to_owned();
+                    let key = format!("{path}/{name}");
+                    match f.objects.entry(key) {
+                        std::collections::btree_map::Entry::Occupied(_) => (
+                            409,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409}),
+                        ),
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            let mut o = body;
+                            o["metadata"]["resourceVersion"] = json!(rv);
+                            o["metadata"]["uid"] = json!(format!("uid-{name}"));
+                            slot.insert(o.clone());
+                            (201, o)
+                        }
+                    }
+                }
+                "PATCH" => {
+                    let key = path.trim_end_matches("/status").to_owned();
+                    let mut o = if path.ends_with("/status") {
+                        let mut o = f.objects.get(&key).cloned().unwrap_or(json!({}));
+                        o["status"] = body["status"].clone();
+                        o
+                    } else {
+                        body
+                    };
+                    o["metadata"]["resourceVersion"] = json!(rv);
+                    f.objects.insert(key, o.clone());
+                    (200, o)
+                }
+                "DELETE" => match f.objects.remove(&path) {
+                    Some(_) => (
+                        200,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                    ),
+                    None => not_found(),
+                },
+                _ => (405, json!({})),
+            }
+        };
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&out).unwrap()))
+                .unwrap(),
+        );
+    }
+}
+
+struct Run {
+    fake: Shared,
+}
+
+impl Run {
+    fn new() -> Self {
+        Run {
+            fake: Arc::new(Mutex::new(Fake::default())),
+        }
+    }
+
+    fn seed(&self, path: &str, obj: Value) -> &Self {
+        self.fake
+            .lock()
+            .unwrap()
+            .objects
+            .insert(path.to_owned(), obj);
+        self
+    }
+
+    /// One reconcile of `spec` with the watch caches holding `cached`.
+    async fn reconcile(&self, spec: Value, apis: Apis, cached: &[Value]) -> Value {
+        let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(serve(handle, self.fake.clone()));
+        let ctx = common::context_with(Client::new(svc, "default"), apis, cached);
+        let status = self
+            .fake
+            .lock()
+            .unwrap()
+            .objects
+            .get(BOT)
+            .and_then(|b| b.get("status").cloned());
+        let mut obj = json!({
+            "apiVersion": "clawdbot.io/v1alpha1", "kind": "ClawdBot",
+            "metadata": {"name": "hello", "namespace": "default", "uid": "bot-uid", "generation": 1, "resourceVersion": "10"},
+            "spec": spec,
+        });
+        if let Some(s) = status {
+            obj["status"] = s;
+        }
+        let bot: DynamicObject = serde_json::from_value(obj).unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(bot), ctx))
+            .await
+            .expect("reconcile finishes");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the client is dropped")
+            .unwrap();
+        self.get(BOT)["status"].clone()
+    }
+
+    fn get(&self, path: &str) -> Value {
+        self.fake
+            .lock()
+            .unwrap()
+            .objects
+            .get(path)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    fn wrote(&self, method: &str, path: &str) -> bool {
+        self.fake
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .any(|(m, p)| m == method && p == path)
+    }
+
+    fn warnings(&self) -> Vec<(String, String)> {
+        self.fake
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| e["type"] == "Warning")
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap().to_owned(),
+                    e["note"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn clear_log(&self) {
+        self.fake.lock().unwrap().log.clear();
+    }
+}
+
+fn secret_value(s: &Value, key: &str) -> String {
+    let b = s["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {s}"));
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap()).unwrap()
+}
+
+fn condition(status: &Value, t: &str) -> Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == t)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {t} in {status}"))
+}
+
+fn managed() -> Value {
+    json!({"replicas": 2, "redis": {"managed": {}}, "database": {"managed": {"backup": {"enabled": true}}}})
+}
+
+#[tokio::test]
+async fn managed_redis_and_postgres_get_credentials_once_and_the_runtime_its_urls() {
+    let run = Run::new();
+    let status = run.reconcile(managed(), Apis::all(), &[]).await;
+
+    let redis = run.get(&format!("{CORE}/secrets/hello-redis"));
+    let db = run.get(&format!("{CORE}/secrets/hello-db"));
+    let password = secret_value(&redis, "password");
+    assert_eq!(password.len(), 48, "24 random bytes, hex");
+    assert_eq!(secret_value(&db, "username"), "clawdbot");
+    let db_password = secret_value(&db, "password");
+    // Redis without a volume belongs to the bot; the database's credentials
+    // outlive it with the retained volume.
+    assert_eq!(redis["metadata"]["ownerReferences"][0]["uid"], "bot-uid");
+    assert!(db["metadata"]["ownerReferences"].is_null(), "{db}");
+
+    let conn = run.get(&format!("{CORE}/secrets/hello-connections"));
+    assert_eq!(
+        secret_value(&conn, "redis-url"),
+        format!("redis://:{password}@hello-redis.default.svc:6379/0")
+    );
+    assert_eq!(
+        secret_value(&conn, "database-url"),
+        format!("postgres://clawdbot:{db_password}@hello-db.default.svc:5432/clawdbot")
+    );
+    for path in [
+        format!("{APPS}/statefulsets/hello-redis"),
+        format!("{APPS}/statefulsets/hello-db"),
+        format!("{CORE}/services/hello-redis"),
+        format!("{CORE}/services/hello-db"),
+        "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/hello-redis".into(),
+        "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/hello-db".into(),
+        "/apis/batch/v1/namespaces/default/cronjobs/hello-db-backup".into(),
+        format!("{CORE}/persistentvolumeclaims/hello-db-backup"),
+    ] {
+        assert!(!run.get(&path).is_null(), "{path} was created");
+    }
+    let sts = run.get(&format!("{APPS}/statefulsets/hello-db"));
+    assert_eq!(
+        sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+        "Retain"
+    );
+    assert_eq!(
+        sts["metadata"]["annotations"]["clawdbot.io/postgres-major"],
+        "17"
+    );
+    // The runtime reads both URLs from the connections Secret.
+    let env =
+        run.get(&format!("{APPS}/deployments/hello"))["spec"]["template"]["spec"]["containers"][0]
+            ["env"]
+            .clone();
+    let from = |name: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["valueFrom"]["secretKeyRef"]["name"].clone())
+    };
+    assert_eq!(from("REDIS_URL"), Some(json!("hello-connections")));
+    assert_eq!(from("DATABASE_URL"), Some(json!("hello-connections")));
+    assert!(!conn.to_string().contains("valueFrom"));
+    // Not ready until the StatefulSets report ready pods.
+    assert_eq!(condition(&status, "RedisReady")["status"], "False");
+    assert_eq!(condition(&status, "DatabaseReady")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "Degraded")["status"], "False");
+    assert!(
+        !status.to_string().contains(&password),
+        "no password in status"
+    );
+
+    // Reconciled again (as after an operator restart: new context, empty
+    // digest cache): the credentials are byte for byte the same.
+    run.reconcile(managed(), Apis::all(), &[]).await;
+    assert_eq!(run.get(&format!("{CORE}/secrets/hello-redis")), redis);
+    assert_eq!(run.get(&format!("{CORE}/secrets/hello-db")), db);
+    assert_eq!(
+        secret_value(
+            &run.get(&format!("{CORE}/secrets/hello-connections")),
+            "redis-url"
+        ),
+        format!("redis://:{password}@hello-redis.default.svc:6379/0")
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_credentials_secret_is_not_regenerated_over_existing_data() {
+    let run = Run::new();
+    run.reconcile(managed(), Apis::all(), &[]).await;
+    let conn_before = run.get(&format!("{CORE}/secrets/hello-connections"));
+    let sts_before = run.get(&format!("{APPS}/statefulsets/hello-db"));
+    // The database pod wrote its volume; then someone deletes the Secret.
+    run.seed(
+        &format!("{CORE}/persistentvolumeclaims/data-hello-db-0"),
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-hello-db-0", "namespace": "default"}}),
+    );
+    run.fake
+        .lock()
+        .unwrap()
+        .objects
+        .remove(&format!("{CORE}/secrets/hello-db"));
+    run.clear_log();
+    let status = run.reconcile(managed(), Apis::all(), &[]).await;
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "CredentialsLost");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("data-hello-db-0")
+    );
+    assert_eq!(
+        condition(&status, "DatabaseReady")["reason"],
+        "CredentialsLost"
+    );
+    assert!(
+        !run.wrote("POST", &format!("{CORE}/secrets")),
+        "no new password"
+    );
+    assert!(run.get(&format!("{CORE}/secrets/hello-db")).is_null());
+    assert_eq!(
+        run.get(&format!("{CORE}/secrets/hello-connections")),
+        conn_before
+    );
+    assert!(!run.wrote("PATCH", &format!("{APPS}/statefulsets/hello-db")));
+    assert_eq!(
+        run.get(&format!("{APPS}/statefulsets/hello-db")),
+        sts_before
+    );
+    assert!(run.warnings().iter().any(|(r, _)| r == "CredentialsLost"));
+
+    // Without data (a new volume), the Secret is simply made again.
+    run.fake
+        .lock()
+        .unwrap()
+        .objects
+        .remove(&format!("{CORE}/persistentvolumeclaims/data-hello-db-0"));
+    let status = run.reconcile(managed(), Apis::all(), &[]).await;
+    assert_eq!(condition(&status, "Degraded")["status"], "False");
+    assert!(!run.get(&format!("{CORE}/secrets/hello-db")).is_null());
+}
+
+#[tokio::test]
+async fn a_new_postgres_major_version_on_old_data_is_refused() {
+    let run = Run::new();
+    run.reconcile(managed(), Apis::all(), &[]).await;
+    let sts = run.get(&format!("{APPS}/statefulsets/hello-db"));
+    run.seed(
+        &format!("{CORE}/persistentvolumeclaims/data-hello-db-0"),
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-hello-db-0", "namespace": "default"}}),
+    );
+    let mut spec = managed();
+    spec["database"]["managed"]["image"] = json!("postgres:18.1");
+    let mut cached = sts.clone();
+    cached["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "clawdbot-operator"});
+    run.clear_log();
+    let status = run.reconcile(spec.clone(), Apis::all(), &[cached]).await;
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["reason"], "MajorVersionChange");
+    let m = degraded["message"].as_str().unwrap();
+    assert!(
+        m.contains("18") && m.contains("17") && m.contains("spec.database.managed.image"),
+        "{m}"
+    );
+    assert!(!run.wrote("PATCH", &format!("{APPS}/statefulsets/hello-db")));
+    assert_eq!(run.get(&format!("{APPS}/statefulsets/hello-db")), sts);
+    // Redis and the runtime are still reconciled.
+    assert!(run.wrote("PATCH", &format!("{APPS}/deployments/hello")));
+    // A fresh volume may start on the new major.
+    run.fake
+        .lock()
+        .unwrap()
+        .objects
+        .remove(&format!("{CORE}/persistentvolumeclaims/data-hello-db-0"));
+    let status = run.reconcile(spec, Apis::all(), &[]).await;
+    assert_eq!(condition(&status, "Degraded")["status"], "False");
+    assert_eq!(
+        run.get(&format!("{APPS}/statefulsets/hello-db"))["metadata"]["annotations"]["clawdbot.io/postgres-major"],
+        "18"
+    );
+}
+
+#[tokio::test]
+async fn cloudnativepg_where_it_is_not_installed_is_degraded_and_touches_nothing_of_it() {
+    let run = Run::new();
+    let spec =
+        json!({"database": {"cloudNativePG": {"instances": 3, "storage": {"size": "10Gi"}}}});
+    let status = run.reconcile(spec.clone(), Apis::all(), &[]).await;
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["reason"], "CloudNativePGMissing");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("postgresql.cnpg.io/v1")
+    );
+    assert!(
+        run.warnings()
+            .iter()
+            .any(|(r, n)| r == "CloudNativePGMissing" && n.contains("spec.database.cloudNativePG"))
+    );
+    // Installed: the Cluster appears, and the runtime reads CloudNativePG's URI.
+    let apis = Apis {
+        cnpg: true,
+        ..Apis::all()
+    };
+    let status = run.reconcile(spec, apis, &[]).await;
+    assert_eq!(condition(&status, "Degraded")["status"], "False");
+    let cluster = run.get("/apis/postgresql.cnpg.io/v1/namespaces/default/clusters/hello-db");
+    assert_eq!(cluster["spec"]["instances"], 3);
+    assert_eq!(cluster["spec"]["storage"]["size"], "10Gi");
+    assert_eq!(cluster["metadata"]["ownerReferences"][0]["uid"], "bot-uid");
+    let env =
+        run.get(&format!("{APPS}/deployments/hello"))["spec"]["template"]["spec"]["containers"][0]
+            ["env"]
+            .clone();
+    let db = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "DATABASE_URL")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        db["valueFrom"]["secretKeyRef"],
+        json!({"name": "hello-db-app", "key": "uri", "optional": false})
+    );
+    assert_eq!(
+        condition(&status, "DatabaseReady")["reason"],
+        "ClusterNotReady"
+    );
+}
+
+#[tokio::test]
+async fn a_storage_class_that_does_not_exist_is_named() {
+    let run = Run::new();
+    run.seed(
+        "/apis/storage.k8s.io/v1/storageclasses/standard",
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "standard"}, "provisioner": "x"}),
+    );
+    let spec = json!({"database": {"managed": {"storageClassName": "fast-ssd"}}});
+    let status = run.reconcile(spec, Apis::all(), &[]).await;
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["reason"], "StorageClassNotFound");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.database.managed.storageClassName")
+    );
+    assert!(degraded["message"].as_str().unwrap().contains("fast-ssd"));
+    let ok = json!({"database": {"managed": {"storageClassName": "standard"}}});
+    let status = run.reconcile(ok, Apis::all(), &[]).await;
+    assert_eq!(condition(&status, "Degraded")["status"], "False");
+}
+
+#[tokio::test]
+async fn switching_away_from_managed_removes_its_children_but_keeps_retained_credentials() {
+    let run = Run::new();
+    run.reconcile(managed(), Apis::all(), &[]).await;
+    // What the watch caches would hold after that reconcile.
+    let cached: Vec<Value> = run
+        .fake
+        .lock()
+        .unwrap()
+        .objects
+        .values()
+        .filter(|o| o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "clawdbot-operator")
+        .cloned()
+        .collect();
+    let spec = json!({"replicas": 2, "redis": {"external": {"urlSecretRef": {"name": "r", "key": "url"}}}});
+    run.reconcile(spec, Apis::all(), &cached).await;
+    for gone in [
+        format!("{APPS}/statefulsets/hello-redis"),
+        format!("{APPS}/statefulsets/hello-db"),
+        format!("{CORE}/services/hello-redis"),
+        format!("{CORE}/services/hello-db"),
+        format!("{CORE}/secrets/hello-redis"),
+        format!("{CORE}/secrets/hello-connections"),
+        "/apis/batch/v1/namespaces/default/cronjobs/hello-db-backup".into(),
+    ] {
+        assert!(run.get(&gone).is_null(), "{gone} deleted");
+    }
+    // Kept: the database credentials and the backup volume (not owned: the
+    // retained data volume needs them).
+    assert!(!run.get(&format!("{CORE}/secrets/hello-db")).is_null());
+    assert!(
+        !run.get(&format!("{CORE}/persistentvolumeclaims/hello-db-backup"))
+            .is_null()
+    );
+}
