@@ -295,9 +295,12 @@ if [[ ${BENCH_SKIP_OPERATOR:-0} != 1 ]]; then
     log "operator: 1000 ClawdBots against the API server emulator"
     "$ROOT/scripts/install-test-tools.sh" >/dev/null
     cargo build --release -p clawdbot-operator
-    python3 "$ROOT/bench/operator_bench.py" "$BIN/clawdbot-operator" \
-        "$ROOT/.cache/operator-venv/bin/python" "$WORK/operator.json" 1000 60 >/dev/null
-    python3 "$ROOT/bench/operator_bench.py" --markdown "$WORK/operator.json" >>"$OUT_MD"
+    for kind in plain managed; do
+        python3 "$ROOT/bench/operator_bench.py" "$BIN/clawdbot-operator" \
+            "$ROOT/.cache/operator-venv/bin/python" "$WORK/operator-$kind.json" 1000 60 "$kind" >/dev/null
+    done
+    python3 "$ROOT/bench/operator_bench.py" --markdown "$WORK/operator-plain.json" \
+        "$WORK/operator-managed.json" >>"$OUT_MD"
 fi
 
 if [[ ${BENCH_SKIP_STATE:-0} != 1 ]]; then

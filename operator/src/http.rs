@@ -56,3 +56,38 @@ async fn readyz(State(p): State<Probe>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    async fn healthz(liveness: Arc<Liveness>) -> StatusCode {
+        let probe = Probe {
+            metrics: Arc::new(Metrics::new()),
+            ready: Arc::new(AtomicBool::new(true)),
+            liveness,
+        };
+        router(probe)
+            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_when_queued_work_makes_no_progress() {
+        // The old /healthz answered ok whatever the controller did.
+        let idle = Arc::new(Liveness::new(Duration::from_millis(20)));
+        assert_eq!(healthz(idle.clone()).await, StatusCode::OK);
+        idle.triggered();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(healthz(idle.clone()).await, StatusCode::SERVICE_UNAVAILABLE);
+        idle.reconcile_started();
+        idle.reconcile_finished();
+        assert_eq!(healthz(idle).await, StatusCode::OK);
+    }
+}

@@ -370,17 +370,21 @@ pub fn next_status(cb: &ClawdBot, obs: &Observation) -> ClawdBotStatus {
 pub fn state_placement(spec: &ClawdBotSpec) -> (bool, &'static str, String) {
     let channels = channels_on(&spec.channels);
     match (&spec.redis, &spec.database) {
-        (Some(_), db) => (
+        (Some(_), Some(_)) => (
             true,
-            "Redis",
+            "Shared",
             format!(
-                "chat sessions{} are in Redis, shared by every replica{}",
+                "chat sessions{} are in Redis and conversation logs in the database, shared by every replica",
                 if channels { " and IM deliveries" } else { "" },
-                if db.is_none() {
-                    "; conversation logs stay in each pod's scratch volume until spec.database is set"
-                } else {
-                    ""
-                }
+            ),
+        ),
+        (Some(_), None) => (
+            false,
+            "LogsPodLocal",
+            format!(
+                "chat sessions{} are in Redis, shared by every replica; conversation logs stay in \
+                 each pod's scratch volume (SQLite), lost with the pod, until spec.database is set",
+                if channels { " and IM deliveries" } else { "" },
             ),
         ),
         (None, Some(_)) => (

@@ -515,3 +515,28 @@ async fn switching_away_from_managed_removes_its_children_but_keeps_retained_cre
             .is_null()
     );
 }
+
+#[tokio::test]
+async fn several_pods_logging_to_their_own_files_get_one_warning() {
+    let run = Run::new();
+    let spec = json!({"replicas": 3, "redis": {"managed": {}}});
+    let status = run.reconcile(spec.clone(), Apis::all(), &[]).await;
+    assert_eq!(condition(&status, "StateShared")["reason"], "LogsPodLocal");
+    assert_eq!(condition(&status, "Degraded")["status"], "False", "allowed");
+    let count = |run: &Run| {
+        run.warnings()
+            .iter()
+            .filter(|(r, n)| r == "StateNotShared" && n.contains("conversation logs"))
+            .count()
+    };
+    assert_eq!(count(&run), 1);
+    // Reconciled again with that status stored: no second Warning.
+    run.reconcile(spec, Apis::all(), &[]).await;
+    assert_eq!(count(&run), 1);
+    // One pod: nothing to warn about.
+    let single = Run::new();
+    single
+        .reconcile(json!({"redis": {"managed": {}}}), Apis::all(), &[])
+        .await;
+    assert_eq!(count(&single), 0);
+}

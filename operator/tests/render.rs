@@ -587,6 +587,7 @@ fn autoscaler_targets_the_clawdbot() {
     for (name, cb, c) in all_cases() {
         match (&cb.spec.autoscaling, &c.autoscaler) {
             (None, None) => {}
+            (Some(a), None) if !a.enabled => {}
             (Some(a), Some(hpa)) => {
                 seen += 1;
                 let spec = hpa.spec.as_ref().expect("hpa spec");
@@ -633,7 +634,7 @@ fn optional_children_follow_the_spec() {
         let s = &cb.spec;
         assert_eq!(
             c.disruption_budget.is_some(),
-            s.disruption_budget.is_some(),
+            s.disruption_budget.as_ref().is_some_and(|d| d.enabled),
             "{name}"
         );
         if let (Some(d), Some(pdb)) = (&s.disruption_budget, &c.disruption_budget) {
@@ -1465,4 +1466,25 @@ fn channels_modes_and_lark() {
         ],
         "disabled slack not imported"
     );
+}
+
+#[test]
+fn a_block_without_enabled_renders_nothing() {
+    let cb: ClawdBot = common::parse_clawdbot(&serde_json::json!({
+        "apiVersion": "clawdbot.io/v1alpha1", "kind": "ClawdBot",
+        "metadata": {"name": "quiet", "namespace": "default"},
+        "spec": {
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 5},
+            "disruptionBudget": {"minAvailable": 1},
+            "networkPolicy": {"allowedNamespaces": ["ingress-nginx"]},
+            "ingress": {"host": "quiet.example.com"},
+        }
+    }));
+    let c = build(&cb);
+    assert!(c.autoscaler.is_none());
+    assert!(c.disruption_budget.is_none());
+    assert!(c.network_policy.is_none());
+    assert!(c.ingress.is_none());
+    // Nor does the autoscaler's minimum set the Deployment's replicas.
+    assert_eq!(c.deployment.spec.unwrap().replicas, Some(1));
 }

@@ -324,11 +324,24 @@ fn state_shared_names_what_is_pod_local() {
             ..RedisSpec::default()
         });
     });
-    assert_eq!(is(&s, "StateShared"), "True");
-    assert_eq!(cond(&s, "StateShared").reason, "Redis");
+    assert_eq!(is(&s, "StateShared"), "False", "logs are still pod-local");
+    assert_eq!(cond(&s, "StateShared").reason, "LogsPodLocal");
     let m = &cond(&s, "StateShared").message;
     assert!(m.contains("sessions and IM deliveries"), "{m}");
     assert!(m.contains("until spec.database is set"), "{m}");
+
+    let s = status(&|sp| {
+        sp.redis = Some(RedisSpec {
+            managed: Some(Default::default()),
+            ..RedisSpec::default()
+        });
+        sp.database = Some(DatabaseSpec {
+            managed: Some(Default::default()),
+            ..DatabaseSpec::default()
+        });
+    });
+    assert_eq!(is(&s, "StateShared"), "True");
+    assert_eq!(cond(&s, "StateShared").reason, "Shared");
 }
 
 #[test]
@@ -627,5 +640,5 @@ fn redis_spec_shapes_are_read_for_state_shared() {
     }));
     let dep = deployment(1, 1, 1, 1, 1);
     let s = next_status(&managed, &observe(Health::Ok, false, Some(&dep), 0));
-    assert_eq!(is(&s, "StateShared"), "True");
+    assert_eq!(cond(&s, "StateShared").reason, "LogsPodLocal");
 }

@@ -190,9 +190,13 @@ class Emulator(kmock.KubernetesEmulator):
             raise kmock.KubernetesResourceNotFoundError()
         return {'kind': 'APIGroup', 'apiVersion': 'v1', **self._group_doc(request.resource.group)}
 
+    server_version = (1, 35, 0)  # what GET /version reports (--kube-version)
+
     async def _serve_server_version(self, request):
-        return {'major': '1', 'minor': '35', 'emulationMajor': '1', 'emulationMinor': '35',
-                'minCompatibilityMajor': '1', 'minCompatibilityMinor': '34', 'gitVersion': 'v1.35.0',
+        major, minor, patch = self.server_version
+        return {'major': str(major), 'minor': str(minor), 'emulationMajor': str(major), 'emulationMinor': str(minor),
+                'minCompatibilityMajor': str(major), 'minCompatibilityMinor': str(minor - 1),
+                'gitVersion': f'v{major}.{minor}.{patch}',
                 'gitCommit': '0' * 40, 'gitTreeState': 'clean', 'buildDate': '2025-12-17T00:00:00Z',
                 'goVersion': 'go1.25.5', 'compiler': 'gc', 'platform': 'linux/amd64'}
 
@@ -650,8 +654,11 @@ async def main(argv=None):
     parser.add_argument('--crd', action='append', metavar='FILE',
                         help='serve the CustomResourceDefinitions in this YAML file, with their schema defaults '
                              f'(repeatable; replaces the default, {CLAWDBOT_CRD})')
+    parser.add_argument('--kube-version', default='1.35.0', metavar='X.Y.Z',
+                        help='the Kubernetes version GET /version reports (default 1.35.0)')
     args = parser.parse_args(argv)
     emu = build_emulator(args.crd or (CLAWDBOT_CRD,))
+    emu.server_version = tuple(int(p) for p in args.kube_version.split('.'))
     async with emu, kmock.Server(emu, port=args.port or None) as server:
         url = f'http://127.0.0.1:{server.port}'
         if args.kubeconfig:

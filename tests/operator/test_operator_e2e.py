@@ -80,32 +80,47 @@ def operator(emulator, runtime_health, tmp_path_factory):
     workdir = tmp_path_factory.mktemp('operator')
     port = free_port()
     log_path = workdir / 'operator.log'
-    log = open(log_path, 'w')
+    log = open(log_path, 'a')
     env = {k: v for k, v in os.environ.items() if not k.startswith(('KUBE', 'POD_', 'WATCH_'))}
     env.update(KUBECONFIG=str(emulator.kubeconfig), POD_NAMESPACE='default', POD_NAME='operator-e2e',
                RUST_LOG='info,clawdbot_operator=debug')
-    proc = subprocess.Popen([operator_bin(), 'run', '--metrics-addr', f'127.0.0.1:{port}',
-                             '--probe-url', runtime_health.url + '/{namespace}/{name}',
-                             '--rediscover-secs', '1'],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f'http://127.0.0.1:{port}'
+    state = {'url': url, 'log': log_path}
 
-    def leader():
-        try:
-            with urllib.request.urlopen(f'{url}/metrics', timeout=2) as r:
-                return 'clawdbot_operator_leader 1' in r.read().decode()
-        except OSError:
-            return proc.poll() is not None and pytest.fail(f'operator exited:\n{log_path.read_text()}')
-    try:
-        wait_for(leader, timeout=30, message='the operator to become leader')
-        yield {'url': url, 'log': log_path, 'proc': proc}
-    finally:
+    def start():
+        proc = subprocess.Popen([operator_bin(), 'run', '--metrics-addr', f'127.0.0.1:{port}',
+                                 '--probe-url', runtime_health.url + '/{namespace}/{name}',
+                                 '--rediscover-secs', '1'],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        state['proc'] = proc
+
+        def leader():
+            try:
+                with urllib.request.urlopen(f'{url}/metrics', timeout=2) as r:
+                    return 'clawdbot_operator_leader 1' in r.read().decode()
+            except OSError:
+                return proc.poll() is not None and pytest.fail(f'operator exited:\n{log_path.read_text()}')
+        wait_for(leader, timeout=40, message='the operator to become leader')
+
+    def stop():
+        proc = state['proc']
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def restart():
+        stop()
+        start()
+
+    state['restart'] = restart
+    try:
+        start()
+        yield state
+    finally:
+        stop()
         log.close()
 
 
@@ -191,7 +206,7 @@ def test_a_spec_change_updates_the_config_and_rolls_the_pods(emulator, operator,
     cm_path = children_paths(namespace)['ConfigMap']
     wait_for(lambda: 'You are terse.' in emulator.get(cm_path)['data']['config.yaml'], message='ConfigMap updated')
     wait_for(lambda: config_hash(emulator, namespace) != first, message='pod template hash changed')
-    wait_for(lambda: emulator.get(bot_path(namespace))['status'].get('observedGeneration') == 2)
+    wait_for(lambda: emulator.get(bot_path(namespace)).get('status', {}).get('observedGeneration') == 2)
 
 
 def test_a_changed_secret_rolls_the_pods(emulator, operator, namespace):
@@ -328,3 +343,213 @@ def test_metrics_and_probes(operator):
     for name in ('clawdbot_operator_reconcile_total{result="ok"}', 'clawdbot_operator_reconcile_duration_seconds_bucket',
                  'clawdbot_operator_managed_objects{kind="Deployment"}', 'clawdbot_operator_leader 1'):
         assert name in text, name
+
+
+# --- Redis and the database: managed, external, CloudNativePG, absent ----------------
+
+def path(ns, kind, name):
+    group = {'StatefulSet': '/apis/apps/v1', 'Deployment': '/apis/apps/v1', 'CronJob': '/apis/batch/v1',
+             'NetworkPolicy': '/apis/networking.k8s.io/v1',
+             'Cluster': '/apis/postgresql.cnpg.io/v1'}.get(kind, '/api/v1')
+    plural = {'NetworkPolicy': 'networkpolicies', 'PersistentVolumeClaim': 'persistentvolumeclaims'}.get(
+        kind, kind.lower() + 's')
+    return f'{group}/namespaces/{ns}/{plural}/{name}'
+
+
+MANAGED = {'redis': {'managed': {}}, 'database': {'managed': {'backup': {'enabled': True}}}}
+MANAGED_CHILDREN = [('StatefulSet', 'hello-redis'), ('Service', 'hello-redis'), ('NetworkPolicy', 'hello-redis'),
+                    ('Secret', 'hello-redis'), ('StatefulSet', 'hello-db'), ('Service', 'hello-db'),
+                    ('NetworkPolicy', 'hello-db'), ('Secret', 'hello-db'), ('Secret', 'hello-connections'),
+                    ('CronJob', 'hello-db-backup'), ('PersistentVolumeClaim', 'hello-db-backup')]
+
+
+def wait_degraded(emulator, ns, reason, name='hello'):
+    return wait_for(lambda: (c := condition(emulator.get(bot_path(ns, name)), 'Degraded')) and c['status'] == 'True'
+                    and c['reason'] == reason and c, message=f'Degraded {reason}')
+
+
+def test_switching_redis_and_database_modes_creates_and_removes_exactly_their_children(emulator, operator, namespace):
+    emulator.create({'apiVersion': 'v1', 'kind': 'Secret', 'metadata': {'name': 'redis', 'namespace': namespace},
+                     'stringData': {'url': 'redis://redis.elsewhere:6379/0'}})
+    emulator.create(bot(namespace, spec={'replicas': 2, **MANAGED}))
+    for kind, name in MANAGED_CHILDREN:
+        wait_for(lambda: get_or_none(emulator, path(namespace, kind, name)), message=f'{kind} {name}')
+    db_secret = emulator.get(path(namespace, 'Secret', 'hello-db'))
+    dep = wait_for(lambda: get_or_none(emulator, path(namespace, 'Deployment', 'hello')))
+    env = dep['spec']['template']['spec']['containers'][0]['env']
+    assert {'name': 'REDIS_URL', 'valueFrom': {'secretKeyRef': {'name': 'hello-connections', 'key': 'redis-url',
+                                                                 'optional': False}}} in env
+
+    # Redis -> external, database -> absent (SQLite in each pod).
+    emulator.patch(bot_path(namespace), {'spec': {
+        'redis': {'managed': None, 'external': {'urlSecretRef': {'name': 'redis', 'key': 'url'}}},
+        'database': None}})
+    gone = [c for c in MANAGED_CHILDREN if c not in {('Secret', 'hello-db'), ('PersistentVolumeClaim', 'hello-db-backup')}]
+    for kind, name in gone:
+        wait_for(lambda: get_or_none(emulator, path(namespace, kind, name)) is None, message=f'{kind} {name} deleted')
+    # Kept with the data they belong to (retained volumes): the credentials and the dumps.
+    assert emulator.get(path(namespace, 'Secret', 'hello-db'))['data'] == db_secret['data']
+    assert get_or_none(emulator, path(namespace, 'PersistentVolumeClaim', 'hello-db-backup'))
+    env = emulator.get(path(namespace, 'Deployment', 'hello'))['spec']['template']['spec']['containers'][0]['env']
+    assert {'name': 'REDIS_URL', 'valueFrom': {'secretKeyRef': {'name': 'redis', 'key': 'url', 'optional': False}}} in env
+    assert not any(e['name'] == 'DATABASE_URL' for e in env)
+
+    # Back to managed: the database finds its old credentials, byte for byte.
+    emulator.patch(bot_path(namespace), {'spec': {'redis': {'external': None, 'managed': {}},
+                                                  'database': MANAGED['database']}})
+    for kind, name in MANAGED_CHILDREN:
+        wait_for(lambda: get_or_none(emulator, path(namespace, kind, name)), message=f'{kind} {name} again')
+    assert emulator.get(path(namespace, 'Secret', 'hello-db'))['data'] == db_secret['data']
+
+
+def test_generated_credentials_survive_reconciles_restarts_and_edits(emulator, operator, namespace):
+    emulator.create(bot(namespace, spec=dict(MANAGED)))
+    names = ['hello-redis', 'hello-db', 'hello-connections', 'hello-api-keys']
+    for n in names:
+        wait_for(lambda: get_or_none(emulator, path(namespace, 'Secret', n)), message=f'Secret {n}')
+    before = {n: emulator.get(path(namespace, 'Secret', n))['data'] for n in names}
+    emulator.patch(bot_path(namespace), {'spec': {'model': {'systemPrompt': 'Be brief.'}}})
+    wait_for(lambda: emulator.get(bot_path(namespace)).get('status', {}).get('observedGeneration') == 2)
+    operator['restart']()
+    emulator.patch(bot_path(namespace), {'spec': {'database': {'managed': {'size': '5Gi'}}}})
+    wait_for(lambda: emulator.get(bot_path(namespace)).get('status', {}).get('observedGeneration') == 3)
+    after = {n: emulator.get(path(namespace, 'Secret', n))['data'] for n in names}
+    assert after == before
+
+
+def test_the_database_volume_is_retained_unless_asked_and_never_deleted_by_the_operator(emulator, operator, namespace):
+    emulator.create(bot(namespace, spec={'database': {'managed': {}}}))
+    sts = wait_for(lambda: get_or_none(emulator, path(namespace, 'StatefulSet', 'hello-db')))
+    assert sts['spec']['persistentVolumeClaimRetentionPolicy'] == {'whenDeleted': 'Retain', 'whenScaled': 'Retain'}
+    # The StatefulSet controller would make this claim from the template.
+    template = sts['spec']['volumeClaimTemplates'][0]
+    emulator.create({'apiVersion': 'v1', 'kind': 'PersistentVolumeClaim',
+                     'metadata': {'name': 'data-hello-db-0', 'namespace': namespace,
+                                  'labels': template['metadata']['labels']},
+                     'spec': template['spec']})
+    emulator.patch(bot_path(namespace), {'spec': {'database': {'managed': {'deleteClaimOnDelete': True}}}})
+    wait_for(lambda: emulator.get(path(namespace, 'StatefulSet', 'hello-db'))['spec']
+             ['persistentVolumeClaimRetentionPolicy']['whenDeleted'] == 'Delete', message='retention Delete')
+    emulator.delete(bot_path(namespace))
+    wait_for(lambda: get_or_none(emulator, path(namespace, 'StatefulSet', 'hello-db')) is None)
+    time.sleep(1)
+    # Deleting a claim is the StatefulSet controller's job (whenDeleted), never the operator's.
+    assert get_or_none(emulator, path(namespace, 'PersistentVolumeClaim', 'data-hello-db-0'))
+    mine = [w for w in emulator.writes() if 'persistentvolumeclaims/data-hello-db-0' in w['path']
+            and w['method'] == 'DELETE']
+    assert mine == []
+
+
+def test_an_unowned_object_with_a_childs_name_is_never_modified(emulator, operator, namespace):
+    cm = emulator.create({'apiVersion': 'v1', 'kind': 'ConfigMap',
+                          'metadata': {'name': 'hello-config', 'namespace': namespace}, 'data': {'mine': 'yes'}})
+    emulator.create(bot(namespace))
+    c = wait_degraded(emulator, namespace, 'NameConflict')
+    assert 'ConfigMap hello-config' in c['message']
+    wait_for(lambda: get_or_none(emulator, children_paths(namespace)['Deployment']), message='the rest is applied')
+    now = emulator.get(path(namespace, 'ConfigMap', 'hello-config'))
+    assert now['metadata']['resourceVersion'] == cm['metadata']['resourceVersion']
+    assert now['data'] == {'mine': 'yes'} and 'ownerReferences' not in now['metadata']
+    events = emulator.get(f'/apis/events.k8s.io/v1/namespaces/{namespace}/events')['items']
+    assert any(e['reason'] == 'NameConflict' and e['type'] == 'Warning' for e in events)
+
+
+CNPG_CRD = {
+    'apiVersion': 'apiextensions.k8s.io/v1', 'kind': 'CustomResourceDefinition',
+    'metadata': {'name': 'clusters.postgresql.cnpg.io'},
+    'spec': {'group': 'postgresql.cnpg.io', 'scope': 'Namespaced',
+             'names': {'kind': 'Cluster', 'listKind': 'ClusterList', 'plural': 'clusters', 'singular': 'cluster'},
+             'versions': [{'name': 'v1', 'served': True, 'storage': True, 'subresources': {'status': {}},
+                           'schema': {'openAPIV3Schema': {'type': 'object',
+                                                          'x-kubernetes-preserve-unknown-fields': True}}}]},
+}
+
+
+def test_cloudnativepg_installed_after_start_is_picked_up(emulator, operator, namespace):
+    emulator.create(bot(namespace, spec={'database': {'cloudNativePG': {'instances': 2, 'storage': {'size': '1Gi'}}}}))
+    c = wait_degraded(emulator, namespace, 'CloudNativePGMissing')
+    assert 'postgresql.cnpg.io/v1' in c['message']
+    cluster_path = path(namespace, 'Cluster', 'hello-db')
+    try:
+        emulator.create(CNPG_CRD)
+        cluster = wait_for(lambda: get_or_none(emulator, cluster_path), timeout=30,
+                           message='the Cluster once CloudNativePG is installed (no operator restart)')
+        assert cluster['spec']['instances'] == 2
+        wait_for(lambda: condition(emulator.get(bot_path(namespace)), 'Degraded')['status'] == 'False')
+        emulator.patch_status(cluster_path, {'readyInstances': 2, 'phase': 'Cluster in healthy state'})
+        emulator.patch_status(children_paths(namespace)['Deployment'], {})  # nudge: status changes trigger
+        wait_for(lambda: condition(emulator.get(bot_path(namespace)), 'DatabaseReady')['reason'] == 'ClusterReady',
+                 message='DatabaseReady from the Cluster status')
+    finally:
+        emulator.delete('/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusters.postgresql.cnpg.io')
+
+
+def test_autoscaling_without_replicas_gets_a_scale_subresource_of_one(emulator, operator, namespace):
+    # spec.replicas left out, as GitOps users are told: the schema default
+    # gives the scale subresource 1 (an HPA on an empty one stays at
+    # ScalingDisabled), and the HPA targets the ClawdBot.
+    emulator.create(bot(namespace, spec={'redis': {'managed': {}},
+                                         'autoscaling': {'enabled': True, 'minReplicas': 2, 'maxReplicas': 5}}))
+    scale = emulator.get(f'{bot_path(namespace)}/scale')
+    assert scale['spec']['replicas'] == 1
+    hpa = wait_for(lambda: get_or_none(
+        emulator, f'/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/hello'))
+    assert hpa['spec']['scaleTargetRef'] == {'apiVersion': 'clawdbot.io/v1alpha1', 'kind': 'ClawdBot', 'name': 'hello'}
+    # The HPA raises it through /scale; the operator mirrors it.
+    emulator.patch(f'{bot_path(namespace)}/scale', {'spec': {'replicas': 2}})
+    wait_for(lambda: emulator.get(children_paths(namespace)['Deployment'])['spec']['replicas'] == 2)
+
+
+def test_an_external_redis_is_judged_by_the_runtimes_own_report(emulator, operator, runtime_health, namespace):
+    emulator.create({'apiVersion': 'v1', 'kind': 'Secret', 'metadata': {'name': 'redis', 'namespace': namespace},
+                     'stringData': {'url': 'redis://redis.elsewhere:6379/0'}})
+    runtime_health.checks[f'{namespace}/hello'] = {'redis': 'down: connection refused', 'database': 'ok'}
+    emulator.create(bot(namespace, spec={'redis': {'external': {'urlSecretRef': {'name': 'redis', 'key': 'url'}}}}))
+    wait_for(lambda: get_or_none(emulator, children_paths(namespace)['Deployment']))
+    c = wait_for(lambda: condition(emulator.get(bot_path(namespace)), 'RedisReady'))
+    assert c['status'] == 'Unknown', 'no pod to ask yet'
+    mark_rolled_out(emulator, namespace)
+    c = wait_for(lambda: (c := condition(emulator.get(bot_path(namespace)), 'RedisReady'))['status'] == 'False' and c,
+                 message='RedisReady False from /health/ready')
+    assert 'connection refused' in c['message']
+    assert condition(emulator.get(bot_path(namespace)), 'Ready')['status'] == 'False'
+    runtime_health.checks[f'{namespace}/hello'] = {'redis': 'ok', 'database': 'ok'}
+    emulator.patch_status(children_paths(namespace)['Deployment'], {'conditions': [{'type': 'Available', 'status': 'True'}]})
+    wait_for(lambda: condition(emulator.get(bot_path(namespace)), 'Ready')['status'] == 'True',
+             message='Ready once the runtime reports Redis ok')
+
+
+def test_an_older_kubernetes_is_named_in_the_log_and_an_event(tmp_path):
+    # A second, private emulator that says it is Kubernetes 1.29.
+    import sys
+    kubeconfig = tmp_path / 'kubeconfig'
+    emu = subprocess.Popen([sys.executable, str(Path(__file__).parent / 'emulator.py'), '--port', '0',
+                            '--kubeconfig', str(kubeconfig), '--kube-version', '1.29.4'],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    log_path = tmp_path / 'operator.log'
+    op = None
+    try:
+        line = emu.stdout.readline()
+        assert line.startswith('listening on '), line
+        old = Emulator(line.split()[-1], kubeconfig, None)
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(('KUBE', 'POD_', 'WATCH_'))}
+        env.update(KUBECONFIG=str(kubeconfig), POD_NAMESPACE='default', POD_NAME='operator-old', RUST_LOG='info')
+        with open(log_path, 'w') as log:
+            op = subprocess.Popen([operator_bin(), 'run', '--metrics-addr', f'127.0.0.1:{port}'],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env)
+        events = wait_for(lambda: [e for e in old.get('/apis/events.k8s.io/v1/namespaces/default/events')['items']
+                                   if e['reason'] == 'UnsupportedKubernetesVersion'],
+                          timeout=30, message='the version Event')
+        assert events[0]['type'] == 'Warning'
+        assert events[0]['regarding']['kind'] == 'Pod' and events[0]['regarding']['name'] == 'operator-old'
+        assert '1.30' in events[0]['note'] and 'v1.29.4' in events[0]['note']
+        assert 'older than 1.30' in log_path.read_text()
+    finally:
+        for p in (op, emu):
+            if p:
+                p.terminate()
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()

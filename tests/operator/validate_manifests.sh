@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Offline checks of the example manifests (examples/*.yaml holding a ClawdBot):
 #
-#   1. `clawdbot-operator render` of each example's ClawdBot, and the other
-#      documents of the file (its Secrets), pass `kubernetes-validate --strict`
+#   1. `clawdbot-operator render` of each example's ClawdBot and of each
+#      edge-case fixture (operator/tests/fixtures), and the other documents of
+#      the examples (their Secrets), pass `kubernetes-validate --strict`
 #      against Kubernetes 1.35.0 (unknown fields, wrong types and unknown kinds
-#      are errors);
+#      are errors); rendered CloudNativePG Clusters are checked against
+#      CloudNativePG's own CRD schema (tests/operator/crds/) instead;
 #   2. every ClawdBot document matches the CRD's openAPIV3Schema
 #      (crds/clawdbot.io_clawdbots.yaml), with unknown fields rejected
-#      (tests/operator/check_clawdbot_schema.py);
+#      (tests/operator/check_crd_schema.py);
 #   3. a self-test proves both checks reject a broken object.
 #
 # Usage: tests/operator/validate_manifests.sh
@@ -24,7 +26,8 @@ K8S_VERSION=1.35.0
 VENV=.cache/operator-venv
 REQ=tests/operator/requirements.txt
 CRD=crds/clawdbot.io_clawdbots.yaml
-SCHEMA_CHECK=tests/operator/check_clawdbot_schema.py
+SCHEMA_CHECK=tests/operator/check_crd_schema.py
+CNPG_CRD=tests/operator/crds/postgresql.cnpg.io_clusters.yaml
 OPERATOR_BIN=${OPERATOR_BIN:-target/debug/clawdbot-operator}
 
 log() { printf 'validate_manifests: %s\n' "$*"; }
@@ -119,6 +122,38 @@ for f in "${examples[@]}"; do
     fi
 done
 
+# Edge-case fixtures: built-in kinds through kubernetes-validate, CloudNativePG
+# Clusters through CloudNativePG's CRD schema.
+for f in operator/tests/fixtures/*.yaml; do
+    name=fixture-$(basename "$f" .yaml)
+    if ! "$OPERATOR_BIN" render -f "$f" >"$WORK/$name.rendered.yaml" 2>"$WORK/$name.render.err"; then
+        fail "$f: clawdbot-operator render failed:"
+        sed 's/^/    /' "$WORK/$name.render.err" >&2
+        continue
+    fi
+    "$VENV/bin/python" - "$WORK/$name.rendered.yaml" "$WORK/$name" <<'PY'
+import sys, yaml
+src, out = sys.argv[1], sys.argv[2]
+with open(src, encoding='utf-8') as f:
+    docs = [d for d in yaml.safe_load_all(f) if d is not None]
+cnpg = [d for d in docs if d.get('apiVersion') == 'postgresql.cnpg.io/v1']
+rest = [d for d in docs if d.get('apiVersion') != 'postgresql.cnpg.io/v1']
+with open(out + '.builtin.yaml', 'w', encoding='utf-8') as f:
+    yaml.safe_dump_all(rest, f, sort_keys=False)
+with open(out + '.cnpg.yaml', 'w', encoding='utf-8') as f:
+    yaml.safe_dump_all(cnpg, f, sort_keys=False)
+PY
+    kube_validate "$f (rendered children)" "$WORK/$name.builtin.yaml" || true
+    if grep -q 'kind: Cluster' "$WORK/$name.cnpg.yaml"; then
+        if out=$("$VENV/bin/python" "$SCHEMA_CHECK" "$CNPG_CRD" "$WORK/$name.cnpg.yaml" 2>&1); then
+            log "ok $f (rendered CloudNativePG Cluster matches CloudNativePG's CRD schema)"
+        else
+            fail "$f: the rendered Cluster does not match $CNPG_CRD:"
+            sed 's/^/    /' <<<"$out" >&2
+        fi
+    fi
+done
+
 # The operator's own install manifests and the CRD itself.
 kube_validate "deploy/clawdbot-operator.yaml" deploy/clawdbot-operator.yaml || true
 kube_validate "$CRD" "$CRD" || true
@@ -145,6 +180,19 @@ if out=$("$VENV/bin/python" "$SCHEMA_CHECK" "$CRD" "$WORK/broken-clawdbot.yaml" 
     fail "self-test: the schema check accepted a broken ClawdBot"
 elif ! grep -q 'spec.replicas' <<<"$out" || ! grep -q "modle" <<<"$out"; then
     fail "self-test: the schema check did not name spec.replicas and the unknown field modle: $out"
+fi
+cat >"$WORK/broken-cluster.yaml" <<'YAML'
+apiVersion: postgresql.cnpg.io/v1
+kind: Cluster
+metadata:
+  name: broken
+spec:
+  instances: two
+  storage:
+    size: 1Gi
+YAML
+if "$VENV/bin/python" "$SCHEMA_CHECK" "$CNPG_CRD" "$WORK/broken-cluster.yaml" >/dev/null 2>&1; then
+    fail "self-test: the CloudNativePG schema check accepted a broken Cluster"
 fi
 cat >"$WORK/broken-children.yaml" <<'YAML'
 apiVersion: v1

@@ -145,12 +145,42 @@ pub async fn reconcile_children(
         auth_secret_name: Some(auth_secret_name),
         now: now(),
     };
-    patch_status(ctx, ns, cb, next_status(cb, &obs)).await?;
+    let status = next_status(cb, &obs);
+    warn_when_state_becomes_pod_local(ctx, cb, &status, reference).await;
+    patch_status(ctx, ns, cb, status).await?;
     Ok(if external.is_some() {
         Action::requeue(EXTERNAL_RECHECK)
     } else {
         Action::await_change()
     })
+}
+
+/// Several pods with pod-local state (each its own SQLite log, say) is
+/// allowed, but what goes with a pod is worth one Warning Event when it
+/// starts, not one per reconcile.
+async fn warn_when_state_becomes_pod_local(
+    ctx: &Context,
+    cb: &ClawdBot,
+    status: &crate::crd::ClawdBotStatus,
+    reference: &ObjectReference,
+) {
+    let find = |conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+        conds
+            .iter()
+            .find(|c| c.type_ == "StateShared")
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let Some((now, reason)) = find(&status.conditions) else {
+        return;
+    };
+    let before = cb.status.as_ref().and_then(|s| find(&s.conditions));
+    if now == "False"
+        && render::desired_replicas(cb) > 1
+        && before != Some((now.clone(), reason))
+        && let Some(c) = status.conditions.iter().find(|c| c.type_ == "StateShared")
+    {
+        warn(ctx, reference, "StateNotShared", &c.message).await;
+    }
 }
 
 fn cb_redis_external(cb: &ClawdBot) -> bool {

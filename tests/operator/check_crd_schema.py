@@ -1,8 +1,9 @@
-"""Validates ClawdBot documents against the CRD's openAPIV3Schema, offline.
+"""Validates custom resources against their CRD's openAPIV3Schema, offline.
 
-    python tests/operator/check_clawdbot_schema.py CRD.yaml MANIFEST.yaml...
+    python tests/operator/check_crd_schema.py CRD.yaml MANIFEST.yaml...
 
-Every ClawdBot document (apiVersion clawdbot.io/v1alpha1, kind ClawdBot) of
+Every document of the CRD's kind and storage version (ClawdBot
+clawdbot.io/v1alpha1, or CloudNativePG's Cluster postgresql.cnpg.io/v1) in
 every MANIFEST is checked; other documents (Secrets, ConfigMaps) are skipped.
 The structural OpenAPI schema is turned into JSON Schema (draft 4) the way
 the API server reads it:
@@ -25,8 +26,8 @@ import sys
 import jsonschema
 import yaml
 
-GROUP_VERSION = 'clawdbot.io/v1alpha1'
-KIND = 'ClawdBot'
+GROUP_VERSION = None  # set from the CRD by load_schema
+KIND = None
 
 
 def to_json_schema(node):
@@ -54,13 +55,16 @@ def to_json_schema(node):
 
 
 def load_schema(crd_path):
+    global GROUP_VERSION, KIND
     with open(crd_path, encoding='utf-8') as f:
         crd = yaml.safe_load(f)
     if crd.get('kind') != 'CustomResourceDefinition':
         raise ValueError(f'{crd_path}: not a CustomResourceDefinition')
-    versions = [v for v in crd['spec']['versions'] if f"{crd['spec']['group']}/{v['name']}" == GROUP_VERSION]
+    versions = [v for v in crd['spec']['versions'] if v.get('storage')]
     if len(versions) != 1:
-        raise ValueError(f'{crd_path}: no single version {GROUP_VERSION}')
+        raise ValueError(f'{crd_path}: no single storage version')
+    GROUP_VERSION = f"{crd['spec']['group']}/{versions[0]['name']}"
+    KIND = crd['spec']['names']['kind']
     schema = to_json_schema(copy.deepcopy(versions[0]['schema']['openAPIV3Schema']))
     # The API server handles apiVersion, kind and metadata itself, whether or
     # not the CRD's schema lists them.
