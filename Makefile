@@ -53,9 +53,10 @@ test-browser: build ## Headless Chromium drives the web chat page
 	MOCK_UPSTREAM_BIN=$(BIN)/mock-upstream BOT_RUNTIME_BIN=$(BIN)/bot-runtime \
 		node --test tests/browser/
 
-test-operator: build ## Emulator, operator end-to-end, manifest validation
+test-operator: build ## Emulator, operator end-to-end, managed Redis/PostgreSQL contract, manifest validation
 	OPERATOR_BIN=$(BIN)/clawdbot-operator tests/operator/validate_manifests.sh
-	OPERATOR_BIN=$(BIN)/clawdbot-operator .cache/operator-venv/bin/pytest -q tests/operator
+	OPERATOR_BIN=$(BIN)/clawdbot-operator BOT_RUNTIME_BIN=$(BIN)/bot-runtime MOCK_UPSTREAM_BIN=$(BIN)/mock-upstream \
+		.cache/operator-venv/bin/pytest -q tests/operator
 
 bench: ## Benchmarks (bot-runtime vs mock and LiteLLM; operator on the emulator); writes docs/benchmarks.md
 	bash bench/run.sh

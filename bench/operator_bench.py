@@ -172,6 +172,7 @@ def main():
             'burst_create_secs': create_secs, 'burst_total_secs': burst_secs,
             'reconciles': reconciles,
             'cpu_ms_per_reconcile': (cpu1 - cpu0) * 1000 / max(reconciles, 1),
+            'cpu_ms_per_bot': (cpu1 - cpu0) * 1000 / n,
             'idle_rss_kb': idle_rss, 'peak_rss_kb': peak_rss,
             'idle_secs': idle_secs, 'idle_writes': len(idle), 'idle_lease_writes': len(lease),
             'idle_writes_per_minute': len(idle) * 60 / idle_secs,
@@ -197,7 +198,7 @@ def markdown(plain_json, managed_json):
     for label, r in (('plain', plain), ('managed Redis + PostgreSQL', managed)):
         rows += [
             f"| Reconciles per bot, {r['bots']}-bot burst, {label} | <= 1.5 | {r['reconciles_per_bot']:.2f} ({r['reconciles']:.0f} reconciles) | {ok(r['reconciles_per_bot'] <= 1.5)} |",
-            f"| Operator CPU per reconcile, {label} | <= 1 ms | {r['cpu_ms_per_reconcile']:.2f} ms | {ok(r['cpu_ms_per_reconcile'] <= 1.0)} |",
+            f"| Operator CPU per reconcile, {label} | <= 1 ms | {r['cpu_ms_per_reconcile']:.2f} ms ({r['cpu_ms_per_bot']:.2f} ms per bot, all its reconciles) | {ok(r['cpu_ms_per_reconcile'] <= 1.0)} |",
             f"| Peak RSS with {r['bots']} ClawdBots, {label} | <= 100 MB | {mb(r['peak_rss_kb'])} (idle before any bot: {mb(r['idle_rss_kb'])}) | {ok(r['peak_rss_kb'] * 1024 <= 100e6)} |",
             f"| API writes per idle minute after convergence, {label} | 0 (Lease renewals aside) | {r['idle_writes_per_minute']:.0f} over {r['idle_secs']} s ({r['idle_lease_writes']} Lease renewals) | {ok(r['idle_writes'] == 0)} |",
         ]
@@ -229,6 +230,11 @@ just before the burst to 3 s after the last bot converged.
 | Measure | Value |
 | --- | --- |
 {nl.join(measures)}
+
+Before the watch caches and the event batching (plain bots, the same burst): 2.94 reconciles per
+bot at 3.58 ms each, about 10.5 ms of operator CPU per bot, peak RSS 45 MB. Most of what is left is
+the HTTP requests a new bot needs (an apply per child, the status, one Event) and decoding the watch
+events they cause.
 """
 
 

@@ -193,7 +193,10 @@ fn run(args: RunArgs) -> ExitCode {
     init_logging(&args.log_format);
     // kube and everything else share one rustls provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the operator waits on the API server almost all the time,
+    // and a second worker only adds cross-thread wakeups (measured: about a
+    // quarter of the CPU per reconcile in the 1000-bot burst).
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

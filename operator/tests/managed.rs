@@ -135,7 +135,19 @@ impl Run {
     async fn reconcile(&self, spec: Value, apis: Apis, cached: &[Value]) -> Value {
         let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let server = tokio::spawn(serve(handle, self.fake.clone()));
-        let ctx = common::context_with(Client::new(svc, "default"), apis, cached);
+        // The caches as a running controller's would be: every object of
+        // the watched kinds.
+        let mut seen: Vec<Value> = cached.to_vec();
+        seen.extend(
+            self.fake
+                .lock()
+                .unwrap()
+                .objects
+                .values()
+                .filter(|o| o["kind"].is_string())
+                .cloned(),
+        );
+        let ctx = common::context_with(Client::new(svc, "default"), apis, &seen);
         let status = self
             .fake
             .lock()

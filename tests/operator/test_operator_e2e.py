@@ -195,8 +195,11 @@ def test_children_appear_with_owner_references_and_ready_follows_the_rollout(emu
     assert st['readyReplicas'] == 1 and st['observedGeneration'] == 1
     assert st['authSecretName'] == 'hello-api-keys'
     events = emulator.get(f'/apis/events.k8s.io/v1/namespaces/{namespace}/events')['items']
-    created = {e['related']['kind'] for e in events if e['reason'] == 'Created' and e.get('related')}
-    assert {'Deployment', 'Service', 'ConfigMap', 'ServiceAccount', 'Secret'} <= created
+    notes = [e['note'] for e in events if e['reason'] == 'Created' and e['type'] == 'Normal']
+    assert len(notes) == 1, notes  # one Event names everything a reconcile created
+    for child in ('Secret hello-api-keys', 'ServiceAccount hello', 'ConfigMap hello-config', 'Deployment hello',
+                  'Service hello'):
+        assert child in notes[0], notes
 
 
 def test_a_spec_change_updates_the_config_and_rolls_the_pods(emulator, operator, namespace):

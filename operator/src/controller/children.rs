@@ -11,13 +11,12 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::events::publish_about;
+use super::events::{Change, Owner};
 use super::{Context, Error};
 use crate::labels::MANAGER;
 
@@ -25,9 +24,12 @@ pub type Meta = PartialObjectMeta<DynamicObject>;
 
 /// What a watch cache says about one object.
 pub enum Known {
-    /// Cached (it carries our managed-by label).
+    /// Cached.
     Present(Arc<Meta>),
-    /// Not cached: absent, or not labelled as ours; only the API server knows.
+    /// Not in a cache of every object of its kind (Secrets): it does not exist.
+    Absent,
+    /// Not in a label-selected cache: absent, or not labelled as ours; only
+    /// the API server knows.
     NotCached,
 }
 
@@ -36,7 +38,9 @@ pub enum Known {
 /// event a write causes does not trigger another reconcile of the same bot.
 #[derive(Default)]
 pub struct ChildCache {
-    stores: RwLock<HashMap<String, Store<Meta>>>,
+    /// Per kind: the store, and whether it holds every object of the kind
+    /// (no label selector) in scope.
+    stores: RwLock<HashMap<String, (Store<Meta>, bool)>>,
     written: Mutex<HashMap<(String, String, String), String>>,
 }
 
@@ -45,11 +49,13 @@ fn kind_key(ar: &ApiResource) -> String {
 }
 
 impl ChildCache {
-    pub fn register(&self, ar: &ApiResource, store: Store<Meta>) {
+    /// `complete`: the store watches every object of the kind, so a miss
+    /// means the object does not exist.
+    pub fn register(&self, ar: &ApiResource, store: Store<Meta>, complete: bool) {
         self.stores
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(kind_key(ar), store);
+            .insert(kind_key(ar), (store, complete));
     }
 
     pub fn clear(&self) {
@@ -67,7 +73,7 @@ impl ChildCache {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .cloned()
+            .map(|(s, _)| s.clone())
             .collect();
         for s in stores {
             let _ = tokio::time::timeout(Duration::from_secs(30), s.wait_until_ready()).await;
@@ -78,15 +84,17 @@ impl ChildCache {
     /// after the controller started).
     pub fn lookup(&self, ar: &ApiResource, ns: &str, name: &str) -> Option<Known> {
         let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
-        let store = stores.get(&kind_key(ar))?;
+        let (store, complete) = stores.get(&kind_key(ar))?;
         let key = ObjectRef::<Meta>::new_with(name, ar.clone()).within(ns);
         Some(match store.get(&key) {
             Some(m) => Known::Present(m),
+            None if *complete => Known::Absent,
             None => Known::NotCached,
         })
     }
 
-    fn note_write(&self, ar: &ApiResource, ns: &str, name: &str, rv: Option<String>) {
+    /// Records the resourceVersion the operator's own write produced.
+    pub fn note_write(&self, ar: &ApiResource, ns: &str, name: &str, rv: Option<String>) {
         let mut w = self.written.lock().unwrap_or_else(|e| e.into_inner());
         let key = (kind_key(ar), ns.to_owned(), name.to_owned());
         match rv {
@@ -111,6 +119,23 @@ impl ChildCache {
             && m.metadata.resource_version.is_some()
             && w.get(&key) == m.metadata.resource_version.as_ref()
     }
+}
+
+/// An object's metadata: from the cache when it knows, else from the API.
+pub async fn metadata_of(
+    ctx: &Context,
+    ar: &ApiResource,
+    ns: &str,
+    name: &str,
+) -> Result<Option<ObjectMeta>, Error> {
+    Ok(match ctx.children.lookup(ar, ns, name) {
+        Some(Known::Present(m)) => Some(m.metadata.clone()),
+        Some(Known::Absent) => None,
+        Some(Known::NotCached) | None => {
+            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, ar);
+            api.get_metadata_opt(name).await?.map(|m| m.metadata)
+        }
+    })
 }
 
 /// Whether the object's controller reference is this ClawdBot.
@@ -154,14 +179,7 @@ async fn before_write(
     name: &str,
     reference: &ObjectReference,
 ) -> Result<Result<Option<String>, NameConflict>, Error> {
-    let meta = match ctx.children.lookup(ar, ns, name) {
-        Some(Known::Present(m)) => Some(m.metadata.clone()),
-        _ => {
-            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, ar);
-            api.get_metadata_opt(name).await?.map(|m| m.metadata)
-        }
-    };
-    Ok(match meta {
+    Ok(match metadata_of(ctx, ar, ns, name).await? {
         None => Ok(None),
         Some(m) if controlled_by(&m, reference) => Ok(m.resource_version),
         Some(_) => Err(NameConflict {
@@ -176,7 +194,7 @@ pub async fn apply<K>(
     ctx: &Context,
     ns: &str,
     obj: &K,
-    reference: &ObjectReference,
+    owner: &Owner<'_>,
 ) -> Result<Applied<K>, Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -187,7 +205,7 @@ where
 {
     let ar = ApiResource::erase::<K>(&());
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    apply_with(ctx, ns, &ar, &api, obj, reference).await
+    apply_with(ctx, ns, &ar, &api, obj, owner).await
 }
 
 pub async fn apply_with<K>(
@@ -196,13 +214,13 @@ pub async fn apply_with<K>(
     ar: &ApiResource,
     api: &Api<K>,
     obj: &K,
-    reference: &ObjectReference,
+    owner: &Owner<'_>,
 ) -> Result<Applied<K>, Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
-    let before = match before_write(ctx, ar, ns, &name, reference).await? {
+    let before = match before_write(ctx, ar, ns, &name, owner.reference).await? {
         Ok(rv) => rv,
         Err(c) => return Ok(Applied::Conflict(c)),
     };
@@ -215,33 +233,10 @@ where
         .await?;
     let rv = after.meta().resource_version.clone();
     ctx.children.note_write(ar, ns, &name, rv.clone());
-    let child = || Some(child_ref(ar, ns, &name, after.meta().uid.clone()));
-    let kind = &ar.kind;
+    let child = || child_ref(ar, ns, &name, after.meta().uid.clone());
     match before {
-        None => {
-            publish_about(
-                ctx,
-                reference,
-                child(),
-                EventType::Normal,
-                "Created",
-                format!("Created {kind} {name}"),
-                "Create",
-            )
-            .await
-        }
-        Some(old) if rv.as_ref() != Some(&old) => {
-            publish_about(
-                ctx,
-                reference,
-                child(),
-                EventType::Normal,
-                "Updated",
-                format!("Updated {kind} {name}"),
-                "Update",
-            )
-            .await
-        }
+        None => owner.note(Change::Created, child()),
+        Some(old) if rv.as_ref() != Some(&old) => owner.note(Change::Updated, child()),
         Some(_) => {}
     }
     Ok(Applied::Done(after))
@@ -254,7 +249,7 @@ pub async fn apply_or_delete<K>(
     ns: &str,
     name: &str,
     obj: Option<&K>,
-    reference: &ObjectReference,
+    owner: &Owner<'_>,
 ) -> Result<Option<NameConflict>, Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -265,12 +260,12 @@ where
 {
     let ar = ApiResource::erase::<K>(&());
     match obj {
-        Some(o) => Ok(match apply(ctx, ns, o, reference).await? {
+        Some(o) => Ok(match apply(ctx, ns, o, owner).await? {
             Applied::Done(_) => None,
             Applied::Conflict(c) => Some(c),
         }),
         None => {
-            delete_if_owned(ctx, ns, &ar, name, reference).await?;
+            delete_if_owned(ctx, ns, &ar, name, owner).await?;
             Ok(None)
         }
     }
@@ -284,16 +279,16 @@ pub async fn delete_if_owned(
     ns: &str,
     ar: &ApiResource,
     name: &str,
-    reference: &ObjectReference,
+    owner: &Owner<'_>,
 ) -> Result<(), Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, ar);
     let meta = match ctx.children.lookup(ar, ns, name) {
         Some(Known::Present(m)) => Some(m.metadata.clone()),
-        Some(Known::NotCached) => None,
+        Some(Known::NotCached | Known::Absent) => None,
         None => api.get_metadata_opt(name).await?.map(|m| m.metadata),
     };
     if let Some(meta) = meta
-        && controlled_by(&meta, reference)
+        && controlled_by(&meta, owner.reference)
     {
         match api.delete(name, &Default::default()).await {
             Ok(_) => {}
@@ -301,17 +296,7 @@ pub async fn delete_if_owned(
             Err(e) => return Err(e.into()),
         }
         ctx.children.note_write(ar, ns, name, None);
-        let child = Some(child_ref(ar, ns, name, meta.uid.clone()));
-        publish_about(
-            ctx,
-            reference,
-            child,
-            EventType::Normal,
-            "Deleted",
-            format!("Deleted {} {name}: no longer in the spec", ar.kind),
-            "Delete",
-        )
-        .await;
+        owner.note(Change::Deleted, child_ref(ar, ns, name, meta.uid.clone()));
     }
     Ok(())
 }

@@ -1,9 +1,94 @@
 //! Events about a ClawdBot (events.k8s.io/v1), with the child they concern.
 
+use std::sync::Mutex;
+
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType};
 
 use super::Context;
+
+/// What a reconcile did to a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl Change {
+    fn words(self) -> (&'static str, &'static str) {
+        match self {
+            Change::Created => ("Created", "Create"),
+            Change::Updated => ("Updated", "Update"),
+            Change::Deleted => ("Deleted", "Delete"),
+        }
+    }
+}
+
+/// The ClawdBot a reconcile works for, and the changes it made to children
+/// so far. They are published as one Normal Event per kind of change when
+/// the reconcile ends, not one per child: a new bot with managed Redis and
+/// PostgreSQL creates fifteen objects, and kube's recorder scans every
+/// event it cached (six minutes' worth) on each publish.
+pub struct Owner<'a> {
+    pub reference: &'a ObjectReference,
+    changes: Mutex<Vec<(Change, String, ObjectReference)>>,
+}
+
+impl<'a> Owner<'a> {
+    pub fn new(reference: &'a ObjectReference) -> Self {
+        Owner {
+            reference,
+            changes: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn note(&self, change: Change, child: ObjectReference) {
+        let what = format!(
+            "{} {}",
+            child.kind.as_deref().unwrap_or("object"),
+            child.name.as_deref().unwrap_or("?")
+        );
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((change, what, child));
+    }
+
+    /// Publishes the changes noted so far: "Created Deployment bot, Service
+    /// bot, ..."; with a single child, that child is the Event's `related`.
+    pub async fn publish(&self, ctx: &Context) {
+        let changes = std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()));
+        for kind in [Change::Created, Change::Updated, Change::Deleted] {
+            let of_kind: Vec<_> = changes.iter().filter(|(c, _, _)| *c == kind).collect();
+            if of_kind.is_empty() {
+                continue;
+            }
+            let (reason, action) = kind.words();
+            let list = of_kind
+                .iter()
+                .map(|(_, what, _)| what.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let why = if kind == Change::Deleted {
+                " (no longer in the spec)"
+            } else {
+                ""
+            };
+            let related = (of_kind.len() == 1).then(|| of_kind[0].2.clone());
+            publish_about(
+                ctx,
+                self.reference,
+                related,
+                EventType::Normal,
+                reason,
+                format!("{reason} {list}{why}"),
+                action,
+            )
+            .await;
+        }
+    }
+}
 
 /// The API server refuses an Event whose note is longer than this many bytes.
 pub const MAX_NOTE_BYTES: usize = 1024;

@@ -7,6 +7,7 @@ mod children;
 mod discovery;
 mod events;
 mod probe;
+mod reconcile;
 mod secrets;
 mod state;
 mod watch;
@@ -111,22 +112,28 @@ impl Context {
         *self.apis.write().unwrap_or_else(|e| e.into_inner()) = apis;
     }
 
+    /// Records the kinds a bot has, and moves the per-kind gauge by the
+    /// difference (not a recount of every bot on each reconcile).
     fn set_managed(&self, key: String, kinds: Vec<&'static str>) {
         let mut m = self.managed.lock().unwrap_or_else(|e| e.into_inner());
-        if kinds.is_empty() {
-            m.remove(&key);
+        let before = if kinds.is_empty() {
+            m.remove(&key)
         } else {
-            m.insert(key, kinds);
+            m.insert(key, kinds.clone())
         }
-        let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
-        for kinds in m.values() {
-            for k in kinds {
-                *counts.entry(k).or_default() += 1;
-            }
+        .unwrap_or_default();
+        if before == kinds {
+            return;
         }
-        self.metrics.managed.reset();
-        for (k, n) in counts {
-            self.metrics.managed.with_label_values(&[k]).set(n);
+        let mut delta: BTreeMap<&str, i64> = BTreeMap::new();
+        for k in before {
+            *delta.entry(k).or_default() -= 1;
+        }
+        for k in kinds {
+            *delta.entry(k).or_default() += 1;
+        }
+        for (k, d) in delta.into_iter().filter(|(_, d)| *d != 0) {
+            self.metrics.managed.with_label_values(&[k]).add(d);
         }
     }
 
@@ -149,7 +156,8 @@ impl Context {
             if ar.kind == "Secret" && ar.group.is_empty() {
                 self.secrets.set_store(Some(reader.clone()));
             }
-            self.children.register(ar, reader);
+            // Every kind is watched without a selector, as in `run`.
+            self.children.register(ar, reader, true);
             // The writer is dropped: the store keeps what it holds.
         }
     }
@@ -251,7 +259,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
         report_without_applying(ctx, &ns, &cb, Health::Invalid(msg), false).await?;
         return Ok(Action::await_change());
     }
-    apply::reconcile_children(ctx, &ns, &cb, &reference).await
+    reconcile::reconcile_children(ctx, &ns, &cb, &reference).await
 }
 
 /// `report` for a bot whose children are left alone: the Deployment is

@@ -35,16 +35,32 @@ impl SecretCache {
         *self.store.write().unwrap_or_else(|e| e.into_inner()) = s;
     }
 
-    /// The cached resourceVersion of a Secret; None when there is no cache
-    /// or it does not hold the Secret.
-    fn cached_version(&self, ns: &str, name: &str) -> Option<String> {
+    /// What the Secret cache holds of a Secret: None without a cache,
+    /// Some(None) when the Secret does not exist, else its resourceVersion.
+    fn cached_version(&self, ns: &str, name: &str) -> Option<Option<String>> {
         let store = self.store.read().unwrap_or_else(|e| e.into_inner());
         let ar = ApiResource::erase::<Secret>(&());
         let key = ObjectRef::<Meta>::new_with(name, ar).within(ns);
-        store
-            .as_ref()?
-            .get(&key)
-            .and_then(|m| m.metadata.resource_version.clone())
+        Some(
+            store
+                .as_ref()?
+                .get(&key)
+                .and_then(|m| m.metadata.resource_version.clone()),
+        )
+    }
+
+    /// Records the digest of a Secret the operator just wrote, so reading
+    /// it back is not needed (the cache may not show it yet).
+    pub fn remember(&self, ns: &str, s: &Secret) {
+        let (Some(name), Some(rv)) = (s.metadata.name.clone(), s.metadata.resource_version.clone())
+        else {
+            return;
+        };
+        let d = render::secrets_digest([(name.as_str(), s)]);
+        self.digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((ns.to_owned(), name), (rv, d));
     }
 
     /// Digest of the named Secrets' contents and the names of missing ones.
@@ -59,12 +75,23 @@ impl SecretCache {
         let mut missing = Vec::new();
         for name in names {
             let key = (ns.to_owned(), name.clone());
-            let cached = self.cached_version(ns, name).and_then(|rv| {
-                let d = self.digests.lock().unwrap_or_else(|e| e.into_inner());
-                d.get(&key)
-                    .filter(|(v, _)| *v == rv)
-                    .map(|(_, d)| d.clone())
-            });
+            let known = self
+                .digests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
+            let cached = match (self.cached_version(ns, name), known) {
+                // The cache has this version: its digest is known.
+                (Some(Some(rv)), Some((v, d))) if v == rv => Some(d),
+                // Written by us a moment ago; the cache has not seen it yet.
+                (Some(None), Some((_, d))) => Some(d),
+                (Some(None), None) => {
+                    missing.push(name.clone());
+                    continue;
+                }
+                _ => None,
+            };
             let digest = match cached {
                 Some(d) => d,
                 None => match api.get_opt(name).await? {

@@ -4,16 +4,15 @@
 //! version the data can be read by, CloudNativePG being installed.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, PostParams};
-use kube::runtime::events::EventType;
 use rand::Rng;
 
 use super::apply::ours;
-use super::children::{Known, child_ref};
-use super::events::publish_about;
+use super::children::{Known, child_ref, metadata_of};
+use super::events::{Change, Owner};
 use super::{Context, Error};
 use crate::crd::{ClawdBot, postgres_major};
 use crate::labels::{self, MANAGER};
@@ -62,7 +61,7 @@ pub async fn prepare(
     ctx: &Context,
     cb: &ClawdBot,
     ns: &str,
-    reference: &ObjectReference,
+    owner: &Owner<'_>,
 ) -> Result<State, Error> {
     let bot = cb.name_any();
     let apis = ctx.apis();
@@ -94,7 +93,7 @@ pub async fn prepare(
                 .persistence
                 .as_ref()
                 .map(|_| labels::data_claim_name(&name));
-            generated(ctx, ns, reference, &name, claim, || {
+            generated(ctx, ns, owner, &name, claim, || {
                 redis::password_secret(cb, m.persistence.is_some(), &password())
             })
             .await?
@@ -108,7 +107,7 @@ pub async fn prepare(
             match major_change(ctx, ns, &name, &claim, m.image()).await? {
                 Some(p) => Component::Blocked(p),
                 None => {
-                    generated(ctx, ns, reference, &name, Some(claim), || {
+                    generated(ctx, ns, owner, &name, Some(claim), || {
                         postgres::credentials_secret(cb, m, &password())
                     })
                     .await?
@@ -129,16 +128,21 @@ pub async fn prepare(
 async fn generated(
     ctx: &Context,
     ns: &str,
-    reference: &ObjectReference,
+    owner: &Owner<'_>,
     name: &str,
     claim: Option<String>,
     make: impl FnOnce() -> Secret,
 ) -> Result<Component, Error> {
     let key = labels::PASSWORD_KEY;
-    let bot = reference.name.clone().unwrap_or_default();
+    let bot = owner.reference.name.clone().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    if let Some(s) = api.get_opt(name).await? {
-        if !ours(&s.metadata, reference, &bot) {
+    let ar = ApiResource::erase::<Secret>(&());
+    let found = match ctx.children.lookup(&ar, ns, name) {
+        Some(Known::Absent) => None,
+        _ => api.get_opt(name).await?,
+    };
+    if let Some(s) = found {
+        if !ours(&s.metadata, owner.reference, &bot) {
             return Ok(Component::Blocked(Problem {
                 reason: "NameConflict",
                 message: format!(
@@ -158,8 +162,8 @@ async fn generated(
         });
     }
     if let Some(claim) = &claim {
-        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
-        if pvcs.get_metadata_opt(claim).await?.is_some() {
+        let pvc = ApiResource::erase::<PersistentVolumeClaim>(&());
+        if metadata_of(ctx, &pvc, ns, claim).await?.is_some() {
             return Ok(Component::Blocked(Problem {
                 reason: "CredentialsLost",
                 message: format!(
@@ -189,17 +193,13 @@ async fn generated(
         }
         Err(e) => return Err(e.into()),
     };
-    let ar = ApiResource::erase::<Secret>(&());
-    publish_about(
-        ctx,
-        reference,
-        Some(child_ref(&ar, ns, name, created.metadata.uid.clone())),
-        EventType::Normal,
-        "Created",
-        format!("Created Secret {name} with generated credentials"),
-        "Create",
-    )
-    .await;
+    ctx.secrets.remember(ns, &created);
+    let rv = created.metadata.resource_version.clone();
+    ctx.children.note_write(&ar, ns, name, rv);
+    owner.note(
+        Change::Created,
+        child_ref(&ar, ns, name, created.metadata.uid.clone()),
+    );
     Ok(Component::Ready {
         digest: render::secrets_digest([(name, &created)]),
         secret: Box::new(created),
@@ -218,7 +218,7 @@ async fn major_change(
     let ar = ApiResource::erase::<StatefulSet>(&());
     let annotations = match ctx.children.lookup(&ar, ns, statefulset) {
         Some(Known::Present(m)) => m.metadata.annotations.clone(),
-        Some(Known::NotCached) => None,
+        Some(Known::NotCached | Known::Absent) => None,
         None => Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
             .get_metadata_opt(statefulset)
             .await?
@@ -237,8 +237,8 @@ async fn major_change(
     if old == new {
         return Ok(None);
     }
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
-    if pvcs.get_metadata_opt(claim).await?.is_none() {
+    let pvc = ApiResource::erase::<PersistentVolumeClaim>(&());
+    if metadata_of(ctx, &pvc, ns, claim).await?.is_none() {
         return Ok(None);
     }
     Ok(Some(Problem {

@@ -3,9 +3,9 @@
 //!
 //! - ClawdBots: only a new generation, labels or annotations trigger (a
 //!   status write does not).
-//! - Children: metadata-only, label-selected watches, cached for the
-//!   reconciler; an event that only shows the operator's own last write is
-//!   dropped.
+//! - Children: metadata-only watches of every object of each child kind,
+//!   cached for the reconciler; an event that only shows the operator's own
+//!   last write is dropped.
 //! - Secrets: metadata of every Secret, mapped to the bots that read them
 //!   through the index each reconcile keeps.
 
@@ -35,7 +35,6 @@ use tokio::sync::watch as signal;
 use super::apply::cnpg_resource;
 use super::children::Meta;
 use super::{Apis, Context, error_policy, reconcile};
-use crate::labels;
 
 /// Runs the controller until `stop` turns true. Discovery is repeated
 /// every `rediscover`; when the served APIs change, the watches are
@@ -188,15 +187,17 @@ async fn run_once(
     let secret_ar = ApiResource::erase::<Secret>(&());
     let swriter = Writer::<Meta>::new(secret_ar.clone());
     let sreader = swriter.as_reader();
-    ctx.children.register(&secret_ar, sreader.clone());
+    ctx.children.register(&secret_ar, sreader.clone(), true);
     ctx.secrets.set_store(Some(sreader));
+    let own_ctx = ctx.clone();
+    let own_ar = secret_ar.clone();
     let secrets = watcher(
         meta_api(&client, &namespace, &secret_ar),
         watcher::Config::default(),
     )
     .default_backoff()
     .reflect(swriter)
-    .touched_objects();
+    .filter_map(move |event| ready(not_own_write(&own_ctx, &own_ar, event)));
     let mapper_ctx = ctx.clone();
     let bot_ar = ar.clone();
     controller = controller.watches_stream_with(
@@ -227,7 +228,10 @@ async fn run_once(
 }
 
 /// Watch events of one child kind that can change what a reconcile would
-/// do: not the echo of the operator's own write.
+/// do: not the echo of the operator's own write. Every object of the kind
+/// in scope is watched (metadata only), not just those labelled as ours:
+/// then the cache also knows that a name is free, or taken by someone
+/// else, without a GET before each apply.
 fn child_events(
     ctx: &Arc<Context>,
     namespace: &Option<String>,
@@ -235,33 +239,40 @@ fn child_events(
     bots: Store<DynamicObject>,
 ) -> impl Stream<Item = Result<Meta, watcher::Error>> + Send + 'static {
     let writer = Writer::<Meta>::new(ar.clone());
-    ctx.children.register(&ar, writer.as_reader());
+    ctx.children.register(&ar, writer.as_reader(), true);
     let api = meta_api(&ctx.client, namespace, &ar);
     let ctx = ctx.clone();
     let bot_ar = ctx.resource.clone();
-    watcher(
-        api,
-        watcher::Config::default().labels(labels::MANAGED_SELECTOR),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .filter_map(move |event| {
-        let passed = match event {
-            Ok(watcher::Event::Apply(m)) if ctx.children.is_own_write(&ar, &m) => None,
-            Ok(
-                watcher::Event::Apply(m) | watcher::Event::Delete(m) | watcher::Event::InitApply(m),
-            ) => Some(Ok(m)),
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-            Err(e) => Some(Err(e)),
-        };
-        if let Some(Ok(m)) = &passed
-            && owner_bot(m, &bot_ar).is_some_and(|r| bots.get(&r).is_some())
-        {
-            ctx.liveness.triggered();
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .filter_map(move |event| {
+            let passed = not_own_write(&ctx, &ar, event);
+            if let Some(Ok(m)) = &passed
+                && owner_bot(m, &bot_ar).is_some_and(|r| bots.get(&r).is_some())
+            {
+                ctx.liveness.triggered();
+            }
+            ready(passed)
+        })
+        .boxed()
+}
+
+/// The object a watch event carries, unless the event only shows the
+/// operator's own last write (which the reconcile that made it already saw).
+fn not_own_write(
+    ctx: &Context,
+    ar: &ApiResource,
+    event: Result<watcher::Event<Meta>, watcher::Error>,
+) -> Option<Result<Meta, watcher::Error>> {
+    match event {
+        Ok(watcher::Event::Apply(m)) if ctx.children.is_own_write(ar, &m) => None,
+        Ok(watcher::Event::Apply(m) | watcher::Event::Delete(m) | watcher::Event::InitApply(m)) => {
+            Some(Ok(m))
         }
-        ready(passed)
-    })
-    .boxed()
+        Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+        Err(e) => Some(Err(e)),
+    }
 }
 
 fn owner_bot(m: &Meta, bot_ar: &ApiResource) -> Option<ObjectRef<DynamicObject>> {
