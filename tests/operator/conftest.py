@@ -8,6 +8,7 @@ The emulator is session-scoped (one process for the whole run): give every test 
 (the `namespace` fixture) or unique names. Deleting a namespace deletes everything in it.
 """
 import http.client
+import http.server
 import json
 import os
 import pathlib
@@ -223,3 +224,107 @@ def namespace(emulator):
     emulator.create({'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': name}})
     yield name
     emulator.request('DELETE', f'/api/v1/namespaces/{name}')
+
+
+# --- the real operator, once per session (test_operator_e2e.py, test_managed_contract.py) ---------
+
+def operator_bin():
+    root = pathlib.Path(__file__).resolve().parents[2]
+    path = os.environ.get('OPERATOR_BIN') or str(root / 'target' / 'debug' / 'clawdbot-operator')
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f'clawdbot-operator binary not found at {path}: build it (cargo build -p clawdbot-operator) or set OPERATOR_BIN')
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class RuntimeHealth:
+    """Stands in for bot-runtime's /health/ready (no pods run here): the
+    operator reads it for external Redis/databases through --probe-url."""
+
+    def __init__(self):
+        self.checks = {}  # '<ns>/<name>' -> {'redis': 'ok', 'database': 'down: ...'}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                parts = self.path.strip('/').split('/')
+                key = '/'.join(parts[:2])
+                checks = outer.checks.get(key)
+                if checks is None or parts[2:] != ['health', 'ready']:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                body = json.dumps({'status': 'ok', 'checks': checks}).encode()
+                self.send_response(200)
+                self.send_header('content-type', 'application/json')
+                self.send_header('content-length', str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope='session')
+def runtime_health():
+    h = RuntimeHealth()
+    yield h
+    h.server.shutdown()
+
+
+@pytest.fixture(scope='session')
+def operator(emulator, runtime_health, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('operator')
+    port = free_port()
+    log_path = workdir / 'operator.log'
+    log = open(log_path, 'a')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(('KUBE', 'POD_', 'WATCH_'))}
+    env.update(KUBECONFIG=str(emulator.kubeconfig), POD_NAMESPACE='default', POD_NAME='operator-e2e',
+               RUST_LOG='info,clawdbot_operator=debug')
+    url = f'http://127.0.0.1:{port}'
+    state = {'url': url, 'log': log_path}
+
+    def start():
+        proc = subprocess.Popen([operator_bin(), 'run', '--metrics-addr', f'127.0.0.1:{port}',
+                                 '--probe-url', runtime_health.url + '/{namespace}/{name}',
+                                 '--rediscover-secs', '1'],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        state['proc'] = proc
+
+        def leader():
+            try:
+                with urllib.request.urlopen(f'{url}/metrics', timeout=2) as r:
+                    return 'clawdbot_operator_leader 1' in r.read().decode()
+            except OSError:
+                return proc.poll() is not None and pytest.fail(f'operator exited:\n{log_path.read_text()}')
+        Emulator.wait_for(leader, timeout=40, message='the operator to become leader')
+
+    def stop():
+        proc = state['proc']
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart():
+        stop()
+        start()
+
+    state['restart'] = restart
+    try:
+        start()
+        yield state
+    finally:
+        stop()
+        log.close()

@@ -26,11 +26,8 @@ root) with its own loopback and a bind-mounted /etc/hosts mapping those names to
 on 6379 and PostgreSQL on 5432 in there (the shared servers outside are untouched) and no URL is rewritten.
 Commands enter it with `nsenter`. The cluster's Unix socket goes to a directory of its own.
 
-The operator: importing test_operator_e2e's session `operator` fixture would register a second
-session FixtureDef (pytest keeps one cache per module that defines or imports a fixture), i.e. a second
-operator process competing for the same Lease. So this module runs its own operator, for the module only,
-restricted to its namespace (`--namespace`) with its Lease in that namespace: it cannot touch other tests'
-namespaces or block the e2e operator's leader election, whatever the order the modules run in.
+The operator is the session's one (the `operator` fixture in conftest.py), shared with
+test_operator_e2e.py; this module works in a namespace of its own.
 
 Binaries: OPERATOR_BIN, BOT_RUNTIME_BIN, MOCK_UPSTREAM_BIN (default target/debug/...).
 """
@@ -52,7 +49,7 @@ from pathlib import Path
 
 import pytest
 
-import test_operator_e2e as e2e  # helpers only; its fixtures are not imported (see the docstring)
+import test_operator_e2e as e2e  # helpers only (bot, get_or_none)
 from conftest import Emulator
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
@@ -112,45 +109,21 @@ def container_env(container, secrets_by_name):
 # --- what the operator renders ---------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
-def rendered(emulator, tmp_path_factory):
+def rendered(emulator, operator):
     ns = f't-{uuid.uuid4().hex[:8]}'
     emulator.create({'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': ns}})
-    workdir = tmp_path_factory.mktemp('contract-operator')
-    health, port = e2e.RuntimeHealth(), e2e.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(('KUBE', 'POD_', 'WATCH_'))}
-    env.update(KUBECONFIG=str(emulator.kubeconfig), POD_NAMESPACE=ns, POD_NAME='operator-contract',
-               WATCH_NAMESPACE=ns, RUST_LOG='info,clawdbot_operator=debug')
-    log = open(workdir / 'operator.log', 'w')
-    proc = subprocess.Popen([e2e.operator_bin(), 'run', '--metrics-addr', f'127.0.0.1:{port}',
-                             '--probe-url', health.url + '/{namespace}/{name}', '--rediscover-secs', '1'],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        def leader():
-            assert proc.poll() is None, f'operator exited:\n{ph.tail(workdir / "operator.log")}'
-            return 'clawdbot_operator_leader 1' in run(['curl', '-sf', f'http://127.0.0.1:{port}/metrics'],
-                                                       check=False, timeout=5).stdout
-        wait_for(leader, timeout=30, message='the operator to become leader')
-        emulator.create(e2e.bot(ns, BOT, {'redis': {'managed': {}},
-                                          'database': {'managed': {'backup': {'enabled': True}}}}))
-        core, apps = f'/api/v1/namespaces/{ns}', f'/apis/apps/v1/namespaces/{ns}'
-        paths = {'redis_secret': f'{core}/secrets/{BOT}-redis', 'db_secret': f'{core}/secrets/{BOT}-db',
-                 'connections': f'{core}/secrets/{BOT}-connections',
-                 'redis_sts': f'{apps}/statefulsets/{BOT}-redis', 'db_sts': f'{apps}/statefulsets/{BOT}-db',
-                 'cronjob': f'/apis/batch/v1/namespaces/{ns}/cronjobs/{BOT}-db-backup',
-                 'deployment': f'{apps}/deployments/{BOT}'}
-        objs = {}
-        for key, path in paths.items():
-            objs[key] = wait_for(lambda: e2e.get_or_none(emulator, path), timeout=30,
-                                 message=f'{path} (operator log: {workdir / "operator.log"})')
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        health.server.shutdown()
+    emulator.create(e2e.bot(ns, BOT, {'redis': {'managed': {}},
+                                      'database': {'managed': {'backup': {'enabled': True}}}}))
+    core, apps = f'/api/v1/namespaces/{ns}', f'/apis/apps/v1/namespaces/{ns}'
+    paths = {'redis_secret': f'{core}/secrets/{BOT}-redis', 'db_secret': f'{core}/secrets/{BOT}-db',
+             'connections': f'{core}/secrets/{BOT}-connections',
+             'redis_sts': f'{apps}/statefulsets/{BOT}-redis', 'db_sts': f'{apps}/statefulsets/{BOT}-db',
+             'cronjob': f'/apis/batch/v1/namespaces/{ns}/cronjobs/{BOT}-db-backup',
+             'deployment': f'{apps}/deployments/{BOT}'}
+    objs = {}
+    for key, path in paths.items():
+        objs[key] = wait_for(lambda: e2e.get_or_none(emulator, path), timeout=30,
+                             message=f'{path} (operator log: {operator["log"]})')
     secret_data = {o['metadata']['name']: {k: base64.b64decode(v).decode() for k, v in o.get('data', {}).items()}
                    for o in (objs['redis_secret'], objs['db_secret'], objs['connections'])}
     pod = lambda o: o['spec']['template']['spec']  # noqa: E731

@@ -1,127 +1,22 @@
 """The real clawdbot-operator binary against the API server emulator.
 
-One operator process serves the whole session; each test works in its own
-namespace (the `namespace` fixture), so tests do not see each other's bots.
+One operator process serves the whole session (the `operator` fixture in
+conftest.py); each test works in its own namespace (the `namespace` fixture),
+so tests do not see each other's bots.
 """
-import http.server
 import json
 import os
-import socket
 import subprocess
-import threading
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-from conftest import Emulator, KubeError
+from conftest import Emulator, KubeError, free_port, operator_bin
 
 wait_for = Emulator.wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 GROUP = '/apis/clawdbot.io/v1alpha1'
-
-
-def operator_bin():
-    path = os.environ.get('OPERATOR_BIN') or str(ROOT / 'target' / 'debug' / 'clawdbot-operator')
-    if not os.access(path, os.X_OK):
-        raise RuntimeError(f'clawdbot-operator binary not found at {path}: build it (cargo build -p clawdbot-operator) or set OPERATOR_BIN')
-    return path
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-class RuntimeHealth:
-    """Stands in for bot-runtime's /health/ready (no pods run here): the
-    operator reads it for external Redis/databases through --probe-url."""
-
-    def __init__(self):
-        self.checks = {}  # '<ns>/<name>' -> {'redis': 'ok', 'database': 'down: ...'}
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                parts = self.path.strip('/').split('/')
-                key = '/'.join(parts[:2])
-                checks = outer.checks.get(key)
-                if checks is None or parts[2:] != ['health', 'ready']:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                body = json.dumps({'status': 'ok', 'checks': checks}).encode()
-                self.send_response(200)
-                self.send_header('content-type', 'application/json')
-                self.send_header('content-length', str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture(scope='session')
-def runtime_health():
-    h = RuntimeHealth()
-    yield h
-    h.server.shutdown()
-
-
-@pytest.fixture(scope='session')
-def operator(emulator, runtime_health, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp('operator')
-    port = free_port()
-    log_path = workdir / 'operator.log'
-    log = open(log_path, 'a')
-    env = {k: v for k, v in os.environ.items() if not k.startswith(('KUBE', 'POD_', 'WATCH_'))}
-    env.update(KUBECONFIG=str(emulator.kubeconfig), POD_NAMESPACE='default', POD_NAME='operator-e2e',
-               RUST_LOG='info,clawdbot_operator=debug')
-    url = f'http://127.0.0.1:{port}'
-    state = {'url': url, 'log': log_path}
-
-    def start():
-        proc = subprocess.Popen([operator_bin(), 'run', '--metrics-addr', f'127.0.0.1:{port}',
-                                 '--probe-url', runtime_health.url + '/{namespace}/{name}',
-                                 '--rediscover-secs', '1'],
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
-        state['proc'] = proc
-
-        def leader():
-            try:
-                with urllib.request.urlopen(f'{url}/metrics', timeout=2) as r:
-                    return 'clawdbot_operator_leader 1' in r.read().decode()
-            except OSError:
-                return proc.poll() is not None and pytest.fail(f'operator exited:\n{log_path.read_text()}')
-        wait_for(leader, timeout=40, message='the operator to become leader')
-
-    def stop():
-        proc = state['proc']
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def restart():
-        stop()
-        start()
-
-    state['restart'] = restart
-    try:
-        start()
-        yield state
-    finally:
-        stop()
-        log.close()
 
 
 def bot(ns, name='hello', spec=None):
@@ -524,7 +419,6 @@ def test_an_external_redis_is_judged_by_the_runtimes_own_report(emulator, operat
 
 def test_an_older_kubernetes_is_named_in_the_log_and_an_event(tmp_path):
     # A second, private emulator that says it is Kubernetes 1.29.
-    import sys
     kubeconfig = tmp_path / 'kubeconfig'
     emu = subprocess.Popen([sys.executable, str(Path(__file__).parent / 'emulator.py'), '--port', '0',
                             '--kubeconfig', str(kubeconfig), '--kube-version', '1.29.4'],
