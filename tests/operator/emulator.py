@@ -145,6 +145,21 @@ def parse_field_selector(text):
     return lambda obj: all(t(obj) for t in tests)
 
 
+def metadata_only(raw):
+    """Whether the client asked for metadata only (`Accept: application/json;as=PartialObjectMetadata
+    [List];g=meta.k8s.io;v=v1`), as kube-rs's metadata watches and `get_metadata` do."""
+    return 'as=PartialObjectMetadata' in raw.headers.get('Accept', '')
+
+
+def as_partial(obj):
+    """An object or list as the API server answers a metadata-only request: PartialObjectMetadata
+    (List), `meta.k8s.io/v1`, metadata and nothing else."""
+    if 'items' in obj:
+        return {'kind': 'PartialObjectMetadataList', 'apiVersion': 'meta.k8s.io/v1',
+                'metadata': obj.get('metadata', {}), 'items': [as_partial(o) for o in obj['items']]}
+    return {'kind': 'PartialObjectMetadata', 'apiVersion': 'meta.k8s.io/v1', 'metadata': obj['metadata']}
+
+
 class Emulator(kmock.KubernetesEmulator):
     def __attrs_post_init__(self):
         super().__attrs_post_init__()
@@ -269,7 +284,7 @@ class Emulator(kmock.KubernetesEmulator):
         key = (res, ns, route['name'])
         q = raw.query
         if raw.method == 'GET' and q.get('watch') in ('1', 'true'):
-            return await self._watch(raw, res, info, ns, route['name'], q)
+            return await self._watch(raw, res, info, ns, route['name'], q, metadata_only(raw))
         body = await raw.read()
         if body and ('protobuf' in raw.content_type or 'cbor' in raw.content_type):
             # kubectl's typed commands (create namespace/configmap/...) send protobuf; without the schemas it
@@ -298,6 +313,8 @@ class Emulator(kmock.KubernetesEmulator):
             answer = self._update(res, info, key, route['sub'], raw.method, raw.content_type, body, q)
         if answer is None:
             raise ApiError(405, 'MethodNotAllowed', f'{raw.method} is not supported on {raw.path}')
+        if raw.method == 'GET' and not route['sub'] and metadata_only(raw):
+            answer = answer[0], as_partial(answer[1])
         return aiohttp.web.json_response(answer[1], status=answer[0])
 
     # --- reads --------------------------------------------------------------------------------------
@@ -552,7 +569,7 @@ class Emulator(kmock.KubernetesEmulator):
 
     # --- watch --------------------------------------------------------------------------------------
 
-    async def _watch(self, raw, res, info, ns, name, q):
+    async def _watch(self, raw, res, info, ns, name, q, partial=False):
         since = q.get('resourceVersion')
         initial = q.get('sendInitialEvents') == 'true' or since in (None, '', '0')
         if not initial and not since.isdigit():
@@ -596,6 +613,8 @@ class Emulator(kmock.KubernetesEmulator):
                         out.append({'type': etype, 'object': obj})
                 pos = len(self.events)
                 for event in out:
+                    if partial:
+                        event = {'type': event['type'], 'object': as_partial(event['object'])}
                     await resp.write(json.dumps(event).encode() + b'\n')
                 out = []
                 left = deadline - loop.time()

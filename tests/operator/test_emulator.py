@@ -503,3 +503,30 @@ def test_unreadable_crd_file_warns_and_clawdbot_is_served_without_defaults(tmp_p
     assert 'warning: ignoring CRD file' in capsys.readouterr().err
     assert 'clawdbot.io/v1alpha1/clawdbots' in emu.resources
     assert [f'{r.group}/{r.version}/{r.plural}' for r in emu.schemas] == ['defaults.example.com/v1/widgets']
+
+
+def test_metadata_only_requests_get_partial_object_metadata(emulator, namespace):
+    # kube-rs's metadata watches and get_metadata ask for PartialObjectMetadata;
+    # a real API server then sends metadata only (not the whole object).
+    import urllib.request
+    emulator.create({'apiVersion': 'v1', 'kind': 'ConfigMap', 'metadata': {'name': 'm', 'namespace': namespace,
+                                                                          'labels': {'a': 'b'}},
+                     'data': {'big': 'x' * 1000}})
+    accept = 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1'
+
+    def get(path):
+        req = urllib.request.Request(emulator.url + path, headers={'Accept': accept})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.readline() if 'watch' in path else r.read())
+
+    one = get(f'/api/v1/namespaces/{namespace}/configmaps/m')
+    assert (one['kind'], one['apiVersion']) == ('PartialObjectMetadata', 'meta.k8s.io/v1')
+    assert one['metadata']['labels'] == {'a': 'b'} and 'data' not in one
+    lst = get(f'/api/v1/namespaces/{namespace}/configmaps')
+    assert lst['kind'] == 'PartialObjectMetadataList' and lst['items'][0]['metadata']['name'] == 'm'
+    assert 'data' not in lst['items'][0]
+    event = get(f'/api/v1/namespaces/{namespace}/configmaps?watch=true&timeoutSeconds=1')
+    assert event['type'] == 'ADDED' and event['object']['kind'] == 'PartialObjectMetadata'
+    assert 'data' not in event['object']
+    # Without the header: the whole object.
+    assert emulator.get(f'/api/v1/namespaces/{namespace}/configmaps/m')['data']['big'] == 'x' * 1000

@@ -24,23 +24,17 @@ pub type Meta = PartialObjectMeta<DynamicObject>;
 
 /// What a watch cache says about one object.
 pub enum Known {
-    /// Cached.
     Present(Arc<Meta>),
-    /// Not in a cache of every object of its kind (Secrets): it does not exist.
+    /// The cache holds every object of the kind in scope: it does not exist.
     Absent,
-    /// Not in a label-selected cache: absent, or not labelled as ours; only
-    /// the API server knows.
-    NotCached,
 }
 
-/// Label-selected metadata caches of the children, one per kind, and the
-/// resourceVersion each of the operator's own writes produced, so the watch
-/// event a write causes does not trigger another reconcile of the same bot.
+/// Metadata caches of every object of each child kind (and of Secrets),
+/// and the resourceVersion each of the operator's own writes produced, so
+/// the watch event a write causes does not trigger another reconcile.
 #[derive(Default)]
 pub struct ChildCache {
-    /// Per kind: the store, and whether it holds every object of the kind
-    /// (no label selector) in scope.
-    stores: RwLock<HashMap<String, (Store<Meta>, bool)>>,
+    stores: RwLock<HashMap<String, Store<Meta>>>,
     written: Mutex<HashMap<(String, String, String), String>>,
 }
 
@@ -49,13 +43,13 @@ fn kind_key(ar: &ApiResource) -> String {
 }
 
 impl ChildCache {
-    /// `complete`: the store watches every object of the kind, so a miss
-    /// means the object does not exist.
-    pub fn register(&self, ar: &ApiResource, store: Store<Meta>, complete: bool) {
+    /// `store` must watch every object of the kind in scope (no label
+    /// selector): a miss then means the object does not exist.
+    pub fn register(&self, ar: &ApiResource, store: Store<Meta>) {
         self.stores
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(kind_key(ar), (store, complete));
+            .insert(kind_key(ar), store);
     }
 
     pub fn clear(&self) {
@@ -73,7 +67,7 @@ impl ChildCache {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .map(|(s, _)| s.clone())
+            .cloned()
             .collect();
         for s in stores {
             let _ = tokio::time::timeout(Duration::from_secs(30), s.wait_until_ready()).await;
@@ -84,12 +78,11 @@ impl ChildCache {
     /// after the controller started).
     pub fn lookup(&self, ar: &ApiResource, ns: &str, name: &str) -> Option<Known> {
         let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
-        let (store, complete) = stores.get(&kind_key(ar))?;
+        let store = stores.get(&kind_key(ar))?;
         let key = ObjectRef::<Meta>::new_with(name, ar.clone()).within(ns);
         Some(match store.get(&key) {
             Some(m) => Known::Present(m),
-            None if *complete => Known::Absent,
-            None => Known::NotCached,
+            None => Known::Absent,
         })
     }
 
@@ -131,7 +124,7 @@ pub async fn metadata_of(
     Ok(match ctx.children.lookup(ar, ns, name) {
         Some(Known::Present(m)) => Some(m.metadata.clone()),
         Some(Known::Absent) => None,
-        Some(Known::NotCached) | None => {
+        None => {
             let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, ar);
             api.get_metadata_opt(name).await?.map(|m| m.metadata)
         }
@@ -282,12 +275,7 @@ pub async fn delete_if_owned(
     owner: &Owner<'_>,
 ) -> Result<(), Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, ar);
-    let meta = match ctx.children.lookup(ar, ns, name) {
-        Some(Known::Present(m)) => Some(m.metadata.clone()),
-        Some(Known::NotCached | Known::Absent) => None,
-        None => api.get_metadata_opt(name).await?.map(|m| m.metadata),
-    };
-    if let Some(meta) = meta
+    if let Some(meta) = metadata_of(ctx, ar, ns, name).await?
         && controlled_by(&meta, owner.reference)
     {
         match api.delete(name, &Default::default()).await {

@@ -156,8 +156,7 @@ impl Context {
             if ar.kind == "Secret" && ar.group.is_empty() {
                 self.secrets.set_store(Some(reader.clone()));
             }
-            // Every kind is watched without a selector, as in `run`.
-            self.children.register(ar, reader, true);
+            self.children.register(ar, reader);
             // The writer is dropped: the store keeps what it holds.
         }
     }

@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use rand::Rng;
 
 use super::apply::apply_all;
-use super::children::{Applied, Known, NameConflict, apply, child_ref, delete_if_owned};
+use super::children::{Applied, NameConflict, apply, child_ref, delete_if_owned, metadata_of};
 use super::events::{Change, Owner, warn};
 use super::probe::{self, Readiness};
 use super::state::{self, Component, Problem};
@@ -294,11 +294,7 @@ async fn ensure_api_keys_secret(
         return Ok(r.name.clone());
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let exists = match ctx.children.lookup(&ar, ns, &generated) {
-        Some(Known::Present(_)) => true,
-        Some(Known::Absent) => false,
-        _ => api.get_metadata_opt(&generated).await?.is_some(),
-    };
+    let exists = metadata_of(ctx, &ar, ns, &generated).await?.is_some();
     if !exists {
         let key = hex::encode(rand::rng().random::<[u8; 24]>());
         let params = PostParams {

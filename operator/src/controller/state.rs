@@ -216,14 +216,9 @@ async fn major_change(
     image: &str,
 ) -> Result<Option<Problem>, Error> {
     let ar = ApiResource::erase::<StatefulSet>(&());
-    let annotations = match ctx.children.lookup(&ar, ns, statefulset) {
-        Some(Known::Present(m)) => m.metadata.annotations.clone(),
-        Some(Known::NotCached | Known::Absent) => None,
-        None => Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
-            .get_metadata_opt(statefulset)
-            .await?
-            .and_then(|m| m.metadata.annotations),
-    };
+    let annotations = metadata_of(ctx, &ar, ns, statefulset)
+        .await?
+        .and_then(|m| m.annotations);
     let Some(old) = annotations
         .as_ref()
         .and_then(|a| a.get(postgres::MAJOR_ANNOTATION))

@@ -187,7 +187,7 @@ async fn run_once(
     let secret_ar = ApiResource::erase::<Secret>(&());
     let swriter = Writer::<Meta>::new(secret_ar.clone());
     let sreader = swriter.as_reader();
-    ctx.children.register(&secret_ar, sreader.clone(), true);
+    ctx.children.register(&secret_ar, sreader.clone());
     ctx.secrets.set_store(Some(sreader));
     let own_ctx = ctx.clone();
     let own_ar = secret_ar.clone();
@@ -239,7 +239,7 @@ fn child_events(
     bots: Store<DynamicObject>,
 ) -> impl Stream<Item = Result<Meta, watcher::Error>> + Send + 'static {
     let writer = Writer::<Meta>::new(ar.clone());
-    ctx.children.register(&ar, writer.as_reader(), true);
+    ctx.children.register(&ar, writer.as_reader());
     let api = meta_api(&ctx.client, namespace, &ar);
     let ctx = ctx.clone();
     let bot_ar = ctx.resource.clone();
