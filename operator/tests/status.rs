@@ -2,36 +2,17 @@
 //! what a reconcile observed (Deployment rollout, managed or external Redis
 //! and database, problems found), and their stability.
 
+mod common;
+
+use common::{bot, key, secret, with};
+
 use clawdbot_operator::crd::{
     AutoscalingSpec, BasicChannel, ClawdBot, ClawdBotSpec, ClawdBotStatus, DatabaseSpec,
-    ExternalRef, ManagedRedis, RedisSpec, SecretKeyRef, SecretRef,
+    ExternalRef, ManagedRedis, RedisSpec,
 };
 use clawdbot_operator::status::{Check, Dependency, Health, Observation, Problem, next_status};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-
-fn bot(spec: ClawdBotSpec) -> ClawdBot {
-    let mut cb = ClawdBot::new("bot", spec);
-    cb.metadata.namespace = Some("default".into());
-    cb
-}
-
-fn with(f: impl FnOnce(&mut ClawdBotSpec)) -> ClawdBotSpec {
-    let mut s = ClawdBotSpec::default();
-    f(&mut s);
-    s
-}
-
-fn key(name: &str, key: &str) -> SecretKeyRef {
-    SecretKeyRef {
-        name: name.into(),
-        key: key.into(),
-    }
-}
-
-fn secret(name: &str) -> Option<SecretRef> {
-    Some(SecretRef { name: name.into() })
-}
 
 fn time(secs: i64) -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + secs).expect("time"))

@@ -4,20 +4,16 @@
 
 mod common;
 
+use common::{bot, key, secret, with};
+
 use clawdbot_operator::crd::{
     AutoscalingSpec, BasicChannel, ClawdBot, ClawdBotSpec, DatabaseSpec, DingTalkChannel,
     DisruptionBudgetSpec, FeishuChannel, IngressSpec, ModelBackend, ModelFallbackSpec,
-    MonitoringSpec, RedisSpec, SecretKeyRef, SecretRef,
+    MonitoringSpec, RedisSpec,
 };
 use clawdbot_operator::validate::{self, FieldError};
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
-
-fn bot(spec: ClawdBotSpec) -> ClawdBot {
-    let mut cb = ClawdBot::new("bot", spec);
-    cb.metadata.namespace = Some("default".into());
-    cb
-}
 
 fn fields(cb: &ClawdBot) -> Vec<String> {
     validate::validate(cb)
@@ -49,23 +45,6 @@ fn bad(spec: ClawdBotSpec, field: &str, needle: &str) -> Vec<FieldError> {
     );
     assert!(e.to_string().starts_with(&format!("{field}: ")), "{e}");
     errors
-}
-
-fn with(f: impl FnOnce(&mut ClawdBotSpec)) -> ClawdBotSpec {
-    let mut s = ClawdBotSpec::default();
-    f(&mut s);
-    s
-}
-
-fn key(name: &str, key: &str) -> SecretKeyRef {
-    SecretKeyRef {
-        name: name.into(),
-        key: key.into(),
-    }
-}
-
-fn secret(name: &str) -> Option<SecretRef> {
-    Some(SecretRef { name: name.into() })
 }
 
 // --- validate::validate ---------------------------------------------------------

@@ -122,6 +122,14 @@ impl SecretCache {
         Ok((hex::encode(&h.finalize()[..16]), missing))
     }
 
+    /// Drops the digest of a Secret that was deleted.
+    pub fn forget(&self, ns: &str, name: &str) {
+        self.digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(ns.to_owned(), name.to_owned()));
+    }
+
     /// Records which Secrets a bot reads (or creates).
     pub fn index(&self, ns: &str, bot: &str, secrets: Vec<String>) {
         let mut ix = self.index.lock().unwrap_or_else(|e| e.into_inner());
@@ -173,6 +181,18 @@ impl SecretCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_secret_leaves_no_digest_behind() {
+        let c = SecretCache::default();
+        let mut s = Secret::default();
+        s.metadata.name = Some("keys".into());
+        s.metadata.resource_version = Some("7".into());
+        c.remember("ns", &s);
+        assert_eq!(c.digests.lock().unwrap().len(), 1);
+        c.forget("ns", "keys");
+        assert!(c.digests.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn the_index_follows_each_reconcile() {

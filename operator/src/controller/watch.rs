@@ -267,9 +267,16 @@ fn not_own_write(
 ) -> Option<Result<Meta, watcher::Error>> {
     match event {
         Ok(watcher::Event::Apply(m)) if ctx.children.is_own_write(ar, &m) => None,
-        Ok(watcher::Event::Apply(m) | watcher::Event::Delete(m) | watcher::Event::InitApply(m)) => {
+        Ok(watcher::Event::Delete(m)) => {
+            // Gone: what was remembered about it would only pile up.
+            let (ns, name) = (m.namespace().unwrap_or_default(), m.name_any());
+            ctx.children.note_write(ar, &ns, &name, None);
+            if ar.kind == "Secret" && ar.group.is_empty() {
+                ctx.secrets.forget(&ns, &name);
+            }
             Some(Ok(m))
         }
+        Ok(watcher::Event::Apply(m) | watcher::Event::InitApply(m)) => Some(Ok(m)),
         Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
         Err(e) => Some(Err(e)),
     }

@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource,
-    PodTemplateSpec, Secret, Service, Volume, VolumeMount,
+    PodTemplateSpec, Secret, Service, Volume,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::child_meta;
 use super::stateful::{
-    self, StatefulParts, empty_dir, exec_probe, generated_secret, plain_env, resources,
+    self, StatefulParts, empty_dir, exec_probe, generated_secret, mount, plain_env, resources,
     restricted_container, restricted_pod,
 };
 use crate::crd::{BackupSpec, ClawdBot, CloudNativePg, ManagedPostgres, postgres_major};
@@ -87,21 +87,9 @@ pub fn statefulset(cb: &ClawdBot, m: &ManagedPostgres, hash: &str) -> StatefulSe
         liveness_probe: Some(exec_probe(&ready, 10, 6, 30)),
         security_context: Some(restricted_container()),
         volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.into(),
-                mount_path: "/var/lib/postgresql/data".into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "run".into(),
-                mount_path: "/var/run/postgresql".into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..VolumeMount::default()
-            },
+            mount(DATA_VOLUME, "/var/lib/postgresql/data"),
+            mount("run", "/var/run/postgresql"),
+            mount("tmp", "/tmp"),
         ]),
         ..Container::default()
     };
@@ -229,18 +217,7 @@ pub fn backup_cronjob(cb: &ClawdBot, m: &ManagedPostgres, b: &BackupSpec) -> Cro
         ]),
         resources: Some(resources(None, "50m", "64Mi", "256Mi")),
         security_context: Some(restricted_container()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "backup".into(),
-                mount_path: "/backup".into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(vec![mount("backup", "/backup"), mount("tmp", "/tmp")]),
         ..Container::default()
     };
     let volumes = vec![

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Secret, Service, VolumeMount};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 
 use super::stateful::{
-    self, StatefulParts, empty_dir, exec_probe, generated_secret, resources, restricted_container,
+    self, StatefulParts, empty_dir, exec_probe, generated_secret, mount, resources,
+    restricted_container,
 };
 use crate::crd::{ClawdBot, ManagedRedis};
 use crate::labels::{self, DATA_VOLUME, PASSWORD_KEY, REDIS, REDIS_PORT, RUNTIME};
@@ -69,18 +70,7 @@ pub fn statefulset(cb: &ClawdBot, r: &ManagedRedis, hash: &str) -> StatefulSet {
         readiness_probe: Some(exec_probe(ping, 5, 3, 0)),
         liveness_probe: Some(exec_probe(ping, 10, 6, 10)),
         security_context: Some(restricted_container()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.into(),
-                mount_path: "/data".into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(vec![mount(DATA_VOLUME, "/data"), mount("tmp", "/tmp")]),
         ..Container::default()
     };
     let mut volumes = vec![empty_dir("tmp", Some("16Mi"))];

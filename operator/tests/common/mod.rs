@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clawdbot_operator::controller::{Apis, Context, Meta, child_kinds};
-use clawdbot_operator::crd::ClawdBot;
+use clawdbot_operator::crd::{ClawdBot, ClawdBotSpec, SecretKeyRef, SecretRef};
 use clawdbot_operator::metrics::Metrics;
 use clawdbot_operator::validate;
 use k8s_openapi::api::core::v1::Secret;
@@ -159,4 +159,29 @@ pub fn context_with(client: Client, apis: Apis, cached: &[Value]) -> Arc<Context
     kinds.push(ApiResource::erase::<Secret>(&()));
     ctx.seed_caches(&kinds, &metas);
     Arc::new(ctx)
+}
+
+/// A ClawdBot "bot" in namespace default with this spec.
+pub fn bot(spec: ClawdBotSpec) -> ClawdBot {
+    let mut cb = ClawdBot::new("bot", spec);
+    cb.metadata.namespace = Some("default".into());
+    cb
+}
+
+/// A default spec changed by `f`.
+pub fn with(f: impl FnOnce(&mut ClawdBotSpec)) -> ClawdBotSpec {
+    let mut s = ClawdBotSpec::default();
+    f(&mut s);
+    s
+}
+
+pub fn key(name: &str, key: &str) -> SecretKeyRef {
+    SecretKeyRef {
+        name: name.into(),
+        key: key.into(),
+    }
+}
+
+pub fn secret(name: &str) -> Option<SecretRef> {
+    Some(SecretRef { name: name.into() })
 }
