@@ -5,6 +5,8 @@
 #     wechatpy, websockets, pytest)
 #   - tests/browser/node_modules: `npm ci` from tests/browser/package-lock.json
 #   - /usr/bin/chromium: Debian's chromium package
+#   - /usr/bin/promtool (and prometheus): Debian's prometheus package, which
+#     checks and unit-tests the operator's alert rules
 #
 # Idempotent: every step checks first and does nothing when already done, so a
 # rerun takes well under a second. Called by `make test`; safe to run by hand.
@@ -105,23 +107,30 @@ install_node() {
 }
 
 # ---------------------------------------------------------------------------
-# 3. Debian chromium
+# 3. Debian packages: chromium (browser tests), prometheus (promtool checks
+#    and unit-tests the operator's alert rules)
 # ---------------------------------------------------------------------------
-install_chromium() {
-    if [[ -x /usr/bin/chromium ]]; then
-        return 0
-    fi
+# install_deb PACKAGE BINARY...: apt-get installs PACKAGE (no recommends:
+# nothing it suggests is needed, nor started) unless every BINARY exists.
+install_deb() {
+    local pkg=$1 bin missing=0
+    shift
+    for bin in "$@"; do [[ -x $bin ]] || missing=1; done
+    [[ $missing -eq 1 ]] || return 0
     command -v apt-get >/dev/null 2>&1 \
-        || die "/usr/bin/chromium is missing and apt-get is not available"
+        || die "$* missing and apt-get is not available"
 
-    log "installing chromium (apt-get)"
+    log "installing $pkg (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq
-    as_root apt-get install -y -qq --no-install-recommends chromium
-    [[ -x /usr/bin/chromium ]] || die "chromium installed but /usr/bin/chromium is missing"
-    log "chromium installed: $(/usr/bin/chromium --version 2>/dev/null || echo '?')"
+    as_root apt-get install -y -qq --no-install-recommends "$pkg"
+    for bin in "$@"; do
+        [[ -x $bin ]] || die "$pkg installed but $bin is missing"
+    done
+    log "$pkg installed: $("$1" --version 2>&1 | head -1)"
 }
 
 install_python
 install_node
-install_chromium
+install_deb chromium /usr/bin/chromium
+install_deb prometheus /usr/bin/promtool /usr/bin/prometheus

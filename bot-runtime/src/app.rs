@@ -25,6 +25,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone, Debug)]
 pub struct RequestId(pub HeaderValue);
 
+/// The main router. `/metrics` is on it only when `server.metrics_listen`
+/// does not give metrics a listener of their own (see `metrics_router`).
 pub fn router(st: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/chat", post(chat::chat))
@@ -38,8 +40,11 @@ pub fn router(st: AppState) -> Router {
         .route("/", get(web::index))
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
+        .route("/health/ready", get(health::ready));
+    if st.cfg.server.metrics_listen.is_none() {
+        app = app.route("/metrics", get(health::metrics));
+    }
+    let mut app = app
         .merge(api)
         // Authenticated by the platforms' signatures, not API keys; bodies
         // are read raw and bounded by `channels.body_limit_bytes`.
@@ -60,6 +65,16 @@ pub fn router(st: AppState) -> Router {
         app = app.layer(cors);
     }
     app.with_state(st)
+}
+
+/// `/metrics` alone, for the listener `server.metrics_listen` names: what
+/// Prometheus scrapes never shares a port (or an ingress path) with chat.
+pub fn metrics_router(st: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(st)
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
@@ -119,9 +134,18 @@ async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Re
     let mut resp = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = resp.status();
+    let stream = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     st.metrics
         .http_duration
-        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .with_label_values(&[
+            route.as_str(),
+            method.as_str(),
+            status.as_str(),
+            if stream { "true" } else { "false" },
+        ])
         .observe(elapsed.as_secs_f64());
     resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
     let quiet = route.starts_with("/health") || route == "/metrics";

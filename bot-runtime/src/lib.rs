@@ -49,6 +49,10 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let deadline = Duration::from_secs(st.cfg.server.drain_deadline_secs);
+    let metrics = match &st.cfg.server.metrics_listen {
+        Some(addr) => Some(serve_metrics(st.clone(), addr).await?),
+        None => None,
+    };
     st.logs.start();
     let retention = st
         .cfg
@@ -96,6 +100,9 @@ where
         } => Ok(()),
     };
     sweeper.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if let Some(r) = retention {
         r.abort();
     }
@@ -113,6 +120,21 @@ where
         .await;
     tracing::info!("stopped");
     result
+}
+
+/// The `/metrics` listener of `server.metrics_listen`, serving until the
+/// main server is done (Prometheus may still scrape a draining pod).
+async fn serve_metrics(st: AppState, addr: &str) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.metrics_listen): {e}"))?;
+    tracing::info!(listen = %listener.local_addr()?, "metrics served here, not on the main port");
+    let app = app::metrics_router(st);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    }))
 }
 
 /// Background work of the IM channels: delivery workers, long connections,

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the runtime, one registry per process.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -11,6 +11,7 @@ pub struct Metrics {
     pub model_duration: HistogramVec,
     pub model_ttft: HistogramVec,
     pub model_tokens: IntCounterVec,
+    pub model_circuit_open: IntGaugeVec,
     pub active_streams: IntGauge,
     pub sessions: IntGauge,
     pub auth_failures: IntCounterVec,
@@ -39,7 +40,10 @@ impl Metrics {
                 "HTTP request duration until the response head is sent (streams: until the stream starts).",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route", "method", "status"],
+            // `stream`: whether the answer is an event stream. A stream's head
+            // is what a user waits for; a whole answer is mostly generation
+            // time. Alerts and dashboards tell the two apart by it.
+            &["route", "method", "status", "stream"],
         )
         .expect("valid metric");
         let model_duration = HistogramVec::new(
@@ -66,6 +70,14 @@ impl Metrics {
                 "Tokens reported by the model.",
             ),
             &["provider", "kind"],
+        )
+        .expect("valid metric");
+        let model_circuit_open = IntGaugeVec::new(
+            Opts::new(
+                "clawdbot_model_circuit_open",
+                "1 while the circuit breaker of an upstream endpoint is open (calls skip it).",
+            ),
+            &["provider", "endpoint"],
         )
         .expect("valid metric");
         let active_streams =
@@ -164,6 +176,7 @@ impl Metrics {
             Box::new(model_duration.clone()),
             Box::new(model_ttft.clone()),
             Box::new(model_tokens.clone()),
+            Box::new(model_circuit_open.clone()),
             Box::new(active_streams.clone()),
             Box::new(sessions.clone()),
             Box::new(auth_failures.clone()),
@@ -178,6 +191,7 @@ impl Metrics {
             model_duration,
             model_ttft,
             model_tokens,
+            model_circuit_open,
             active_streams,
             sessions,
             auth_failures,

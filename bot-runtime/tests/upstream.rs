@@ -154,12 +154,36 @@ async fn the_circuit_opens_fails_fast_and_closes_again() {
         2,
         "no upstream call while the circuit is open"
     );
+    // The breaker shows on /metrics, by endpoint (host and port, no key).
+    assert_eq!(circuit_gauge(&rt).await, ("openai".into(), 1));
     // After the open period one trial goes out; it succeeds and closes the circuit.
     mock.set_default(Behavior::Ok);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(post_json(&url, completion_body()).await.0, 200);
     assert_eq!(post_json(&url, completion_body()).await.0, 200);
     assert_eq!(mock.requests(), 4);
+    assert_eq!(circuit_gauge(&rt).await, ("openai".into(), 0));
+}
+
+/// The one `clawdbot_model_circuit_open` series: its provider and value,
+/// after checking that its endpoint label is the mock's host and port.
+async fn circuit_gauge(rt: &Runtime) -> (String, i64) {
+    let text = rt.metrics_text().await;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("clawdbot_model_circuit_open{"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let (labels, value) = lines[0].rsplit_once(' ').unwrap();
+    assert!(labels.contains(r#"endpoint="127.0.0.1:"#), "{labels}");
+    let provider = labels
+        .split("provider=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    (provider.to_owned(), value.parse().unwrap())
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ const PREFIX: &str = "CLAWDBOT_";
 /// Names from the deployment guides and the key each one sets.
 pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("CLAWDBOT_LISTEN", "server.listen"),
+    ("CLAWDBOT_METRICS_LISTEN", "server.metrics_listen"),
     ("CLAWDBOT_API_KEYS", "auth.api_keys"),
     ("MODEL_ENDPOINT", "model.endpoint"),
     ("MODEL_API_KEY", "model.api_key"),

@@ -45,6 +45,12 @@ pub struct RuntimeConfig {
 pub struct ServerConfig {
     /// Address and port to listen on (env `CLAWDBOT_LISTEN`).
     pub listen: String,
+    /// Serve `/metrics` on its own address and port instead of `listen`
+    /// (env `CLAWDBOT_METRICS_LISTEN`), e.g. `0.0.0.0:9090`, so that a
+    /// network policy can admit only Prometheus to it and an ingress for the
+    /// chat never exposes it. Unset: `/metrics` is on the main port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Directory for local state (SQLite file, spill files). Must be writable.
     pub data_dir: String,
     /// Origins allowed to call the API from a browser, e.g. `https://chat.example.com`.
@@ -69,6 +75,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:18789".into(),
+            metrics_listen: None,
             data_dir: "./data".into(),
             cors_allowed_origins: Vec::new(),
             body_limit_bytes: 1024 * 1024,

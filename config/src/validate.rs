@@ -49,6 +49,19 @@ fn validate_inner(cfg: &RuntimeConfig, credentials: bool) -> Vec<Issue> {
             ),
         );
     }
+    if let Some(m) = &cfg.server.metrics_listen {
+        match m.parse::<SocketAddr>() {
+            Err(_) => bad(
+                "server.metrics_listen",
+                format!("{m:?} is not an address like 0.0.0.0:9090"),
+            ),
+            Ok(addr) if clashes(&cfg.server.listen, addr) => bad(
+                "server.metrics_listen",
+                format!("{m} takes server.listen's port: give metrics a port of their own"),
+            ),
+            Ok(_) => {}
+        }
+    }
     if cfg.server.data_dir.trim().is_empty() {
         bad("server.data_dir", "must not be empty".into());
     }
@@ -470,6 +483,16 @@ fn is_origin(s: &str) -> bool {
     !rest.is_empty() && !rest.contains('/') && !rest.contains(char::is_whitespace)
 }
 
+/// Whether binding `metrics` would fail because `listen` holds the same
+/// port on the same or an overlapping (unspecified) address.
+fn clashes(listen: &str, metrics: SocketAddr) -> bool {
+    listen.parse::<SocketAddr>().is_ok_and(|l| {
+        l.port() == metrics.port()
+            && metrics.port() != 0
+            && (l.ip() == metrics.ip() || l.ip().is_unspecified() || metrics.ip().is_unspecified())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,6 +519,29 @@ mod tests {
                 "model.temperature"
             ]
         );
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_other_than_listen() {
+        let mut c = RuntimeConfig::default();
+        c.server.metrics_listen = Some("0.0.0.0:9090".into());
+        assert_eq!(validate(&c), vec![]);
+        c.server.metrics_listen = Some("9090".into());
+        assert_eq!(validate(&c)[0].key, "server.metrics_listen");
+        for clash in ["0.0.0.0:18789", "127.0.0.1:18789"] {
+            c.server.metrics_listen = Some(clash.into());
+            let issues = validate(&c);
+            assert_eq!(issues[0].key, "server.metrics_listen", "{clash}");
+            assert!(
+                issues[0].why.contains("port of their own"),
+                "{}",
+                issues[0].why
+            );
+        }
+        // Another address on the same port is fine when neither is 0.0.0.0.
+        c.server.listen = "127.0.0.1:18789".into();
+        c.server.metrics_listen = Some("127.0.0.2:18789".into());
+        assert_eq!(validate(&c), vec![]);
     }
 
     #[test]

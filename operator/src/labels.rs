@@ -11,6 +11,9 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const CONFIG_HASH_ANNOTATION: &str = "clawdbot.io/config-hash";
 pub const APP: &str = "clawdbot";
 pub const HTTP_PORT: i32 = 18789;
+/// The runtime's `/metrics` port (`server.metrics_listen`), named `metrics`
+/// on the pod and the Service; never behind the Ingress.
+pub const METRICS_PORT: i32 = 9090;
 
 /// Selects every child the operator manages, of any ClawdBot.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=clawdbot-operator";

@@ -200,6 +200,24 @@ pub fn validate(cb: &ClawdBot) -> Vec<FieldError> {
         }
     }
     state_errors(s, &name, &mut bad);
+    if let Some(m) = &s.monitoring {
+        let known = crate::render::alerts::alert_names();
+        for (name, o) in &m.alerts {
+            let field = format!("spec.monitoring.alerts.{name}");
+            if !known.contains(&name.as_str()) {
+                bad(
+                    &field,
+                    format!("no such alert; the alerts are {}", known.join(", ")),
+                );
+            }
+            if o.threshold.is_some_and(|t| !t.is_finite() || t < 0.0) {
+                bad(
+                    &format!("{field}.threshold"),
+                    "must be a number of 0 or more".into(),
+                );
+            }
+        }
+    }
     if s.monitoring.as_ref().is_some_and(|m| m.enabled) {
         bad(
             "spec.monitoring.enabled",

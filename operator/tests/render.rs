@@ -250,9 +250,18 @@ fn probes_ports_and_shutdown() {
     for (name, _, c) in all_cases() {
         let ctr = container(&c);
         let ports = ctr.ports.as_ref().expect("ports");
-        assert_eq!(ports.len(), 1);
-        assert_eq!(ports[0].name.as_deref(), Some("http"));
-        assert_eq!(ports[0].container_port, labels::HTTP_PORT);
+        let named: Vec<_> = ports
+            .iter()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (Some("http"), labels::HTTP_PORT),
+                (Some("metrics"), labels::METRICS_PORT)
+            ],
+            "{name}"
+        );
         for (probe, path) in [
             (&ctr.liveness_probe, "/health/live"),
             (&ctr.readiness_probe, "/health/ready"),
@@ -294,14 +303,31 @@ fn probes_ports_and_shutdown() {
             format!("0.0.0.0:{}", labels::HTTP_PORT),
             "{name}: listen"
         );
-        // The Service reaches the same named port.
-        let svc = c.service.spec.as_ref().expect("service spec");
-        let sp = &svc.ports.as_ref().expect("ports")[0];
-        assert_eq!(sp.port, labels::HTTP_PORT);
+        // Metrics on their own port, so only the http port is ever public.
         assert_eq!(
-            sp.target_port,
-            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("http".into()))
+            cfg.server.metrics_listen,
+            Some(format!("0.0.0.0:{}", labels::METRICS_PORT)),
+            "{name}: metrics_listen"
         );
+        // The Service reaches the same named ports.
+        let svc = c.service.spec.as_ref().expect("service spec");
+        let sps = svc.ports.as_ref().expect("ports");
+        assert_eq!(sps.len(), 2, "{name}");
+        for (sp, (port, port_name)) in sps.iter().zip([
+            (labels::HTTP_PORT, "http"),
+            (labels::METRICS_PORT, "metrics"),
+        ]) {
+            assert_eq!(sp.port, port);
+            assert_eq!(sp.name.as_deref(), Some(port_name));
+            assert_eq!(
+                sp.target_port,
+                Some(
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                        port_name.into()
+                    )
+                )
+            );
+        }
         assert_eq!(svc.type_.as_deref(), Some("ClusterIP"));
     }
 }
@@ -675,6 +701,25 @@ fn optional_children_follow_the_spec() {
             let allowed = &s.network_policy.as_ref().expect("np").allowed_namespaces;
             let from = rule.from.as_ref().expect("from");
             assert_eq!(from.len(), 1 + usize::from(!allowed.is_empty()), "{name}");
+            // /metrics: its own port, from the monitoring namespaces only.
+            let monitoring = &s.network_policy.as_ref().expect("np").monitoring_namespaces;
+            let rules = spec.ingress.as_ref().expect("ingress rules");
+            assert_eq!(
+                rules.len(),
+                1 + usize::from(!monitoring.is_empty()),
+                "{name}"
+            );
+            if let Some(m) = rules.get(1) {
+                let ports = m.ports.as_ref().expect("ports");
+                assert_eq!(ports.len(), 1, "{name}");
+                assert_eq!(ports[0].port, Some(IntOrString::Int(labels::METRICS_PORT)));
+                let from = m.from.as_ref().expect("from");
+                assert_eq!(from.len(), 1, "{name}: only namespaces, no pod selector");
+                let sel = from[0].namespace_selector.as_ref().expect("namespaces");
+                let expr = &sel.match_expressions.as_ref().expect("expressions")[0];
+                assert_eq!(expr.values.as_ref(), Some(monitoring), "{name}");
+                assert!(from[0].pod_selector.is_none(), "{name}");
+            }
         }
         let ing_on = s.ingress.as_ref().is_some_and(|i| i.enabled);
         assert_eq!(c.ingress.is_some(), ing_on, "{name}");

@@ -7,9 +7,9 @@ mod common;
 use common::{bot, key, secret, with};
 
 use clawdbot_operator::crd::{
-    AutoscalingSpec, BasicChannel, ClawdBot, ClawdBotSpec, DatabaseSpec, DingTalkChannel,
-    DisruptionBudgetSpec, FeishuChannel, IngressSpec, ModelBackend, ModelFallbackSpec,
-    MonitoringSpec, RedisSpec,
+    AlertOverride, AutoscalingSpec, BasicChannel, ClawdBot, ClawdBotSpec, DatabaseSpec,
+    DingTalkChannel, DisruptionBudgetSpec, FeishuChannel, IngressSpec, ModelBackend,
+    ModelFallbackSpec, MonitoringSpec, RedisSpec,
 };
 use clawdbot_operator::validate::{self, FieldError};
 use kube::api::DynamicObject;
@@ -409,6 +409,36 @@ fn monitoring_is_not_reconciled_yet() {
         }),
         "spec.monitoring.enabled",
         "not reconciled",
+    );
+}
+
+#[test]
+fn alert_overrides_name_real_alerts_and_sane_thresholds() {
+    let alerts = |name: &str, threshold: f64| {
+        with(|s| {
+            s.monitoring = Some(MonitoringSpec {
+                alerts: [(
+                    name.to_owned(),
+                    AlertOverride {
+                        threshold: Some(threshold),
+                        ..AlertOverride::default()
+                    },
+                )]
+                .into(),
+                ..MonitoringSpec::default()
+            })
+        })
+    };
+    ok(alerts("ClawdBotHighLatency", 1.5));
+    bad(
+        alerts("ClawdBotHighLatancy", 1.5),
+        "spec.monitoring.alerts.ClawdBotHighLatancy",
+        "no such alert",
+    );
+    bad(
+        alerts("ClawdBotHighErrorRate", -0.1),
+        "spec.monitoring.alerts.ClawdBotHighErrorRate.threshold",
+        "0 or more",
     );
 }
 

@@ -83,8 +83,11 @@ def test_children_appear_with_owner_references_and_ready_follows_the_rollout(emu
     wait_for(lambda: (condition(emulator.get(bot_path(namespace)), 'Progressing') or {}).get('status') == 'True',
              message='Progressing=True')
     assert condition(emulator.get(bot_path(namespace)), 'Ready')['status'] == 'False'
+    ready = f'clawdbot_operator_bot_condition{{clawdbot="hello",condition="Ready",namespace="{namespace}"}}'
+    assert metric_value(operator, ready) == 0
     mark_rolled_out(emulator, namespace)
     emulator.kubectl('wait', '--for=condition=Ready', 'clawdbot/hello', '-n', namespace, '--timeout=30s')
+    assert metric_value(operator, ready) == 1  # the per-bot series the ClawdBotDegraded alert reads
     st = emulator.get(bot_path(namespace))['status']
     assert st['endpoint'] == f'http://hello.{namespace}.svc:18789'
     assert st['readyReplicas'] == 1 and st['observedGeneration'] == 1
@@ -227,8 +230,21 @@ def test_deleting_the_bot_deletes_its_children(emulator, operator, namespace):
     emulator.create(bot(namespace))
     paths = children_paths(namespace)
     wait_for(lambda: all(get_or_none(emulator, p) for p in paths.values()))
+    series = f'clawdbot_operator_bot_condition{{clawdbot="hello",condition="Degraded",namespace="{namespace}"}}'
+    wait_for(lambda: metric_value(operator, series) is not None, message='the Degraded series')
+    assert metric_value(operator, series) == 0
     emulator.delete(bot_path(namespace))
     wait_for(lambda: all(get_or_none(emulator, p) is None for p in paths.values()), message='children collected')
+    wait_for(lambda: metric_value(operator, series) is None, message='condition series removed with the bot')
+
+
+def metric_value(operator, series):
+    """The value of one series on the operator's /metrics, None when absent."""
+    with urllib.request.urlopen(operator['url'] + '/metrics', timeout=2) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(series + ' '):
+                return float(line.rsplit(' ', 1)[1])
+    return None
 
 
 def test_metrics_and_probes(operator):

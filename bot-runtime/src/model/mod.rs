@@ -36,6 +36,11 @@ pub trait Provider: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Completion, ModelError>>;
     fn stream<'a>(&'a self, req: &'a ChatRequest)
     -> BoxFuture<'a, Result<ChunkStream, ModelError>>;
+    /// Each upstream endpoint (host and port, never a key) and whether its
+    /// circuit breaker is open now; read when `/metrics` is scraped.
+    fn circuits(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }
 
 /// Builds the provider the configuration asks for.

@@ -459,6 +459,13 @@ impl Provider for OpenAiUpstream {
         "openai"
     }
 
+    fn circuits(&self) -> Vec<(String, bool)> {
+        self.endpoints
+            .iter()
+            .map(|e| (e.label.clone(), e.breaker.is_open()))
+            .collect()
+    }
+
     fn models(&self) -> &[String] {
         &self.models
     }

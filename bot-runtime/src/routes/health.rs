@@ -85,6 +85,13 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     if let Some(n) = st.sessions.held_in_memory() {
         st.metrics.sessions.set(n as i64);
     }
+    // Read at scrape time: a breaker opens and closes on its own clock.
+    for (endpoint, open) in st.provider.circuits() {
+        st.metrics
+            .model_circuit_open
+            .with_label_values(&[st.provider.label(), endpoint.as_str()])
+            .set(i64::from(open));
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -168,6 +168,20 @@ impl Context {
     }
 }
 
+impl Context {
+    /// What the operator keeps about a bot that is being deleted or is
+    /// gone: its managed-objects count, its Secret index entries and its
+    /// condition series. Called from the reconcile of a bot being deleted
+    /// and from the watch's delete event (a bot without finalizers is never
+    /// reconciled once deleted).
+    pub fn forget_bot(&self, obj: &DynamicObject) {
+        let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+        self.set_managed(key(obj), vec![]);
+        self.secrets.forget_bot(&ns, &name);
+        self.metrics.forget_bot(&ns, &name);
+    }
+}
+
 fn key(obj: &DynamicObject) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
@@ -220,8 +234,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
     let ns = obj.namespace().unwrap_or_else(|| "default".into());
     let reference = obj.object_ref(&ctx.resource);
     if obj.metadata.deletion_timestamp.is_some() {
-        ctx.set_managed(key(obj), vec![]);
-        ctx.secrets.forget_bot(&ns, &obj.name_any());
+        ctx.forget_bot(obj);
         return Ok(Action::await_change());
     }
     let cb = match validate::parse(obj) {
@@ -288,6 +301,9 @@ async fn patch_status(
     cb: &ClawdBot,
     status: ClawdBotStatus,
 ) -> Result<(), Error> {
+    // Before the no-change return: after a restart the series must come back.
+    ctx.metrics
+        .set_conditions(ns, &cb.name_any(), &status.conditions);
     if cb.status.as_ref() == Some(&status) {
         return Ok(());
     }

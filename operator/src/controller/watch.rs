@@ -13,7 +13,7 @@ use std::future::ready;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::CronJob;
@@ -161,9 +161,15 @@ async fn run_once(
     let writer = Writer::<DynamicObject>::new(ar.clone());
     let reader = writer.as_reader();
     let liveness = ctx.liveness.clone();
+    let gone_ctx = ctx.clone();
     let bot_events = watcher(bots, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(bot) = event {
+                gone_ctx.forget_bot(bot);
+            }
+        })
         .applied_objects()
         .predicate_filter(
             predicates::generation

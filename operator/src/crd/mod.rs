@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+pub mod monitoring;
 mod state;
 
 pub use state::*;
@@ -381,7 +382,7 @@ pub struct DisruptionBudgetSpec {
     pub max_unavailable: Option<i32>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicySpec {
     /// Create the NetworkPolicy.
@@ -392,6 +393,25 @@ pub struct NetworkPolicySpec {
     /// ingress controller's namespace (e.g. ingress-nginx) when you use an Ingress.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_namespaces: Vec<String>,
+    /// Namespaces (by name) whose pods may scrape `/metrics` on the `metrics`
+    /// port: your Prometheus's. Nothing else reaches that port, not even the
+    /// bot's own namespace. Empty: no one can scrape the bot.
+    #[serde(default = "default_monitoring_namespaces")]
+    pub monitoring_namespaces: Vec<String>,
+}
+
+fn default_monitoring_namespaces() -> Vec<String> {
+    vec!["monitoring".into()]
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            allowed_namespaces: Vec::new(),
+            monitoring_namespaces: default_monitoring_namespaces(),
+        }
+    }
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -425,6 +445,34 @@ pub struct MonitoringSpec {
     /// Labels your Prometheus selects ServiceMonitors and rules by (e.g. release: prometheus).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Per-alert changes, keyed by alert name (e.g. ClawdBotHighLatency):
+    /// threshold, `for` duration, rate window, or `enabled: false`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alerts: BTreeMap<String, AlertOverride>,
+    /// Where each alert's `runbook_url` points: `<base>/<AlertName>.md`.
+    /// Unset: the runbooks in the project's docs/runbooks/.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_base_url: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertOverride {
+    /// `false` leaves the alert out. Unset: on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The alert's threshold, in the unit its runbook states (seconds, a
+    /// share between 0 and 1, a rate per second, a count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// How long the condition must hold before the alert fires (e.g. 5m).
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d|w|y))+$"))]
+    pub for_: Option<String>,
+    /// The rate/increase window of the expression (e.g. 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d|w|y))+$"))]
+    pub window: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]

@@ -34,6 +34,7 @@ pub fn runtime_config(cb: &ClawdBot) -> RuntimeConfig {
     let m = &spec.model;
     let mut cfg = RuntimeConfig::default();
     cfg.server.listen = format!("0.0.0.0:{}", labels::HTTP_PORT);
+    cfg.server.metrics_listen = Some(format!("0.0.0.0:{}", labels::METRICS_PORT));
     cfg.server.data_dir = DATA_DIR.into();
     cfg.server.drain_deadline_secs = DRAIN_DEADLINE_SECS;
     cfg.logging.format = rc::LogFormat::Json;

@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt};
 
 use super::child_meta;
 use crate::crd::ClawdBot;
-use crate::labels::{self, HTTP_PORT};
+use crate::labels::{self, HTTP_PORT, METRICS_PORT};
 
 fn pod_selector(cb: &ClawdBot) -> LabelSelector {
     LabelSelector {
@@ -94,16 +94,17 @@ pub fn network_policy(cb: &ClawdBot, operator_namespace: Option<&str>) -> Option
         namespaces.push(op.to_owned());
     }
     if !namespaces.is_empty() {
-        from.push(NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector {
-                match_expressions: Some(vec![LabelSelectorRequirement {
-                    key: "kubernetes.io/metadata.name".into(),
-                    operator: "In".into(),
-                    values: Some(namespaces),
-                }]),
-                ..LabelSelector::default()
-            }),
-            ..NetworkPolicyPeer::default()
+        from.push(namespaces_peer(namespaces));
+    }
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(from),
+        ports: Some(vec![tcp_port(HTTP_PORT)]),
+    }];
+    // Metrics: Prometheus's namespaces only, on their own port.
+    if !n.monitoring_namespaces.is_empty() {
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![namespaces_peer(n.monitoring_namespaces.clone())]),
+            ports: Some(vec![tcp_port(METRICS_PORT)]),
         });
     }
     Some(NetworkPolicy {
@@ -111,17 +112,32 @@ pub fn network_policy(cb: &ClawdBot, operator_namespace: Option<&str>) -> Option
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(pod_selector(cb)),
             policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(from),
-                ports: Some(vec![NetworkPolicyPort {
-                    port: Some(IntOrString::Int(HTTP_PORT)),
-                    protocol: Some("TCP".into()),
-                    ..NetworkPolicyPort::default()
-                }]),
-            }]),
+            ingress: Some(ingress),
             ..NetworkPolicySpec::default()
         }),
     })
+}
+
+fn namespaces_peer(names: Vec<String>) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "kubernetes.io/metadata.name".into(),
+                operator: "In".into(),
+                values: Some(names),
+            }]),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+fn tcp_port(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    }
 }
 
 pub fn ingress(cb: &ClawdBot) -> Option<Ingress> {

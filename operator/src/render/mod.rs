@@ -2,6 +2,7 @@
 //! controller applies them and `clawdbot-operator render` prints them, from
 //! the same code.
 
+pub mod alerts;
 mod config;
 mod extras;
 pub mod postgres;

@@ -21,7 +21,7 @@ use kube::ResourceExt;
 use super::config::{DATA_DIR, DRAIN_DEADLINE_SECS, runtime_config, secret_env};
 use super::{child_meta, config_hash_annotation};
 use crate::crd::ClawdBot;
-use crate::labels::{self, HTTP_PORT};
+use crate::labels::{self, HTTP_PORT, METRICS_PORT};
 
 const CONFIG_DIR: &str = "/etc/clawdbot";
 const CONFIG_FILE: &str = "config.yaml";
@@ -170,12 +170,20 @@ pub fn deployment(cb: &ClawdBot, config_hash: &str, default_image: &str) -> Depl
             "--config".into(),
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: HTTP_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         env: Some(env),
         env_from: (!env_from.is_empty()).then_some(env_from),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
@@ -259,13 +267,24 @@ pub fn service(cb: &ClawdBot) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(labels::selector(&name)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: HTTP_PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".into()),
+                    port: HTTP_PORT,
+                    target_port: Some(IntOrString::String("http".into())),
+                    protocol: Some("TCP".into()),
+                    ..ServicePort::default()
+                },
+                // What a ServiceMonitor selects by name; the Ingress routes
+                // to `http` only.
+                ServicePort {
+                    name: Some("metrics".into()),
+                    port: METRICS_PORT,
+                    target_port: Some(IntOrString::String("metrics".into())),
+                    protocol: Some("TCP".into()),
+                    ..ServicePort::default()
+                },
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
