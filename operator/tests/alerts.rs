@@ -1,6 +1,8 @@
 //! The rendered alert rules pass Prometheus's own checker (`promtool check
 //! rules`, from Debian's prometheus package, which `make test` installs):
-//! valid PromQL, durations and templates, with defaults and overrides.
+//! valid PromQL, durations and templates, with defaults and overrides; and
+//! its unit tests (`promtool test rules`, tests/alerts/*.test.yaml): alerts
+//! fire on bad series and stay silent under their threshold.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -84,4 +86,66 @@ fn overridden_rules_pass_promtool() {
         out.contains(&format!("{} rules found", ALERTS.len() - 1)),
         "{out}"
     );
+}
+
+fn promtool_test(dir: &Path, test_file: &str) -> (bool, String) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/alerts")
+        .join(test_file);
+    std::fs::copy(&src, dir.join(test_file)).expect("copy the unit tests");
+    let out = Command::new(PROMTOOL)
+        .args(["test", "rules", test_file])
+        .current_dir(dir)
+        .output()
+        .expect("run promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn runtime_alerts_fire_on_bad_series_and_stay_silent_under_the_threshold() {
+    let dir = temp_dir();
+    promtool_check(&dir, &MonitoringSpec::default());
+    let (ok, out) = promtool_test(&dir, "runtime.test.yaml");
+    assert!(ok, "promtool test rules failed:\n{out}");
+}
+
+#[test]
+fn the_unit_tests_fail_against_other_thresholds() {
+    // Not vacuous: raised thresholds make the firing cases fail.
+    let dir = temp_dir();
+    let raise = |name: &str, threshold: f64| {
+        (
+            name.to_owned(),
+            AlertOverride {
+                threshold: Some(threshold),
+                ..AlertOverride::default()
+            },
+        )
+    };
+    let m = MonitoringSpec {
+        alerts: BTreeMap::from([
+            raise("ClawdBotHighErrorRate", 0.2),
+            raise("ClawdBotWebhookSignatureFailures", 0.5),
+            raise("ClawdBotReplicasUnavailable", 1.0),
+        ]),
+        ..MonitoringSpec::default()
+    };
+    promtool_check(&dir, &m);
+    let (ok, out) = promtool_test(&dir, "runtime.test.yaml");
+    assert!(!ok, "{out}");
+    for alert in [
+        "ClawdBotHighErrorRate",
+        "ClawdBotWebhookSignatureFailures",
+        "ClawdBotReplicasUnavailable",
+    ] {
+        assert!(
+            out.contains(&format!("alertname: {alert}")),
+            "{alert}: {out}"
+        );
+    }
 }
