@@ -14,18 +14,15 @@ use serde_json::json;
 
 const PROMTOOL: &str = "/usr/bin/promtool";
 
-fn promtool_check(dir: &Path, m: &MonitoringSpec) -> String {
+/// Runs promtool in `dir`: whether it succeeded, and what it printed.
+fn promtool(dir: &Path, args: &[&str]) -> (bool, String) {
     assert!(
         Path::new(PROMTOOL).exists(),
         "{PROMTOOL} is missing: run scripts/install-test-tools.sh (make test does)"
     );
-    let file = dir.join("rules.json");
-    // JSON is YAML: promtool reads the groups exactly as the PrometheusRule carries them.
-    let groups = json!({ "groups": [rule_group("prod", "hello", m)] });
-    std::fs::write(&file, serde_json::to_vec_pretty(&groups).expect("json")).expect("write");
     let out = Command::new(PROMTOOL)
-        .args(["check", "rules"])
-        .arg(&file)
+        .args(args)
+        .current_dir(dir)
         .output()
         .expect("run promtool");
     let text = format!(
@@ -33,7 +30,19 @@ fn promtool_check(dir: &Path, m: &MonitoringSpec) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "promtool check rules failed:\n{text}");
+    (out.status.success(), text)
+}
+
+fn promtool_check(dir: &Path, m: &MonitoringSpec) -> String {
+    // JSON is YAML: promtool reads the groups exactly as the PrometheusRule carries them.
+    let groups = json!({ "groups": [rule_group("prod", "hello", m)] });
+    std::fs::write(
+        dir.join("rules.json"),
+        serde_json::to_vec_pretty(&groups).expect("json"),
+    )
+    .expect("write");
+    let (ok, text) = promtool(dir, &["check", "rules", "rules.json"]);
+    assert!(ok, "promtool check rules failed:\n{text}");
     text
 }
 
@@ -93,17 +102,7 @@ fn promtool_test(dir: &Path, test_file: &str) -> (bool, String) {
         .join("tests/alerts")
         .join(test_file);
     std::fs::copy(&src, dir.join(test_file)).expect("copy the unit tests");
-    let out = Command::new(PROMTOOL)
-        .args(["test", "rules", test_file])
-        .current_dir(dir)
-        .output()
-        .expect("run promtool");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    promtool(dir, &["test", "rules", test_file])
 }
 
 #[test]
