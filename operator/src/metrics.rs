@@ -1,9 +1,10 @@
 //! The operator's own Prometheus metrics.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
+use kube::api::DynamicObject;
+use kube::runtime::reflector::Store;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -17,9 +18,11 @@ pub struct Metrics {
     pub managed: IntGaugeVec,
     pub leader: IntGauge,
     conditions: IntGaugeVec,
-    /// The condition types each bot's series exist for, so a condition that
-    /// disappears (or a deleted bot) leaves no stale series behind.
-    bot_conditions: Mutex<HashMap<(String, String), Vec<String>>>,
+    /// The ClawdBots the controller watches: `conditions` is rebuilt from
+    /// their status at each scrape (as kube-state-metrics does), so a
+    /// deleted bot or a dropped condition leaves no stale series and no
+    /// reconcile in flight can bring one back.
+    bots: RwLock<Option<Store<DynamicObject>>>,
 }
 
 impl Metrics {
@@ -87,42 +90,38 @@ impl Metrics {
             managed,
             leader,
             conditions,
-            bot_conditions: Mutex::new(HashMap::new()),
+            bots: RwLock::new(None),
         }
     }
 
-    /// The bot's conditions as `clawdbot_operator_bot_condition` series (what
-    /// the `ClawdBotDegraded` alert reads).
-    pub fn set_conditions(&self, ns: &str, bot: &str, conditions: &[Condition]) {
-        let types: Vec<String> = conditions.iter().map(|c| c.type_.clone()).collect();
-        let old = self
-            .bot_conditions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((ns.to_owned(), bot.to_owned()), types.clone());
-        for gone in old.iter().flatten().filter(|t| !types.contains(t)) {
-            let _ = self.conditions.remove_label_values(&[ns, bot, gone]);
-        }
-        for c in conditions {
-            self.conditions
-                .with_label_values(&[ns, bot, c.type_.as_str()])
-                .set(i64::from(c.status == "True"));
-        }
+    /// The watch cache of ClawdBots (None while the watches are rebuilt).
+    pub fn set_bot_store(&self, store: Option<Store<DynamicObject>>) {
+        *self.bots.write().unwrap_or_else(|e| e.into_inner()) = store;
     }
 
-    /// A deleted bot's condition series go with it.
-    pub fn forget_bot(&self, ns: &str, bot: &str) {
-        let old = self
-            .bot_conditions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(ns.to_owned(), bot.to_owned()));
-        for t in old.iter().flatten() {
-            let _ = self.conditions.remove_label_values(&[ns, bot, t]);
+    /// `clawdbot_operator_bot_condition` from each cached bot's
+    /// `status.conditions` (what the `ClawdBotDegraded` alert reads).
+    fn refresh_conditions(&self) {
+        self.conditions.reset();
+        let bots = self.bots.read().unwrap_or_else(|e| e.into_inner());
+        for bot in bots.iter().flat_map(|s| s.state()) {
+            let (ns, name) = (bot.namespace().unwrap_or_default(), bot.name_any());
+            let conditions = bot
+                .data
+                .pointer("/status/conditions")
+                .and_then(|c| c.as_array());
+            for c in conditions.into_iter().flatten() {
+                if let (Some(t), Some(st)) = (c["type"].as_str(), c["status"].as_str()) {
+                    self.conditions
+                        .with_label_values(&[ns.as_str(), name.as_str(), t])
+                        .set(i64::from(st == "True"));
+                }
+            }
         }
     }
 
     pub fn render(&self) -> String {
+        self.refresh_conditions();
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -139,19 +138,20 @@ impl Default for Metrics {
 
 #[cfg(test)]
 mod tests {
+    use kube::api::ApiResource;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+    use serde_json::json;
+
     use super::*;
 
-    fn cond(type_: &str, status: &str) -> Condition {
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: "Test".into(),
-            message: String::new(),
-            observed_generation: None,
-            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-            ),
-        }
+    fn bot(name: &str, conditions: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "clawdbot.io/v1alpha1", "kind": "ClawdBot",
+            "metadata": {"name": name, "namespace": "ns"},
+            "status": {"conditions": conditions},
+        }))
+        .expect("bot")
     }
 
     fn series(m: &Metrics) -> Vec<String> {
@@ -163,14 +163,26 @@ mod tests {
     }
 
     #[test]
-    fn condition_series_follow_the_status_and_go_with_the_bot() {
+    fn condition_series_follow_the_cached_bots() {
+        let ar = ApiResource {
+            group: "clawdbot.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "clawdbot.io/v1alpha1".into(),
+            kind: "ClawdBot".into(),
+            plural: "clawdbots".into(),
+        };
+        let mut w = Writer::<DynamicObject>::new(ar);
         let m = Metrics::new();
-        m.set_conditions(
-            "ns",
+        m.set_bot_store(Some(w.as_reader()));
+        let degraded = bot(
             "bot",
-            &[cond("Ready", "False"), cond("Degraded", "True")],
+            json!([{"type": "Ready", "status": "False"}, {"type": "Degraded", "status": "True"}]),
         );
-        m.set_conditions("ns", "other", &[cond("Ready", "True")]);
+        w.apply_watcher_event(&watcher::Event::Apply(degraded.clone()));
+        w.apply_watcher_event(&watcher::Event::Apply(bot(
+            "other",
+            json!([{"type": "Ready", "status": "True"}]),
+        )));
         assert_eq!(
             series(&m),
             [
@@ -179,16 +191,14 @@ mod tests {
                 r#"clawdbot_operator_bot_condition{clawdbot="other",condition="Ready",namespace="ns"} 1"#,
             ]
         );
-        // Degraded is no longer reported: its series goes, not stays at 1.
-        m.set_conditions("ns", "bot", &[cond("Ready", "True")]);
-        assert_eq!(
-            series(&m),
-            [
-                r#"clawdbot_operator_bot_condition{clawdbot="bot",condition="Ready",namespace="ns"} 1"#,
-                r#"clawdbot_operator_bot_condition{clawdbot="other",condition="Ready",namespace="ns"} 1"#,
-            ]
-        );
-        m.forget_bot("ns", "bot");
+        // Degraded no longer reported: its series goes, it does not stay at 1.
+        w.apply_watcher_event(&watcher::Event::Apply(bot(
+            "bot",
+            json!([{"type": "Ready", "status": "True"}]),
+        )));
+        assert_eq!(series(&m).len(), 2);
+        // A deleted bot's series go with it.
+        w.apply_watcher_event(&watcher::Event::Delete(degraded));
         assert_eq!(
             series(&m),
             [

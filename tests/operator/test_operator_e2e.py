@@ -84,10 +84,11 @@ def test_children_appear_with_owner_references_and_ready_follows_the_rollout(emu
              message='Progressing=True')
     assert condition(emulator.get(bot_path(namespace)), 'Ready')['status'] == 'False'
     ready = f'clawdbot_operator_bot_condition{{clawdbot="hello",condition="Ready",namespace="{namespace}"}}'
-    assert metric_value(operator, ready) == 0
+    wait_for(lambda: metric_value(operator, ready) == 0, message='Ready=0 on /metrics')
     mark_rolled_out(emulator, namespace)
     emulator.kubectl('wait', '--for=condition=Ready', 'clawdbot/hello', '-n', namespace, '--timeout=30s')
-    assert metric_value(operator, ready) == 1  # the per-bot series the ClawdBotDegraded alert reads
+    # The per-bot series the ClawdBotDegraded alert reads, from the operator's watch cache.
+    wait_for(lambda: metric_value(operator, ready) == 1, message='Ready=1 on /metrics')
     st = emulator.get(bot_path(namespace))['status']
     assert st['endpoint'] == f'http://hello.{namespace}.svc:18789'
     assert st['readyReplicas'] == 1 and st['observedGeneration'] == 1

@@ -166,19 +166,15 @@ impl Context {
             .replace("{name}", name)
             .replace("{namespace}", ns)
     }
-}
 
-impl Context {
     /// What the operator keeps about a bot that is being deleted or is
-    /// gone: its managed-objects count, its Secret index entries and its
-    /// condition series. Called from the reconcile of a bot being deleted
+    /// gone: its managed-objects count and its Secret index entries. Called from the reconcile of a bot being deleted
     /// and from the watch's delete event (a bot without finalizers is never
     /// reconciled once deleted).
     pub fn forget_bot(&self, obj: &DynamicObject) {
         let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
         self.set_managed(key(obj), vec![]);
         self.secrets.forget_bot(&ns, &name);
-        self.metrics.forget_bot(&ns, &name);
     }
 }
 
@@ -301,9 +297,6 @@ async fn patch_status(
     cb: &ClawdBot,
     status: ClawdBotStatus,
 ) -> Result<(), Error> {
-    // Before the no-change return: after a restart the series must come back.
-    ctx.metrics
-        .set_conditions(ns, &cb.name_any(), &status.conditions);
     if cb.status.as_ref() == Some(&status) {
         return Ok(());
     }

@@ -75,6 +75,7 @@ pub async fn run(
         watcher_task.abort();
         ctx.children.clear();
         ctx.secrets.set_store(None);
+        ctx.metrics.set_bot_store(None);
         if *stop.borrow() {
             return;
         }
@@ -160,6 +161,7 @@ async fn run_once(
     };
     let writer = Writer::<DynamicObject>::new(ar.clone());
     let reader = writer.as_reader();
+    ctx.metrics.set_bot_store(Some(reader.clone()));
     let liveness = ctx.liveness.clone();
     let gone_ctx = ctx.clone();
     let bot_events = watcher(bots, watcher::Config::default())
