@@ -1,6 +1,6 @@
 //! The operator's own Prometheus metrics.
 
-use std::sync::RwLock;
+use std::sync::Mutex;
 
 use kube::ResourceExt;
 use kube::api::DynamicObject;
@@ -22,7 +22,7 @@ pub struct Metrics {
     /// their status at each scrape (as kube-state-metrics does), so a
     /// deleted bot or a dropped condition leaves no stale series and no
     /// reconcile in flight can bring one back.
-    bots: RwLock<Option<Store<DynamicObject>>>,
+    bots: Mutex<Option<Store<DynamicObject>>>,
 }
 
 impl Metrics {
@@ -90,20 +90,19 @@ impl Metrics {
             managed,
             leader,
             conditions,
-            bots: RwLock::new(None),
+            bots: Mutex::new(None),
         }
     }
 
     /// The watch cache of ClawdBots (None while the watches are rebuilt).
     pub fn set_bot_store(&self, store: Option<Store<DynamicObject>>) {
-        *self.bots.write().unwrap_or_else(|e| e.into_inner()) = store;
+        *self.bots.lock().unwrap_or_else(|e| e.into_inner()) = store;
     }
 
     /// `clawdbot_operator_bot_condition` from each cached bot's
     /// `status.conditions` (what the `ClawdBotDegraded` alert reads).
-    fn refresh_conditions(&self) {
+    fn refresh_conditions(&self, bots: &Option<Store<DynamicObject>>) {
         self.conditions.reset();
-        let bots = self.bots.read().unwrap_or_else(|e| e.into_inner());
         for bot in bots.iter().flat_map(|s| s.state()) {
             let (ns, name) = (bot.namespace().unwrap_or_default(), bot.name_any());
             let conditions = bot
@@ -121,7 +120,11 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        self.refresh_conditions();
+        // The lock makes one scrape at a time rebuild and read the
+        // condition series: two Prometheus replicas scraping together must
+        // not see each other's reset.
+        let bots = self.bots.lock().unwrap_or_else(|e| e.into_inner());
+        self.refresh_conditions(&bots);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
