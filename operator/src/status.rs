@@ -57,6 +57,22 @@ pub enum Dependency {
     Blocked(Problem),
 }
 
+/// `spec.monitoring` as the status judges it (MonitoringReady).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Monitoring {
+    /// Not looked at this time: the condition is left as it was.
+    #[default]
+    NotChecked,
+    /// Not asked for: no condition.
+    Off,
+    /// ServiceMonitor and PrometheusRule applied.
+    Applied,
+    /// Asked for, but `monitoring.coreos.com/v1` is not served.
+    ApiMissing,
+    /// One of them has a name someone else's object holds.
+    Conflict,
+}
+
 pub struct Observation<'a> {
     pub health: Health,
     pub paused: bool,
@@ -64,6 +80,7 @@ pub struct Observation<'a> {
     pub redis: Dependency,
     pub database: Dependency,
     pub auth_secret_name: Option<String>,
+    pub monitoring: Monitoring,
     pub now: Time,
 }
 
@@ -77,6 +94,7 @@ impl Observation<'_> {
             redis: Dependency::NotUsed,
             database: Dependency::NotUsed,
             auth_secret_name: None,
+            monitoring: Monitoring::NotChecked,
             now,
         }
     }
@@ -184,6 +202,9 @@ fn dependency_condition(
         Dependency::Blocked(p) => (Some(false), p.reason, p.message.clone()),
     }
 }
+
+/// MonitoringReady's reason when the Prometheus Operator's API is absent.
+pub const PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
 
 pub fn next_status(cb: &ClawdBot, obs: &Observation) -> ClawdBotStatus {
     let prev = cb.status.clone().unwrap_or_default();
@@ -352,6 +373,32 @@ pub fn next_status(cb: &ClawdBot, obs: &Observation) -> ClawdBotStatus {
 
     let (shared, reason, message) = state_placement(&cb.spec);
     set("StateShared", Some(shared), reason, message);
+    match obs.monitoring {
+        Monitoring::NotChecked => {}
+        Monitoring::Off => conditions.retain(|c| c.type_ != "MonitoringReady"),
+        Monitoring::Applied => set(
+            "MonitoringReady",
+            Some(true),
+            "Applied",
+            format!("ServiceMonitor and PrometheusRule {name} applied"),
+        ),
+        Monitoring::ApiMissing => set(
+            "MonitoringReady",
+            Some(false),
+            PROMETHEUS_OPERATOR_MISSING,
+            format!(
+                "{} (ServiceMonitor, PrometheusRule) is not served by this cluster: install \
+                 the Prometheus Operator's CRDs; the objects are created once they are",
+                crate::controller::MONITORING_V1
+            ),
+        ),
+        Monitoring::Conflict => set(
+            "MonitoringReady",
+            Some(false),
+            "NameConflict",
+            "see the Degraded condition".into(),
+        ),
+    }
 
     ClawdBotStatus {
         observed_generation: generation,
@@ -473,8 +520,9 @@ fn order(t: &str) -> usize {
         "RedisReady",
         "DatabaseReady",
         "StateShared",
+        "MonitoringReady",
     ]
     .iter()
     .position(|x| *x == t)
-    .unwrap_or(9)
+    .unwrap_or(usize::MAX)
 }

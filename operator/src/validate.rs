@@ -218,12 +218,6 @@ pub fn validate(cb: &ClawdBot) -> Vec<FieldError> {
             }
         }
     }
-    if s.monitoring.as_ref().is_some_and(|m| m.enabled) {
-        bad(
-            "spec.monitoring.enabled",
-            "ServiceMonitor and PrometheusRule are not reconciled by this operator version; set it to false".into(),
-        );
-    }
     // The runtime's own rules, on the config this ClawdBot renders to.
     for issue in clawdbot_config::validate_without_credentials(&runtime_config(cb)) {
         bad(&spec_path_for_runtime_key(&issue.key), issue.why);

@@ -37,6 +37,7 @@ fn the_operator_may_do_what_the_controller_does() {
     let role = cluster_role("clawdbot-operator");
     let mut kinds = child_kinds(Apis {
         cnpg: true,
+        monitoring_v1: true,
         ..Apis::all()
     });
     kinds.push(ApiResource::erase::<Secret>(&()));

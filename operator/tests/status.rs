@@ -10,7 +10,9 @@ use clawdbot_operator::crd::{
     AutoscalingSpec, BasicChannel, ClawdBot, ClawdBotSpec, ClawdBotStatus, DatabaseSpec,
     ExternalRef, ManagedRedis, RedisSpec,
 };
-use clawdbot_operator::status::{Check, Dependency, Health, Observation, Problem, next_status};
+use clawdbot_operator::status::{
+    Check, Dependency, Health, Monitoring, Observation, Problem, next_status,
+};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -51,6 +53,7 @@ fn observe<'a>(
         redis: Dependency::NotUsed,
         database: Dependency::NotUsed,
         auth_secret_name: None,
+        monitoring: Monitoring::NotChecked,
         now: time(now),
     }
 }
@@ -233,6 +236,45 @@ fn degraded_on_invalid_spec_missing_secrets_and_apply_errors() {
     );
     assert_eq!(cond(&s, "Degraded").reason, "ApplyFailed");
     assert_eq!(is(&s, "Ready"), "False");
+}
+
+#[test]
+fn monitoring_ready_is_advisory_and_goes_with_the_spec() {
+    let cb = bot_with_replicas(Some(1));
+    let dep = deployment(4, 4, 1, 1, 1);
+    let with = |cb: &ClawdBot, m: Monitoring| {
+        let mut obs = observe(Health::Ok, false, Some(&dep), 0);
+        obs.monitoring = m;
+        next_status(cb, &obs)
+    };
+    let missing = with(&cb, Monitoring::ApiMissing);
+    assert_eq!(is(&missing, "MonitoringReady"), "False");
+    assert_eq!(
+        cond(&missing, "MonitoringReady").reason,
+        "PrometheusOperatorMissing"
+    );
+    assert_eq!(is(&missing, "Ready"), "True", "not held back by monitoring");
+    assert_eq!(is(&missing, "Degraded"), "False");
+    assert_eq!(
+        missing.conditions.last().map(|c| c.type_.as_str()),
+        Some("MonitoringReady")
+    );
+    let mut cb2 = cb.clone();
+    cb2.status = Some(missing);
+    // Not looked at (a paused or invalid bot): left as it was.
+    let kept = with(&cb2, Monitoring::NotChecked);
+    assert_eq!(
+        cond(&kept, "MonitoringReady").reason,
+        "PrometheusOperatorMissing"
+    );
+    let applied = with(&cb2, Monitoring::Applied);
+    assert_eq!(is(&applied, "MonitoringReady"), "True");
+    assert_eq!(cond(&applied, "MonitoringReady").reason, "Applied");
+    let conflict = with(&cb2, Monitoring::Conflict);
+    assert_eq!(cond(&conflict, "MonitoringReady").reason, "NameConflict");
+    // Switched off: the condition goes.
+    let off = with(&cb2, Monitoring::Off);
+    assert!(off.conditions.iter().all(|c| c.type_ != "MonitoringReady"));
 }
 
 #[test]

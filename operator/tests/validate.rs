@@ -393,23 +393,16 @@ fn ingress_host() {
 }
 
 #[test]
-fn monitoring_is_not_reconciled_yet() {
-    ok(with(|s| {
-        s.monitoring = Some(MonitoringSpec {
-            enabled: false,
-            ..MonitoringSpec::default()
-        })
-    }));
-    bad(
-        with(|s| {
+fn monitoring_is_accepted() {
+    for enabled in [false, true] {
+        ok(with(|s| {
             s.monitoring = Some(MonitoringSpec {
-                enabled: true,
+                enabled,
+                scrape_interval: Some("30s".into()),
                 ..MonitoringSpec::default()
             })
-        }),
-        "spec.monitoring.enabled",
-        "not reconciled",
-    );
+        }));
+    }
 }
 
 #[test]

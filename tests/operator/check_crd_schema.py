@@ -3,7 +3,8 @@
     python tests/operator/check_crd_schema.py CRD.yaml MANIFEST.yaml...
 
 Every document of the CRD's kind and storage version (ClawdBot
-clawdbot.io/v1alpha1, or CloudNativePG's Cluster postgresql.cnpg.io/v1) in
+clawdbot.io/v1alpha1, CloudNativePG's Cluster, the Prometheus Operator's
+ServiceMonitor and PrometheusRule) in
 every MANIFEST is checked; other documents (Secrets, ConfigMaps) are skipped.
 The structural OpenAPI schema is turned into JSON Schema (draft 4) the way
 the API server reads it:
@@ -50,6 +51,10 @@ def to_json_schema(node):
     if ('properties' in out and 'additionalProperties' not in node
             and not node.get('x-kubernetes-preserve-unknown-fields')):
         out['additionalProperties'] = False
+    # RE2 (the API server's) takes an inline flag after `^`; Python's re
+    # only at the start, where it means the same.
+    if isinstance(out.get('pattern'), str) and out['pattern'].startswith('^(?i)'):
+        out['pattern'] = '(?i)^' + out['pattern'][len('^(?i)'):]
     # `format` (int32, double, uint32, ...) is advisory here, as in draft 4.
     return out
 

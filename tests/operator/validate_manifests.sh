@@ -5,8 +5,8 @@
 #      edge-case fixture (operator/tests/fixtures), and the other documents of
 #      the examples (their Secrets), pass `kubernetes-validate --strict`
 #      against Kubernetes 1.35.0 (unknown fields, wrong types and unknown kinds
-#      are errors); rendered CloudNativePG Clusters are checked against
-#      CloudNativePG's own CRD schema (tests/operator/crds/) instead;
+#      are errors); rendered kinds of other operators (CloudNativePG Cluster,
+#      ServiceMonitor, PrometheusRule) against their CRD schemas (tests/operator/crds/);
 #   2. every ClawdBot document matches the CRD's openAPIV3Schema
 #      (crds/clawdbot.io_clawdbots.yaml), with unknown fields rejected
 #      (tests/operator/check_crd_schema.py);
@@ -28,6 +28,7 @@ REQ=tests/operator/requirements.txt
 CRD=crds/clawdbot.io_clawdbots.yaml
 SCHEMA_CHECK=tests/operator/check_crd_schema.py
 CNPG_CRD=tests/operator/crds/postgresql.cnpg.io_clusters.yaml
+CUSTOM_CRDS=(tests/operator/crds/*.yaml)
 OPERATOR_BIN=${OPERATOR_BIN:-target/debug/clawdbot-operator}
 
 log() { printf 'validate_manifests: %s\n' "$*"; }
@@ -54,6 +55,17 @@ fi
 
 [[ -x $OPERATOR_BIN ]] || die "operator binary not found at $OPERATOR_BIN: cargo build -p clawdbot-operator, or set OPERATOR_BIN"
 [[ -f $CRD ]] || die "$CRD is missing"
+
+# "GROUP/VERSION/Kind" of a CRD's storage version.
+crd_kind() {
+    "$VENV/bin/python" - "$1" <<'PY'
+import sys, yaml
+crd = yaml.safe_load(open(sys.argv[1], encoding='utf-8'))
+v = next(v['name'] for v in crd['spec']['versions'] if v.get('storage'))
+print(f"{crd['spec']['group']}/{v}/{crd['spec']['names']['kind']}")
+PY
+}
+CUSTOM_KINDS=$(for c in "${CUSTOM_CRDS[@]}"; do crd_kind "$c"; done)
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -98,6 +110,48 @@ kube_validate() {
     log "ok $label: $n object(s) valid for Kubernetes $K8S_VERSION"
 }
 
+# Rendered children: built-in kinds through kubernetes-validate; the other
+# operators' kinds (CloudNativePG's Cluster, the Prometheus Operator's
+# ServiceMonitor and PrometheusRule) against their own CRD schemas in
+# tests/operator/crds/. A kind with no CRD there fails.
+check_rendered() {
+    local label=$1 base=$2 crd kind
+    if ! "$VENV/bin/python" - "$base.rendered.yaml" "$base" $CUSTOM_KINDS <<'PY'
+import sys, yaml
+src, out, known = sys.argv[1], sys.argv[2], set(sys.argv[3:])
+with open(src, encoding='utf-8') as f:
+    docs = [d for d in yaml.safe_load_all(f) if d is not None]
+def group(d):
+    av = d.get('apiVersion', '')
+    return av.split('/')[0] if '/' in av else ''
+builtin_groups = ('', 'apps', 'batch', 'policy', 'autoscaling')
+custom = [d for d in docs if group(d) not in builtin_groups and not group(d).endswith('k8s.io')]
+rest = [d for d in docs if not any(d is c for c in custom)]
+unknown = sorted({f"{d.get('apiVersion')}/{d.get('kind')}" for d in custom} - known)
+if unknown:
+    sys.exit(f'no CRD in tests/operator/crds/ for {", ".join(unknown)}')
+with open(out + '.builtin.yaml', 'w', encoding='utf-8') as f:
+    yaml.safe_dump_all(rest, f, sort_keys=False)
+with open(out + '.custom.yaml', 'w', encoding='utf-8') as f:
+    yaml.safe_dump_all(custom, f, sort_keys=False)
+PY
+    then
+        fail "$label: rendered children"
+        return
+    fi
+    kube_validate "$label (rendered children)" "$base.builtin.yaml" || true
+    for crd in "${CUSTOM_CRDS[@]}"; do
+        kind=$(crd_kind "$crd")
+        grep -q "^kind: ${kind##*/}\$" "$base.custom.yaml" || continue
+        if out=$("$VENV/bin/python" "$SCHEMA_CHECK" "$crd" "$base.custom.yaml" 2>&1); then
+            log "ok $label (rendered ${kind##*/} matches $(basename "$crd"))"
+        else
+            fail "$label: the rendered ${kind##*/} does not match $crd:"
+            sed 's/^/    /' <<<"$out" >&2
+        fi
+    done
+}
+
 # --- 1. rendered children and example Secrets ------------------------------------
 examples=()
 for f in examples/*.yaml; do
@@ -116,14 +170,13 @@ for f in "${examples[@]}"; do
         sed 's/^/    /' "$WORK/$name.render.err" >&2
         continue
     fi
-    kube_validate "$f (rendered children)" "$WORK/$name.rendered.yaml" || true
+    check_rendered "$f" "$WORK/$name"
     if [[ -s $WORK/$name.others.yaml ]] && grep -q 'kind:' "$WORK/$name.others.yaml"; then
         kube_validate "$f (other documents)" "$WORK/$name.others.yaml" || true
     fi
 done
 
-# Edge-case fixtures: built-in kinds through kubernetes-validate, CloudNativePG
-# Clusters through CloudNativePG's CRD schema.
+# Edge-case fixtures, checked the same way.
 for f in operator/tests/fixtures/*.yaml; do
     name=fixture-$(basename "$f" .yaml)
     if ! "$OPERATOR_BIN" render -f "$f" >"$WORK/$name.rendered.yaml" 2>"$WORK/$name.render.err"; then
@@ -131,27 +184,7 @@ for f in operator/tests/fixtures/*.yaml; do
         sed 's/^/    /' "$WORK/$name.render.err" >&2
         continue
     fi
-    "$VENV/bin/python" - "$WORK/$name.rendered.yaml" "$WORK/$name" <<'PY'
-import sys, yaml
-src, out = sys.argv[1], sys.argv[2]
-with open(src, encoding='utf-8') as f:
-    docs = [d for d in yaml.safe_load_all(f) if d is not None]
-cnpg = [d for d in docs if d.get('apiVersion') == 'postgresql.cnpg.io/v1']
-rest = [d for d in docs if d.get('apiVersion') != 'postgresql.cnpg.io/v1']
-with open(out + '.builtin.yaml', 'w', encoding='utf-8') as f:
-    yaml.safe_dump_all(rest, f, sort_keys=False)
-with open(out + '.cnpg.yaml', 'w', encoding='utf-8') as f:
-    yaml.safe_dump_all(cnpg, f, sort_keys=False)
-PY
-    kube_validate "$f (rendered children)" "$WORK/$name.builtin.yaml" || true
-    if grep -q 'kind: Cluster' "$WORK/$name.cnpg.yaml"; then
-        if out=$("$VENV/bin/python" "$SCHEMA_CHECK" "$CNPG_CRD" "$WORK/$name.cnpg.yaml" 2>&1); then
-            log "ok $f (rendered CloudNativePG Cluster matches CloudNativePG's CRD schema)"
-        else
-            fail "$f: the rendered Cluster does not match $CNPG_CRD:"
-            sed 's/^/    /' <<<"$out" >&2
-        fi
-    fi
+    check_rendered "$f" "$WORK/$name"
 done
 
 # The operator's own install manifests and the CRD itself.
@@ -193,6 +226,21 @@ spec:
 YAML
 if "$VENV/bin/python" "$SCHEMA_CHECK" "$CNPG_CRD" "$WORK/broken-cluster.yaml" >/dev/null 2>&1; then
     fail "self-test: the CloudNativePG schema check accepted a broken Cluster"
+fi
+cat >"$WORK/broken-servicemonitor.yaml" <<'YAML'
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata:
+  name: broken
+spec:
+  selector: {}
+  endpoints:
+  - port: metrics
+    intervall: 30s
+YAML
+if "$VENV/bin/python" "$SCHEMA_CHECK" tests/operator/crds/monitoring.coreos.com_servicemonitors.yaml \
+    "$WORK/broken-servicemonitor.yaml" >/dev/null 2>&1; then
+    fail "self-test: the ServiceMonitor schema check accepted an unknown field"
 fi
 cat >"$WORK/broken-children.yaml" <<'YAML'
 apiVersion: v1

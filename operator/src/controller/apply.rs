@@ -19,6 +19,7 @@ use super::{Context, Error};
 use crate::crd::ClawdBot;
 use crate::labels::{self, MANAGER};
 use crate::render::{Children, StatefulChildren, postgres};
+use crate::status::Monitoring;
 
 #[derive(Default)]
 pub struct AppliedState {
@@ -26,6 +27,7 @@ pub struct AppliedState {
     pub redis: Option<StatefulSet>,
     pub database: Option<StatefulSet>,
     pub cnpg: Option<DynamicObject>,
+    pub monitoring: Monitoring,
 }
 
 fn done<T>(a: Applied<T>, conflicts: &mut Vec<NameConflict>) -> Option<T> {
@@ -124,8 +126,42 @@ pub async fn apply_all(
             kinds.push("Ingress");
         }
     }
+    out.monitoring = monitoring(ctx, ns, &bot, c, owner, conflicts).await?;
+    if out.monitoring == Monitoring::Applied {
+        kinds.extend(["ServiceMonitor", "PrometheusRule"]);
+    }
     ctx.set_managed(format!("{ns}/{bot}"), kinds);
     Ok(out)
+}
+
+/// The ServiceMonitor and PrometheusRule, when the Prometheus Operator's
+/// API is served; without it nothing is written and the status says why.
+/// (Rediscovery rebuilds the watches once its CRDs appear, which
+/// reconciles every bot again.)
+async fn monitoring(
+    ctx: &Context,
+    ns: &str,
+    bot: &str,
+    c: &Children,
+    owner: &Owner<'_>,
+    conflicts: &mut Vec<NameConflict>,
+) -> Result<Monitoring, Error> {
+    let wanted = c.service_monitor.is_some();
+    if !ctx.apis().monitoring_v1 {
+        return Ok(if wanted {
+            Monitoring::ApiMissing
+        } else {
+            Monitoring::Off
+        });
+    }
+    let before = conflicts.len();
+    conflicts.extend(apply_or_delete(ctx, ns, bot, c.service_monitor.as_ref(), owner).await?);
+    conflicts.extend(apply_or_delete(ctx, ns, bot, c.prometheus_rule.as_ref(), owner).await?);
+    Ok(match (wanted, conflicts.len() > before) {
+        (false, _) => Monitoring::Off,
+        (true, false) => Monitoring::Applied,
+        (true, true) => Monitoring::Conflict,
+    })
 }
 
 /// A managed Redis or PostgreSQL: applied when wanted and usable; its

@@ -15,10 +15,13 @@ pub struct Apis {
     pub storage_v1: bool,
     /// CloudNativePG's `postgresql.cnpg.io/v1` Cluster.
     pub cnpg: bool,
+    /// The Prometheus Operator's `monitoring.coreos.com/v1` ServiceMonitor
+    /// and PrometheusRule (both needed).
+    pub monitoring_v1: bool,
 }
 
 impl Apis {
-    /// Every API of a current cluster, CloudNativePG aside.
+    /// Every API of a current cluster, the add-on operators' aside.
     pub fn all() -> Self {
         Self {
             autoscaling_v2: true,
@@ -27,6 +30,7 @@ impl Apis {
             batch_v1: true,
             storage_v1: true,
             cnpg: false,
+            monitoring_v1: false,
         }
     }
 
@@ -38,6 +42,12 @@ impl Apis {
             batch_v1: serves(client, "batch/v1", "cronjobs").await?,
             storage_v1: serves(client, "storage.k8s.io/v1", "storageclasses").await?,
             cnpg: serves(client, "postgresql.cnpg.io/v1", "clusters").await?,
+            monitoring_v1: serves_all(
+                client,
+                MONITORING_V1,
+                &["servicemonitors", "prometheusrules"],
+            )
+            .await?,
         })
     }
 
@@ -56,16 +66,25 @@ impl Apis {
             (self.batch_v1 && !before.batch_v1, "batch/v1"),
             (self.storage_v1 && !before.storage_v1, "storage.k8s.io/v1"),
             (self.cnpg && !before.cnpg, "postgresql.cnpg.io/v1"),
+            (self.monitoring_v1 && !before.monitoring_v1, MONITORING_V1),
         ];
         pairs.iter().filter(|(b, _)| *b).map(|(_, n)| *n).collect()
     }
 }
 
-/// A group version that is not served answers 404; anything else that
-/// fails is an error.
+pub const MONITORING_V1: &str = "monitoring.coreos.com/v1";
+
 async fn serves(client: &Client, gv: &str, plural: &str) -> Result<bool, kube::Error> {
+    serves_all(client, gv, &[plural]).await
+}
+
+/// Whether the group version serves every one of `plurals`. One that is
+/// not served answers 404; anything else that fails is an error.
+async fn serves_all(client: &Client, gv: &str, plurals: &[&str]) -> Result<bool, kube::Error> {
     match client.list_api_group_resources(gv).await {
-        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
+        Ok(list) => Ok(plurals
+            .iter()
+            .all(|p| list.resources.iter().any(|r| r.name == *p))),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
         Err(e) => Err(e),
     }

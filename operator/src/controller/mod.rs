@@ -27,7 +27,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 pub use children::Meta;
-pub use discovery::{Apis, MIN_KUBERNETES, server_version};
+pub use discovery::{Apis, MIN_KUBERNETES, MONITORING_V1, server_version};
 pub use events::{MAX_NOTE_BYTES, truncate_note};
 pub use watch::{child_kinds, run};
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, PostParams};
 use kube::runtime::controller::Action;
@@ -19,7 +20,7 @@ use super::{Context, Error, now, patch_status};
 use crate::crd::ClawdBot;
 use crate::labels::{self, MANAGER};
 use crate::render::{self, Inputs};
-use crate::status::{Dependency, Health, Observation, next_status};
+use crate::status::{Dependency, Health, Observation, PROMETHEUS_OPERATOR_MISSING, next_status};
 
 /// How often a bot with an external Redis or database is looked at again:
 /// its health changes without any watch event.
@@ -168,10 +169,12 @@ async fn reconcile_with(
             ),
         },
         auth_secret_name: Some(auth_secret_name),
+        monitoring: applied.monitoring,
         now: now(),
     };
     let status = next_status(cb, &obs);
     warn_when_state_becomes_pod_local(ctx, cb, &status, owner).await;
+    warn_when_monitoring_missing(ctx, cb, &status, owner).await;
     patch_status(ctx, ns, cb, status).await?;
     Ok(if external.is_some() {
         Action::requeue(EXTERNAL_RECHECK)
@@ -205,6 +208,34 @@ async fn warn_when_state_becomes_pod_local(
         && let Some(c) = status.conditions.iter().find(|c| c.type_ == "StateShared")
     {
         warn(ctx, owner.reference, "StateNotShared", &c.message).await;
+    }
+}
+
+/// One Warning when monitoring is asked for on a cluster without the
+/// Prometheus Operator, not one per reconcile.
+async fn warn_when_monitoring_missing(
+    ctx: &Context,
+    cb: &ClawdBot,
+    status: &crate::crd::ClawdBotStatus,
+    owner: &Owner<'_>,
+) {
+    fn missing(s: &crate::crd::ClawdBotStatus) -> Option<&Condition> {
+        s.conditions.iter().find(|c| {
+            c.type_ == "MonitoringReady"
+                && c.status == "False"
+                && c.reason == PROMETHEUS_OPERATOR_MISSING
+        })
+    }
+    if let Some(c) = missing(status)
+        && cb.status.as_ref().and_then(missing).is_none()
+    {
+        warn(
+            ctx,
+            owner.reference,
+            PROMETHEUS_OPERATOR_MISSING,
+            &c.message,
+        )
+        .await;
     }
 }
 

@@ -35,6 +35,7 @@ use tokio::sync::watch as signal;
 use super::apply::cnpg_resource;
 use super::children::Meta;
 use super::{Apis, Context, error_policy, reconcile};
+use crate::crd::monitoring::{PrometheusRule, ServiceMonitor};
 
 /// Runs the controller until `stop` turns true. Discovery is repeated
 /// every `rediscover`; when the served APIs change, the watches are
@@ -131,6 +132,10 @@ pub fn child_kinds(apis: Apis) -> Vec<ApiResource> {
     }
     if apis.cnpg {
         kinds.push(cnpg_resource());
+    }
+    if apis.monitoring_v1 {
+        kinds.push(ApiResource::erase::<ServiceMonitor>(&()));
+        kinds.push(ApiResource::erase::<PrometheusRule>(&()));
     }
     kinds
 }

@@ -439,7 +439,9 @@ pub struct IngressSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MonitoringSpec {
-    /// Create a ServiceMonitor (and the alert rules) for the Prometheus Operator.
+    /// Create a ServiceMonitor and a PrometheusRule (the alerts, each with a
+    /// runbook) for the Prometheus Operator. Without its CRDs the bot stays
+    /// Ready and MonitoringReady says so; they are created once it is installed.
     #[serde(default)]
     pub enabled: bool,
     /// Labels your Prometheus selects ServiceMonitors and rules by (e.g. release: prometheus).
@@ -453,6 +455,11 @@ pub struct MonitoringSpec {
     /// Unset: the runbooks in the project's docs/runbooks/.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook_base_url: Option<String>,
+    /// How often Prometheus scrapes the pods (e.g. 30s). Unset: your
+    /// Prometheus's global scrape interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d|w|y))+$"))]
+    pub scrape_interval: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
@@ -515,7 +522,7 @@ pub struct ClawdBotStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Ready, Progressing, Degraded, Paused, RuntimeReady, RedisReady,
-    /// DatabaseReady and StateShared.
+    /// DatabaseReady, StateShared and (with spec.monitoring) MonitoringReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

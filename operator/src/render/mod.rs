@@ -5,6 +5,7 @@
 pub mod alerts;
 mod config;
 mod extras;
+pub mod monitoring;
 pub mod postgres;
 pub mod redis;
 mod runtime;
@@ -27,6 +28,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::crd::monitoring::{PrometheusRule, ServiceMonitor};
 use crate::crd::{ClawdBot, DatabaseSpec, RedisSpec};
 use crate::labels;
 
@@ -56,6 +58,8 @@ pub struct Children {
     pub database: Option<StatefulChildren>,
     pub backup: Option<(CronJob, PersistentVolumeClaim)>,
     pub cnpg_cluster: Option<DynamicObject>,
+    pub service_monitor: Option<ServiceMonitor>,
+    pub prometheus_rule: Option<PrometheusRule>,
 }
 
 /// A managed Redis or PostgreSQL: StatefulSet, Service and NetworkPolicy,
@@ -134,6 +138,8 @@ pub fn build(cb: &ClawdBot, inputs: &Inputs) -> anyhow::Result<Children> {
         database,
         backup,
         cnpg_cluster,
+        service_monitor: monitoring::service_monitor(cb),
+        prometheus_rule: monitoring::prometheus_rule(cb),
     })
 }
 
@@ -257,6 +263,12 @@ impl Children {
             docs.push(yaml(job)?);
         }
         if let Some(o) = &self.cnpg_cluster {
+            docs.push(yaml(o)?);
+        }
+        if let Some(o) = &self.service_monitor {
+            docs.push(yaml(o)?);
+        }
+        if let Some(o) = &self.prometheus_rule {
             docs.push(yaml(o)?);
         }
         Ok(docs)

@@ -178,7 +178,7 @@ pub fn deployment(cb: &ClawdBot, config_hash: &str, default_image: &str) -> Depl
                 ..ContainerPort::default()
             },
             ContainerPort {
-                name: Some("metrics".into()),
+                name: Some(super::monitoring::METRICS_PORT_NAME.into()),
                 container_port: METRICS_PORT,
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
@@ -278,9 +278,11 @@ pub fn service(cb: &ClawdBot) -> Service {
                 // What a ServiceMonitor selects by name; the Ingress routes
                 // to `http` only.
                 ServicePort {
-                    name: Some("metrics".into()),
+                    name: Some(super::monitoring::METRICS_PORT_NAME.into()),
                     port: METRICS_PORT,
-                    target_port: Some(IntOrString::String("metrics".into())),
+                    target_port: Some(IntOrString::String(
+                        super::monitoring::METRICS_PORT_NAME.into(),
+                    )),
                     protocol: Some("TCP".into()),
                     ..ServicePort::default()
                 },

@@ -2,6 +2,8 @@
 //! manifests live, and how a ClawdBot is read out of a multi-document file.
 #![allow(dead_code)]
 
+pub mod fake_api;
+
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;

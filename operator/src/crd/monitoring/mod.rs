@@ -11,4 +11,6 @@ pub mod servicemonitor;
 pub use prometheusrule::{
     PrometheusRule, PrometheusRuleGroups, PrometheusRuleGroupsRules, PrometheusRuleSpec,
 };
-pub use servicemonitor::{ServiceMonitor, ServiceMonitorEndpoints, ServiceMonitorSpec};
+pub use servicemonitor::{
+    ServiceMonitor, ServiceMonitorEndpoints, ServiceMonitorSelector, ServiceMonitorSpec,
+};
