@@ -25,7 +25,8 @@ test: test-tools lint test-rust test-python test-channels test-browser test-oper
 test-tools: ## Install pinned test tools (Python venv, playwright-core, Chromium)
 	scripts/install-test-tools.sh
 
-lint: check-crds ## rustfmt, clippy (warnings are errors), CRD drift
+lint: check-crds ## rustfmt, clippy (warnings are errors), CRD and dashboard drift
+	python3 scripts/gen-dashboard.py --check
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

@@ -258,9 +258,41 @@ async fn handle(
         (&Method::GET, "/v1/models" | "/models") => {
             json_response(StatusCode::OK, wire::models(&shared.model))
         }
+        // Test control for processes outside this one (the mock-upstream
+        // binary): the chunk delay, hence the time to first token.
+        (&Method::PUT, CHUNK_DELAY_PATH) => return Ok(set_chunk_delay(&shared, req).await),
         _ => error_response(StatusCode::NOT_FOUND, Some("unknown path")),
     };
     Ok(resp)
+}
+
+/// `PUT` a number of milliseconds here to change the delay before each
+/// streamed content chunk of streams that start afterwards.
+pub const CHUNK_DELAY_PATH: &str = "/mock/chunk-delay-ms";
+
+async fn set_chunk_delay(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error_response(StatusCode::BAD_REQUEST, Some("unreadable body")),
+    };
+    match std::str::from_utf8(&body)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    {
+        Some(ms) => {
+            shared
+                .chunk_delay_ns
+                .store(duration_ns(Duration::from_millis(ms)), Ordering::Relaxed);
+            json_response(
+                StatusCode::OK,
+                format!("{{\"chunk_delay_ms\":{ms}}}").into_bytes(),
+            )
+        }
+        None => error_response(
+            StatusCode::BAD_REQUEST,
+            Some("the body must be a number of milliseconds"),
+        ),
+    }
 }
 
 async fn chat(shared: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {

@@ -421,3 +421,34 @@ async fn binary_prints_address_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }
+
+#[tokio::test]
+async fn the_chunk_delay_can_be_changed_over_http() {
+    let opts = MockOptions {
+        reply: "a b c d".into(),
+        ..MockOptions::default()
+    };
+    let mock = MockUpstream::start(opts).await.unwrap();
+    let put = |body: &'static str| {
+        Request::put(clawdbot_bench::mock::CHUNK_DELAY_PATH)
+            .header("host", "mock")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let resp = send(mock.addr(), put("soon")).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = send(mock.addr(), put("100")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Four words, each after 100 ms.
+    let t = Instant::now();
+    post(mock.addr(), &hi(true)).await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    send(mock.addr(), put("0")).await.unwrap();
+    let t = Instant::now();
+    post(mock.addr(), &hi(true)).await;
+    assert!(t.elapsed() < Duration::from_millis(300));
+}

@@ -1,5 +1,7 @@
 //! Prometheus metrics of the runtime, one registry per process.
 
+use prometheus::core::Collector;
+use prometheus::proto::MetricType;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -163,29 +165,7 @@ impl Metrics {
             &["channel", "outcome"],
         )
         .expect("valid metric");
-        for c in [
-            Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(webhook_requests.clone()),
-            Box::new(channel_reply_duration.clone()),
-            Box::new(channel_replies.clone()),
-            Box::new(channel_deliveries_in_flight.clone()),
-            Box::new(notifications.clone()),
-            Box::new(log_queue_depth.clone()),
-            Box::new(log_write_failures.clone()),
-            Box::new(log_spilled.clone()),
-            Box::new(model_duration.clone()),
-            Box::new(model_ttft.clone()),
-            Box::new(model_tokens.clone()),
-            Box::new(model_circuit_open.clone()),
-            Box::new(active_streams.clone()),
-            Box::new(sessions.clone()),
-            Box::new(auth_failures.clone()),
-            Box::new(rate_limited.clone()),
-            Box::new(redis_errors.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
-        Self {
+        let m = Self {
             registry,
             http_duration,
             model_duration,
@@ -205,7 +185,52 @@ impl Metrics {
             channel_replies,
             channel_deliveries_in_flight,
             notifications,
+        };
+        for c in m.collectors() {
+            m.registry.register(c).expect("metric names are unique");
         }
+        m
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.http_duration.clone()),
+            Box::new(self.webhook_requests.clone()),
+            Box::new(self.channel_reply_duration.clone()),
+            Box::new(self.channel_replies.clone()),
+            Box::new(self.channel_deliveries_in_flight.clone()),
+            Box::new(self.notifications.clone()),
+            Box::new(self.log_queue_depth.clone()),
+            Box::new(self.log_write_failures.clone()),
+            Box::new(self.log_spilled.clone()),
+            Box::new(self.model_duration.clone()),
+            Box::new(self.model_ttft.clone()),
+            Box::new(self.model_tokens.clone()),
+            Box::new(self.model_circuit_open.clone()),
+            Box::new(self.active_streams.clone()),
+            Box::new(self.sessions.clone()),
+            Box::new(self.auth_failures.clone()),
+            Box::new(self.rate_limited.clone()),
+            Box::new(self.redis_errors.clone()),
+        ]
+    }
+
+    /// Every series name the runtime can export (a histogram's `_bucket`,
+    /// `_count` and `_sum`), whether or not it has been observed yet: what
+    /// dashboards and alert rules may name.
+    pub fn series_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for c in self.collectors() {
+            for mf in c.collect() {
+                let name = mf.name().to_owned();
+                if mf.get_field_type() == MetricType::HISTOGRAM {
+                    names.extend(["_bucket", "_count", "_sum"].map(|s| format!("{name}{s}")));
+                } else {
+                    names.push(name);
+                }
+            }
+        }
+        names
     }
 
     pub fn webhook(&self, channel: &str, outcome: &str) {

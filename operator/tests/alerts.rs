@@ -113,38 +113,52 @@ fn runtime_alerts_fire_on_bad_series_and_stay_silent_under_the_threshold() {
     assert!(ok, "promtool test rules failed:\n{out}");
 }
 
-#[test]
-fn the_unit_tests_fail_against_other_thresholds() {
-    // Not vacuous: raised thresholds make the firing cases fail.
+/// The unit tests against rules with these thresholds: they must fail,
+/// naming each of these alerts.
+fn unit_tests_fail_with(thresholds: &[(&str, f64)]) {
     let dir = temp_dir();
-    let raise = |name: &str, threshold: f64| {
-        (
-            name.to_owned(),
-            AlertOverride {
-                threshold: Some(threshold),
-                ..AlertOverride::default()
-            },
-        )
-    };
     let m = MonitoringSpec {
-        alerts: BTreeMap::from([
-            raise("ClawdBotHighErrorRate", 0.2),
-            raise("ClawdBotWebhookSignatureFailures", 0.5),
-            raise("ClawdBotReplicasUnavailable", 1.0),
-        ]),
+        alerts: thresholds
+            .iter()
+            .map(|(name, t)| {
+                let o = AlertOverride {
+                    threshold: Some(*t),
+                    ..AlertOverride::default()
+                };
+                (name.to_string(), o)
+            })
+            .collect(),
         ..MonitoringSpec::default()
     };
     promtool_check(&dir, &m);
     let (ok, out) = promtool_test(&dir, "runtime.test.yaml");
     assert!(!ok, "{out}");
-    for alert in [
-        "ClawdBotHighErrorRate",
-        "ClawdBotWebhookSignatureFailures",
-        "ClawdBotReplicasUnavailable",
-    ] {
-        assert!(
-            out.contains(&format!("alertname: {alert}")),
-            "{alert}: {out}"
-        );
+    for (name, _) in thresholds {
+        assert!(out.contains(&format!("alertname: {name}")), "{name}: {out}");
     }
+}
+
+#[test]
+fn the_unit_tests_fail_against_higher_thresholds() {
+    // Not vacuous: with every threshold far above its default, each
+    // alert's firing cases fail.
+    let raised: Vec<(&str, f64)> = ALERTS
+        .iter()
+        .map(|a| (a.name, a.defaults.threshold * 10.0 + 100.0))
+        .collect();
+    unit_tests_fail_with(&raised);
+}
+
+#[test]
+fn the_unit_tests_fail_against_lower_thresholds() {
+    // And the silent cases sit just under the defaults: a threshold a
+    // little lower makes them fire.
+    unit_tests_fail_with(&[
+        ("ClawdBotHighLatency", 0.45),
+        ("ClawdBotSlowResponses", 28.0),
+        ("ClawdBotHighErrorRate", 0.03),
+        ("ClawdBotModelUpstreamFailing", 0.08),
+        ("ClawdBotWebhookSignatureFailures", 0.05),
+        ("ClawdBotLogBacklog", 980.0),
+    ]);
 }

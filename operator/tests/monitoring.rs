@@ -6,7 +6,7 @@
 mod common;
 
 use clawdbot_operator::controller::Apis;
-use common::fake_api::{BOT, Run, condition};
+use common::fake_api::{BOT, CORE, Run, condition};
 use serde_json::{Value, json};
 
 const MON: &str = "/apis/monitoring.coreos.com/v1/namespaces/default";
@@ -23,6 +23,7 @@ fn spec(enabled: bool) -> Value {
         "enabled": enabled,
         "labels": {"release": "prometheus"},
         "scrapeInterval": "15s",
+        "grafanaDashboard": enabled,
         "alerts": {"ClawdBotLogBacklog": {"enabled": false}},
     }})
 }
@@ -68,6 +69,14 @@ async fn without_the_prometheus_operator_the_bot_is_not_held_back() {
             .count()
     };
     assert_eq!(missing(&run), 1);
+    // The dashboard needs no Prometheus Operator.
+    let dashboard = run.get(&format!("{CORE}/configmaps/hello-dashboard"));
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = dashboard["data"]["clawdbot-default-hello.json"]
+        .as_str()
+        .expect("the dashboard JSON");
+    let d: Value = serde_json::from_str(json).expect("JSON");
+    assert_eq!(d["title"], "ClawdBot default/hello");
     // The same again: no second Event.
     run.reconcile(spec(true), Apis::all(), &[]).await;
     assert_eq!(missing(&run), 1);
@@ -118,6 +127,10 @@ async fn without_the_prometheus_operator_the_bot_is_not_held_back() {
     let status = run.reconcile(spec(false), with_monitoring(), &cached).await;
     assert!(run.get(&format!("{MON}/servicemonitors/hello")).is_null());
     assert!(run.get(&format!("{MON}/prometheusrules/hello")).is_null());
+    assert!(
+        run.get(&format!("{CORE}/configmaps/hello-dashboard"))
+            .is_null()
+    );
     assert!(!has_condition(&status, "MonitoringReady"), "{status}");
 }
 

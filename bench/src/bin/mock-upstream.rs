@@ -19,7 +19,8 @@ struct Args {
     /// Assistant reply text.
     #[arg(long)]
     reply: Option<String>,
-    /// Delay before each streamed content chunk, in milliseconds.
+    /// Delay before each streamed content chunk, in milliseconds (changed
+    /// while running by `PUT /mock/chunk-delay-ms` with the new number).
     #[arg(long, default_value_t = 0)]
     chunk_delay_ms: u64,
     /// Model name reported by /v1/models and in responses.

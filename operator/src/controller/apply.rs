@@ -103,6 +103,8 @@ pub async fn apply_all(
 
     out.deployment = done(apply(ctx, ns, &c.deployment, owner).await?, conflicts);
     done(apply(ctx, ns, &c.service, owner).await?, conflicts);
+    let dashboard = crate::render::monitoring::dashboard_config_map_name(&bot);
+    conflicts.extend(apply_or_delete(ctx, ns, &dashboard, c.dashboard.as_ref(), owner).await?);
     if apis.autoscaling_v2 {
         conflicts.extend(apply_or_delete(ctx, ns, &bot, c.autoscaler.as_ref(), owner).await?);
         if c.autoscaler.is_some() {

@@ -460,6 +460,11 @@ pub struct MonitoringSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d|w|y))+$"))]
     pub scrape_interval: Option<String>,
+    /// Also a ConfigMap `<name>-dashboard` labelled `grafana_dashboard: "1"`
+    /// holding this bot's Grafana dashboard, for Grafana's sidecar. Works
+    /// without the Prometheus Operator.
+    #[serde(default)]
+    pub grafana_dashboard: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]

@@ -109,7 +109,7 @@ pub const ALERTS: &[Alert] = &[
         defaults: d(0.1, "5m", "5m"),
         expr: |s, w, t| {
             format!(
-                "(sum(rate(clawdbot_model_request_duration_seconds_count{{{r},outcome!~\"ok|cancelled\"}}[{w}]))\n\
+                "(sum(rate(clawdbot_model_request_duration_seconds_count{{{r},outcome!~\"ok|cancelled|rejected\"}}[{w}]))\n\
                  / sum(rate(clawdbot_model_request_duration_seconds_count{{{r}}}[{w}])) > {t})\n\
                  or\n\
                  (max(clawdbot_model_circuit_open{{{r}}}) > 0)",
@@ -117,7 +117,7 @@ pub const ALERTS: &[Alert] = &[
             )
         },
         summary: "The model provider is failing or its circuit is open",
-        description: "Model requests fail (share {{ $value }}), or an upstream endpoint's circuit breaker is open.",
+        description: "{{ $value | humanizePercentage }} of model requests failed upstream (100% while an upstream endpoint's circuit breaker is open).",
     },
     Alert {
         name: "ClawdBotWebhookSignatureFailures",

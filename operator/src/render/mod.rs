@@ -60,6 +60,7 @@ pub struct Children {
     pub cnpg_cluster: Option<DynamicObject>,
     pub service_monitor: Option<ServiceMonitor>,
     pub prometheus_rule: Option<PrometheusRule>,
+    pub dashboard: Option<ConfigMap>,
 }
 
 /// A managed Redis or PostgreSQL: StatefulSet, Service and NetworkPolicy,
@@ -140,6 +141,7 @@ pub fn build(cb: &ClawdBot, inputs: &Inputs) -> anyhow::Result<Children> {
         cnpg_cluster,
         service_monitor: monitoring::service_monitor(cb),
         prometheus_rule: monitoring::prometheus_rule(cb),
+        dashboard: monitoring::grafana_dashboard(cb),
     })
 }
 
@@ -269,6 +271,9 @@ impl Children {
             docs.push(yaml(o)?);
         }
         if let Some(o) = &self.prometheus_rule {
+            docs.push(yaml(o)?);
+        }
+        if let Some(o) = &self.dashboard {
             docs.push(yaml(o)?);
         }
         Ok(docs)
