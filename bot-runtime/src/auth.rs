@@ -75,7 +75,7 @@ impl KeyStore {
                 .enumerate()
                 .map(|(i, k)| StoredKey {
                     digest: Sha256::digest(k.key.expose().as_bytes()).into(),
-                    name: k.name.clone().unwrap_or_else(|| format!("key-{}", i + 1)),
+                    name: k.effective_name(i),
                     scope: k.scope,
                 })
                 .collect(),

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use clawdbot_config::ModelConfig;
 use serde_json::{Map, Value, json};
 
 use crate::model::{ChatRequest, Chunk, ModelError, Usage};
@@ -22,7 +23,7 @@ pub fn session_request(st: &AppState, history: &[StoredMessage], message: &str) 
     }
     messages.push(json!({"role": "user", "content": message}));
     let mut extra = Map::new();
-    apply_generation_defaults(st, &mut extra);
+    apply_generation_defaults(&st.cfg.model, &mut extra);
     ChatRequest {
         model: st.cfg.model.name.clone(),
         messages,
@@ -30,18 +31,32 @@ pub fn session_request(st: &AppState, history: &[StoredMessage], message: &str) 
     }
 }
 
-/// Fills `temperature` / `max_tokens` from config where the caller set none.
-pub fn apply_generation_defaults(st: &AppState, extra: &mut Map<String, Value>) {
-    if let Some(t) = st.cfg.model.temperature
+/// Fills `temperature` from config where the caller set none, and makes the
+/// configured `max_tokens` a cap: set when the caller asked for no limit,
+/// and a bigger `max_tokens` or `max_completion_tokens` is lowered to it
+/// (the operator, not each API client, decides what an answer may cost).
+pub fn apply_generation_defaults(model: &ModelConfig, extra: &mut Map<String, Value>) {
+    if let Some(t) = model.temperature
         && !extra.contains_key("temperature")
     {
         extra.insert("temperature".into(), json!(t));
     }
-    if let Some(m) = st.cfg.model.max_tokens
-        && !extra.contains_key("max_tokens")
-        && !extra.contains_key("max_completion_tokens")
-    {
-        extra.insert("max_tokens".into(), json!(m));
+    let Some(cap) = model.max_tokens else {
+        return;
+    };
+    let mut limited = false;
+    for key in ["max_tokens", "max_completion_tokens"] {
+        if let Some(v) = extra.get_mut(key)
+            && let Some(asked) = v.as_u64()
+        {
+            limited = true;
+            if asked > u64::from(cap) {
+                *v = json!(cap);
+            }
+        }
+    }
+    if !limited {
+        extra.insert("max_tokens".into(), json!(cap));
     }
 }
 
@@ -156,5 +171,60 @@ impl Drop for CallObserver {
                 "exchange cancelled by the client"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(extra: Value, temperature: Option<f64>, cap: Option<u32>) -> Value {
+        let model = ModelConfig {
+            temperature,
+            max_tokens: cap,
+            ..ModelConfig::default()
+        };
+        let Value::Object(mut extra) = extra else {
+            panic!("an object")
+        };
+        apply_generation_defaults(&model, &mut extra);
+        Value::Object(extra)
+    }
+
+    #[test]
+    fn configured_max_tokens_is_a_cap() {
+        // No limit asked: the configured one.
+        assert_eq!(with(json!({}), None, Some(500)), json!({"max_tokens": 500}));
+        // Asked for more: lowered, whichever field the client used.
+        assert_eq!(
+            with(json!({"max_tokens": 4000}), None, Some(500)),
+            json!({"max_tokens": 500})
+        );
+        assert_eq!(
+            with(json!({"max_completion_tokens": 9000}), None, Some(500)),
+            json!({"max_completion_tokens": 500})
+        );
+        // Asked for less: kept.
+        assert_eq!(
+            with(json!({"max_completion_tokens": 50}), None, Some(500)),
+            json!({"max_completion_tokens": 50})
+        );
+        // No cap configured: the client decides.
+        assert_eq!(
+            with(json!({"max_tokens": 4000}), None, None),
+            json!({"max_tokens": 4000})
+        );
+    }
+
+    #[test]
+    fn configured_temperature_is_a_default() {
+        assert_eq!(
+            with(json!({}), Some(0.2), None),
+            json!({"temperature": 0.2})
+        );
+        assert_eq!(
+            with(json!({"temperature": 1.0}), Some(0.2), None),
+            json!({"temperature": 1.0})
+        );
     }
 }

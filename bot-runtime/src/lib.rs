@@ -49,6 +49,14 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let deadline = Duration::from_secs(st.cfg.server.drain_deadline_secs);
+    let local = listener.local_addr()?;
+    if st.keys.is_open() && !local.ip().is_loopback() {
+        tracing::warn!(
+            listen = %local,
+            "no API keys are configured and the listener is not loopback: anyone who can reach it \
+             may chat and read every conversation; set auth.api_keys (CLAWDBOT_API_KEYS)"
+        );
+    }
     let metrics = match &st.cfg.server.metrics_listen {
         Some(addr) => Some(serve_metrics(st.clone(), addr).await?),
         None => None,

@@ -91,6 +91,15 @@ async fn keys_are_required_and_scoped() {
     let r = client().get(rt.url("/v1/models")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let health: serde_json::Value = client()
+        .get(rt.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["auth"], "keys");
 }
 
 #[tokio::test]

@@ -247,5 +247,43 @@ async fn starts_on_embedded_defaults_with_json_logs() {
         lines.iter().any(|l| l["span"]["request_id"].is_string()),
         "request ids are logged"
     );
+    // Open on loopback: the usual laptop set-up, nothing to warn about.
+    assert!(!logs.contains("no API keys are configured"), "{logs}");
     let _ = std::io::stderr().flush();
+}
+
+#[tokio::test]
+async fn an_open_api_on_a_shared_address_is_named_in_the_log_and_on_health() {
+    let port = free_port();
+    let child = clean_command()
+        .env("CLAWDBOT_LISTEN", format!("0.0.0.0:{port}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    let health: Value = reqwest::get(format!("{base}/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["auth"], "open");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stdout);
+    let warning = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("no API keys are configured"))
+        })
+        .unwrap_or_else(|| panic!("no warning in:\n{logs}"));
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["listen"], format!("0.0.0.0:{port}"));
 }

@@ -231,6 +231,7 @@ async fn unknown_fields_reach_the_upstream_untouched_with_the_configured_key() {
     let rt = start(config_for(Some(&mock), |c| {
         c.model.api_key = Some(clawdbot_config::Secret::new("upstream-secret"));
         c.model.temperature = Some(0.3);
+        c.model.max_tokens = Some(256);
     }))
     .await;
     let body = json!({
@@ -239,6 +240,7 @@ async fn unknown_fields_reach_the_upstream_untouched_with_the_configured_key() {
         "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
         "response_format": {"type": "json_object"},
         "seed": 7,
+        "max_tokens": 100000,
     });
     let (s, b) = post_json(&rt.url("/v1/chat/completions"), body.clone()).await;
     assert_eq!(s, 200, "{b}");
@@ -248,6 +250,20 @@ async fn unknown_fields_reach_the_upstream_untouched_with_the_configured_key() {
     assert_eq!(sent["seed"], 7);
     assert_eq!(sent["messages"], body["messages"]);
     assert_eq!(sent["temperature"], 0.3, "config default applied");
+    assert_eq!(
+        sent["max_tokens"], 256,
+        "the configured max_tokens is a cap"
+    );
+    let (status, refused) = post_json(
+        &rt.url("/v1/chat/completions"),
+        json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}], "n": 3}),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["param"].as_str()),
+        (400, Some("n")),
+        "{refused}"
+    );
     assert_eq!(
         mock.last_authorization().as_deref(),
         Some("Bearer upstream-secret")

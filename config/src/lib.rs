@@ -146,6 +146,21 @@ mod tests {
     }
 
     #[test]
+    fn wecom_agent_id_is_a_number_or_a_string() {
+        for yaml in [
+            "wecom:\n  agent_id: 1000002\n",
+            "wecom:\n  agent_id: \"1000002\"\n",
+        ] {
+            let cfg = load(yaml, env(&[])).unwrap();
+            assert_eq!(cfg.wecom.agent_id.as_deref(), Some("1000002"), "{yaml}");
+        }
+        let cfg = load("", env(&[("CLAWDBOT_WECOM__AGENT_ID", "1000002")])).unwrap();
+        assert_eq!(cfg.wecom.agent_id.as_deref(), Some("1000002"));
+        let err = load("wecom:\n  agent_id: [1]\n", env(&[])).unwrap_err();
+        assert_eq!(err.issues()[0].key, "wecom.agent_id");
+    }
+
+    #[test]
     fn wrong_types_name_the_key() {
         let err = load("model:\n  max_tokens: lots\n", env(&[])).unwrap_err();
         assert_eq!(err.issues()[0].key, "model.max_tokens");

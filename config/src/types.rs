@@ -4,9 +4,24 @@
 //! all. Unknown keys are rejected so a typo never silently does nothing.
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::Secret;
+
+/// An id a platform's console shows as a number (WeCom's AgentId), written
+/// either way in YAML and kept as a string.
+fn id_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    Ok(Option::<Id>::deserialize(d)?.map(|id| match id {
+        Id::Text(s) => s,
+        Id::Number(n) => n.to_string(),
+    }))
+}
 
 /// Root of the bot-runtime configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -145,6 +160,20 @@ pub struct ApiKey {
     pub name: Option<String>,
 }
 
+/// Session owners starting with this are IM users (`im:dingtalk`, ...), not
+/// API keys: no key may be named so.
+pub const IM_OWNER_PREFIX: &str = "im:";
+
+impl ApiKey {
+    /// The name logs, metrics and session ownership use for the key at
+    /// `index` (from 0) of `auth.api_keys`.
+    pub fn effective_name(&self, index: usize) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("key-{}", index + 1))
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -176,7 +205,9 @@ pub struct ModelConfig {
     /// Sampling temperature used when the caller does not set one.
     #[schemars(range(min = 0.0, max = 2.0))]
     pub temperature: Option<f64>,
-    /// Completion token limit used when the caller does not set one.
+    /// Completion token limit: used when the caller sets none, and a cap on
+    /// what a caller of `/v1/chat/completions` may ask for (a bigger
+    /// `max_tokens` or `max_completion_tokens` is lowered to it).
     #[schemars(range(min = 1))]
     pub max_tokens: Option<u32>,
     /// Deadline in seconds for an upstream answer: the whole body when not
@@ -582,7 +613,10 @@ pub struct WeComConfig {
     pub enabled: bool,
     /// The company's CorpID.
     pub corp_id: Option<String>,
-    /// The app's AgentId.
+    /// The app's AgentId, as WeCom's console shows it (a number; a string
+    /// works too).
+    #[serde(deserialize_with = "id_string")]
+    #[schemars(extend("type" = ["string", "integer", "null"]))]
     pub agent_id: Option<String>,
     /// The app's Secret.
     pub secret: Option<Secret>,

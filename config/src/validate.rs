@@ -101,6 +101,7 @@ fn validate_inner(cfg: &RuntimeConfig, credentials: bool) -> Vec<Issue> {
     }
 
     let mut seen = std::collections::HashSet::new();
+    let mut names = std::collections::HashSet::new();
     for (i, k) in cfg.auth.api_keys.iter().enumerate() {
         if k.key.expose().len() < 8 {
             bad(
@@ -122,6 +123,24 @@ fn validate_inner(cfg: &RuntimeConfig, credentials: bool) -> Vec<Issue> {
             bad(
                 &format!("auth.api_keys[{i}].key"),
                 "duplicates an earlier key".into(),
+            );
+        }
+        let name = k.effective_name(i);
+        let field = format!("auth.api_keys[{i}].name");
+        if name.trim().is_empty() {
+            bad(&field, "must not be empty".into());
+        } else if name.starts_with(crate::types::IM_OWNER_PREFIX) {
+            bad(
+                &field,
+                format!(
+                    "{name:?}: the prefix {:?} is reserved for IM users' sessions",
+                    crate::types::IM_OWNER_PREFIX
+                ),
+            );
+        } else if !names.insert(name.clone()) {
+            bad(
+                &field,
+                format!("{name:?} is the name of an earlier key; names must be unique"),
             );
         }
     }
@@ -519,6 +538,37 @@ mod tests {
                 "model.temperature"
             ]
         );
+    }
+
+    #[test]
+    fn api_key_names_are_unique_and_not_im_owners() {
+        use crate::{ApiKey, Scope, Secret};
+        let key = |k: &str, name: Option<&str>| ApiKey {
+            key: Secret::new(k),
+            scope: Scope::User,
+            name: name.map(String::from),
+        };
+        let mut c = RuntimeConfig::default();
+        c.auth.api_keys = vec![
+            key("aaaaaaaa1", Some("ci")),
+            key("aaaaaaaa2", None),
+            key("aaaaaaaa3", Some("key-2")),
+            key("aaaaaaaa4", Some("im:dingtalk")),
+            key("aaaaaaaa5", Some("ci")),
+            key("aaaaaaaa6", Some(" ")),
+        ];
+        let issues = validate(&c);
+        let by_key: Vec<(&str, &str)> = issues
+            .iter()
+            .map(|i| (i.key.as_str(), i.why.as_str()))
+            .collect();
+        assert_eq!(by_key.len(), 4, "{by_key:?}");
+        assert!(by_key[0].0 == "auth.api_keys[2].name" && by_key[0].1.contains("\"key-2\""));
+        assert!(by_key[1].0 == "auth.api_keys[3].name" && by_key[1].1.contains("reserved"));
+        assert!(by_key[2].0 == "auth.api_keys[4].name" && by_key[2].1.contains("unique"));
+        assert!(by_key[3].0 == "auth.api_keys[5].name" && by_key[3].1.contains("empty"));
+        c.auth.api_keys.truncate(2);
+        assert_eq!(validate(&c), vec![]);
     }
 
     #[test]

@@ -199,11 +199,9 @@ pub(crate) async fn unless_stopped<T>(
 
 /// The client for the endpoint call; `None` (logged) when it cannot be built.
 pub(crate) fn http_client(name: LinkName, connect_timeout: Duration) -> Option<reqwest::Client> {
-    crate::tls::install_crypto_provider();
-    let built = reqwest::Client::builder()
+    let built = super::platform_client()
         .connect_timeout(connect_timeout)
         .timeout(connect_timeout)
-        .user_agent(USER_AGENT)
         .build();
     match built {
         Ok(c) => Some(c),

@@ -23,6 +23,17 @@ use std::pin::Pin;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+/// The start of every HTTP client that calls an IM platform (replies,
+/// notifications, long-connection endpoints): our user agent, and no
+/// redirects, so a platform token in a header or query never follows a
+/// `Location` to another host.
+pub(crate) fn platform_client() -> reqwest::ClientBuilder {
+    crate::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .user_agent(longconn::USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
@@ -218,4 +229,56 @@ pub fn long_connections(
         tasks.push(tokio::spawn(feishu::ws::run(cfg, sink, stop)));
     }
     tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::routing::any;
+
+    async fn serve(app: Router) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn platform_clients_do_not_follow_redirects() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let elsewhere = serve(Router::new().fallback(any(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { "token received" }
+        })))
+        .await;
+        let location = format!("http://{elsewhere}/collect");
+        let platform = serve(Router::new().fallback(any(move || {
+            let location = location.clone();
+            async move {
+                (
+                    http::StatusCode::FOUND,
+                    [(http::header::LOCATION, location)],
+                )
+            }
+        })))
+        .await;
+        let url = format!("http://{platform}/api/send?access_token=secret");
+        let resp = super::platform_client()
+            .build()
+            .unwrap()
+            .post(&url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 302);
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        // A default client would have carried the request there.
+        let followed = reqwest::Client::new().get(&url).send().await.unwrap();
+        assert_eq!(followed.status(), 200);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
 }

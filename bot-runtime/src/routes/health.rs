@@ -18,6 +18,8 @@ pub async fn health(State(st): State<AppState>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": st.started.elapsed().as_secs(),
         "draining": st.drain.is_draining(),
+        // "open": no API keys, anyone who reaches the port may use the API.
+        "auth": if st.keys.is_open() { "open" } else { "keys" },
         "model": {"backend": st.provider.label(), "name": st.cfg.model.name},
     }))
 }

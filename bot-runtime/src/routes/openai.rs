@@ -125,6 +125,18 @@ pub fn parse_request(body: Value, models: &[String]) -> ApiResult<OpenAiCall> {
             ));
         }
     }
+    // One answer per request: `n` > 1 would multiply the cost of a call
+    // the operator's limits were set for.
+    match obj.get("n") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "n",
+                "n must be 1: this server returns one choice per request",
+            ));
+        }
+    }
     for key in ["max_tokens", "max_completion_tokens"] {
         match obj.get(key) {
             None | Some(Value::Null) => {}
@@ -257,7 +269,7 @@ pub async fn chat_completions(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
     let mut call = parse_request(body, st.provider.models())?;
-    apply_generation_defaults(&st, &mut call.req.extra);
+    apply_generation_defaults(&st.cfg.model, &mut call.req.extra);
     let log = LogContext::new(&caller, &call.req);
     let obs = CallObserver::start(&st, "openai", None);
     if call.stream {
@@ -498,6 +510,16 @@ mod tests {
 
     #[test]
     fn each_rejection_names_its_field() {
+        for n in [json!(2), json!(0), json!("1")] {
+            assert_eq!(
+                param(
+                    json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": n})
+                ),
+                (400, Some("n".into()))
+            );
+        }
+        let one = json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 1});
+        assert_eq!(parse_request(one, &models()).unwrap().req.extra["n"], 1);
         assert_eq!(
             param(json!({"messages": [{"role": "user", "content": "x"}]})),
             (400, Some("model".into()))

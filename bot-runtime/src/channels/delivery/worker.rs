@@ -33,7 +33,11 @@ pub fn session_id(m: &Inbound) -> String {
 /// than admin ones cannot read them.
 fn caller(m: &Inbound) -> Caller {
     Caller {
-        key_name: Some(format!("im:{}", m.platform.label())),
+        key_name: Some(format!(
+            "{}{}",
+            clawdbot_config::IM_OWNER_PREFIX,
+            m.platform.label()
+        )),
         scope: clawdbot_config::Scope::User,
     }
 }

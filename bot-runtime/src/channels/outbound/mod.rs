@@ -24,12 +24,10 @@ pub struct Outbound {
 
 impl Outbound {
     pub fn new(cfg: &RuntimeConfig) -> anyhow::Result<Self> {
-        crate::tls::install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let http = super::platform_client()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))
             .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("clawdbot-bot-runtime/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let attempts = cfg.channels.reply_attempts;
         Ok(Self {
