@@ -309,6 +309,32 @@ async fn bad_stale_malformed_and_oversized_deliveries_never_reach_the_model() {
     rt.stop().await;
 }
 
+#[tokio::test]
+async fn an_im_message_over_the_length_limit_gets_a_refusal_not_the_model() {
+    let model = mock().await;
+    let (api, base) = SlackApi::start().await;
+    let rt = start(config_for(Some(&model), |c| {
+        slack_config(c, &base);
+        c.sessions.max_message_bytes = 100;
+    }))
+    .await;
+    let url = rt.url("/webhooks/slack");
+    let long = "x".repeat(101);
+    let r = post_signed(&url, &event("EvLong", &long), now_ms() / 1000).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        eventually(Duration::from_secs(10), || async { api.posts().len() == 1 }).await,
+        "no answer"
+    );
+    let text = api.posts()[0]["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.contains("too long") && text.contains("100 bytes"),
+        "{text}"
+    );
+    assert_eq!(model.requests(), 0);
+    rt.stop().await;
+}
+
 fn inbound(id: &str, message_id: Option<&str>) -> Inbound {
     Inbound {
         platform: Platform::Slack,

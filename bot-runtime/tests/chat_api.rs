@@ -168,13 +168,17 @@ async fn a_second_turn_waits_for_the_first_then_gets_409() {
 async fn bad_input_gets_a_4xx_naming_the_problem() {
     let mock = mock().await;
     let rt = start(config_for(Some(&mock), |c| {
-        c.server.body_limit_bytes = 4096
+        c.server.body_limit_bytes = 4096;
+        c.sessions.max_message_bytes = 1000;
     }))
     .await;
     let url = rt.url("/api/v1/chat");
     let c = client();
     let cases: Vec<(Value, u16, &str)> = vec![
         (json!({}), 400, "message"),
+        // Over sessions.max_message_bytes (counted in UTF-8 bytes).
+        (json!({"message": "x".repeat(1001)}), 400, "message"),
+        (json!({"message": "é".repeat(501)}), 400, "message"),
         (json!({"message": ""}), 400, "message"),
         (json!({"message": "   "}), 400, "message"),
         (json!({"message": 5}), 400, "message"),

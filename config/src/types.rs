@@ -326,6 +326,10 @@ pub struct SessionsConfig {
     /// applied with Redis (`redis.url`), whose own memory limit governs.
     #[schemars(range(min = 1))]
     pub max_sessions: usize,
+    /// Longest chat message accepted, in bytes (UTF-8): a longer one gets 400
+    /// naming `message` on the API, and a short refusal on IM channels.
+    #[schemars(range(min = 1, max = 1048576))]
+    pub max_message_bytes: usize,
 }
 
 impl Default for SessionsConfig {
@@ -335,6 +339,7 @@ impl Default for SessionsConfig {
             ttl_secs: 1800,
             turn_wait_secs: 30,
             max_sessions: 100_000,
+            max_message_bytes: 32 * 1024,
         }
     }
 }

@@ -126,6 +126,11 @@ pub fn window_ms(secs: u64) -> i64 {
     i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
+/// A configured secret, still wrapped; `None` when unset or empty.
+pub fn configured_secret(secret: &Option<Secret>) -> Option<Secret> {
+    secret.as_ref().filter(|s| !s.is_empty()).cloned()
+}
+
 /// A configured secret's text; `None` when unset or empty.
 pub fn configured(secret: &Option<Secret>) -> Option<&str> {
     secret

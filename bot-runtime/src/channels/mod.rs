@@ -246,6 +246,57 @@ mod tests {
         addr
     }
 
+    #[test]
+    fn debug_output_of_config_and_verifiers_shows_no_secret() {
+        use clawdbot_config::{ApiKey, RuntimeConfig, Scope, Secret};
+        let s = |n: &str| Some(Secret::new(format!("SECRET{n}")));
+        let mut cfg = RuntimeConfig::default();
+        cfg.auth.api_keys = vec![ApiKey {
+            key: Secret::new("SECRETapikey"),
+            scope: Scope::Admin,
+            name: None,
+        }];
+        cfg.model.api_key = s("model");
+        cfg.redis.url = s("redis");
+        cfg.database.url = s("db");
+        (
+            cfg.dingtalk.app_secret,
+            cfg.dingtalk.webhook_url,
+            cfg.dingtalk.secret,
+        ) = (s("dt1"), s("dt2"), s("dt3"));
+        cfg.feishu.app_secret = s("fs1");
+        cfg.feishu.verification_token = s("fs2");
+        cfg.feishu.encrypt_key = s("fs3");
+        cfg.feishu.notify_webhook_url = s("fs4");
+        cfg.feishu.notify_secret = s("fs5");
+        (cfg.wecom.secret, cfg.wecom.token) = (s("wc1"), s("wc2"));
+        cfg.wecom.robot_webhook_url = s("wc3");
+        // An EncodingAESKey is 43 base64 characters.
+        cfg.wecom.encoding_aes_key = Some(Secret::new(format!("SECRETwc4{}", "A".repeat(34))));
+        cfg.wecom.corp_id = Some("ww-corp".into());
+        (cfg.slack.signing_secret, cfg.slack.bot_token) = (s("sl1"), s("sl2"));
+
+        let dingtalk = super::dingtalk::Verifier::from_config(&cfg.dingtalk).expect("dingtalk");
+        let feishu = super::feishu::Verifier::from_config(&cfg.feishu).expect("feishu");
+        let slack = super::slack::Verifier::from_config(&cfg.slack).expect("slack");
+        let wecom = super::wecom::Crypto::from_config(&cfg.wecom)
+            .expect("wecom")
+            .expect("a usable key");
+        for dump in [
+            format!("{cfg:?}"),
+            format!("{dingtalk:?}"),
+            format!("{feishu:?}"),
+            format!("{slack:?}"),
+            format!("{wecom:?}"),
+        ] {
+            assert!(!dump.contains("SECRET"), "{dump}");
+        }
+        // The values are all there, only not printed.
+        assert_eq!(dingtalk.app_secret.expose(), "SECRETdt1");
+        assert_eq!(slack.signing_secret.expose(), "SECRETsl1");
+        assert_eq!(wecom.token, "SECRETwc2");
+    }
+
     #[tokio::test]
     async fn platform_clients_do_not_follow_redirects() {
         let hits = Arc::new(AtomicUsize::new(0));

@@ -112,6 +112,16 @@ pub async fn chat(
     if body.message.trim().is_empty() {
         return Err(ApiError::invalid("message", "message must not be empty"));
     }
+    let max = st.cfg.sessions.max_message_bytes;
+    if body.message.len() > max {
+        return Err(ApiError::invalid(
+            "message",
+            format!(
+                "message is {} bytes; at most {max} are accepted (sessions.max_message_bytes)",
+                body.message.len()
+            ),
+        ));
+    }
     if let Some(u) = &body.user_id
         && (u.is_empty() || u.len() > MAX_USER_ID || u.chars().any(char::is_control))
     {

@@ -257,6 +257,7 @@ mod tests {
             ttl_secs: ttl,
             turn_wait_secs: wait,
             max_sessions: 2,
+            ..SessionsConfig::default()
         })
     }
 

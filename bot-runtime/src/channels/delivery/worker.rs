@@ -45,11 +45,22 @@ fn caller(m: &Inbound) -> Caller {
 pub async fn answer(st: &AppState, d: &Delivery) {
     let m = &d.inbound;
     let channel = m.platform.label();
-    let text = match begin(st, m).await {
-        Ok(turn) => converse(st, m, turn).await,
-        Err(e) => {
-            tracing::warn!(channel, error = %e, "no session for an IM message");
-            APOLOGY.to_owned()
+    let max = st.cfg.sessions.max_message_bytes;
+    let text = if m.text.len() > max {
+        tracing::info!(
+            channel,
+            bytes = m.text.len(),
+            max,
+            "an IM message over sessions.max_message_bytes"
+        );
+        format!("Sorry, that message is too long for me: at most {max} bytes, please.")
+    } else {
+        match begin(st, m).await {
+            Ok(turn) => converse(st, m, turn).await,
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "no session for an IM message");
+                APOLOGY.to_owned()
+            }
         }
     };
     match st.outbound.reply(m, &text).await {

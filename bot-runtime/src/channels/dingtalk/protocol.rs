@@ -1,12 +1,12 @@
 //! DingTalk: enterprise-robot callback verification and parsing (also used
 //! for Stream-mode frames), reply and OpenAPI bodies, custom-robot signing.
 
-use clawdbot_config::DingTalkConfig;
+use clawdbot_config::{DingTalkConfig, Secret};
 use http::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::channels::crypto::{
-    b64_encode, check_signed, configured, header_str, hmac_sha256, window_ms,
+    b64_encode, check_signed, configured_secret, header_str, hmac_sha256, window_ms,
 };
 use crate::channels::{Inbound, Platform, Rejection, ReplyTo, Verdict};
 
@@ -25,7 +25,7 @@ pub fn sign(secret: &str, timestamp_ms: i64) -> String {
 /// What callback verification needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verifier {
-    pub app_secret: String,
+    pub app_secret: Secret,
     pub window_ms: i64,
 }
 
@@ -33,7 +33,7 @@ impl Verifier {
     /// `None` when no AppSecret is configured: callbacks cannot be verified.
     pub fn from_config(cfg: &DingTalkConfig) -> Option<Self> {
         Some(Self {
-            app_secret: configured(&cfg.app_secret)?.to_owned(),
+            app_secret: configured_secret(&cfg.app_secret)?,
             window_ms: window_ms(cfg.timestamp_window_secs),
         })
     }
@@ -52,7 +52,7 @@ pub fn verify(
     let given = header_str(headers, "sign").ok_or(Rejection::BadSignature)?;
     let ts: i64 = ts_raw.parse().map_err(|_| Rejection::Stale)?;
     check_signed(
-        &sign(&v.app_secret, ts),
+        &sign(v.app_secret.expose(), ts),
         given,
         Some(ts),
         now_ms,

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use clawdbot_config::FeishuConfig;
+use clawdbot_config::{FeishuConfig, Secret};
 use http::HeaderMap;
 use serde_json::{Value, json};
 
@@ -11,7 +11,7 @@ use super::event::{self, Envelope};
 
 use crate::channels::crypto::{
     PadBlock, aes256_cbc_decrypt, aes256_cbc_encrypt, b64_decode, b64_encode, check_signed,
-    configured, ct_eq, header_str, hmac_sha256, secs_to_ms, sha256, window_ms,
+    configured_secret, ct_eq, header_str, hmac_sha256, secs_to_ms, sha256, window_ms,
 };
 use crate::channels::{Inbound, Platform, Rejection, ReplyTo, Verdict};
 
@@ -24,8 +24,8 @@ const RECEIVE_V1: &str = "im.message.receive_v1";
 /// set (see [`Verifier::from_config`]); with neither, [`verify`] refuses all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verifier {
-    pub verification_token: Option<String>,
-    pub encrypt_key: Option<String>,
+    pub verification_token: Option<Secret>,
+    pub encrypt_key: Option<Secret>,
     pub window_ms: i64,
 }
 
@@ -33,8 +33,8 @@ impl Verifier {
     /// `None` when neither a verification token nor an encrypt key is set.
     pub fn from_config(cfg: &FeishuConfig) -> Option<Self> {
         let v = Self {
-            verification_token: configured(&cfg.verification_token).map(str::to_owned),
-            encrypt_key: configured(&cfg.encrypt_key).map(str::to_owned),
+            verification_token: configured_secret(&cfg.verification_token),
+            encrypt_key: configured_secret(&cfg.encrypt_key),
             window_ms: window_ms(cfg.timestamp_window_secs),
         };
         (v.verification_token.is_some() || v.encrypt_key.is_some()).then_some(v)
@@ -91,8 +91,13 @@ pub fn verify(
     v: &Verifier,
     now_ms: i64,
 ) -> Result<Verdict, Rejection> {
-    let token = v.verification_token.as_deref();
-    match v.encrypt_key.as_deref().filter(|k| !k.is_empty()) {
+    let token = v.verification_token.as_ref().map(Secret::expose);
+    match v
+        .encrypt_key
+        .as_ref()
+        .map(Secret::expose)
+        .filter(|k| !k.is_empty())
+    {
         Some(key) if header_str(headers, SIGNATURE).is_some() => {
             verify_signed(headers, body, key, token, v.window_ms, now_ms)
         }

@@ -1,11 +1,11 @@
 //! Slack: v0 request signatures, Events API parsing, chat.postMessage bodies.
 
-use clawdbot_config::SlackConfig;
+use clawdbot_config::{Secret, SlackConfig};
 use http::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::channels::crypto::{
-    check_signed, configured, header_str, hmac_sha256, secs_to_ms, window_ms,
+    check_signed, configured_secret, header_str, hmac_sha256, secs_to_ms, window_ms,
 };
 use crate::channels::{Inbound, Platform, Rejection, ReplyTo, Verdict};
 
@@ -28,7 +28,7 @@ pub fn signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verifier {
-    pub signing_secret: String,
+    pub signing_secret: Secret,
     pub window_ms: i64,
 }
 
@@ -36,7 +36,7 @@ impl Verifier {
     /// `None` when no signing secret is configured.
     pub fn from_config(cfg: &SlackConfig) -> Option<Self> {
         Some(Self {
-            signing_secret: configured(&cfg.signing_secret)?.to_owned(),
+            signing_secret: configured_secret(&cfg.signing_secret)?,
             window_ms: window_ms(cfg.timestamp_window_secs),
         })
     }
@@ -51,7 +51,7 @@ pub fn verify(
 ) -> Result<Verdict, Rejection> {
     let given = header_str(headers, SIGNATURE).ok_or(Rejection::BadSignature)?;
     let ts = header_str(headers, TIMESTAMP).ok_or(Rejection::Stale)?;
-    let expected = signature(&v.signing_secret, ts, body);
+    let expected = signature(v.signing_secret.expose(), ts, body);
     check_signed(&expected, given, secs_to_ms(ts), now_ms, v.window_ms)?;
     parse_event(body)
 }

@@ -75,6 +75,7 @@ fn store_with(url: &str, o: Opt) -> TestStore {
         ttl_secs: o.ttl_secs,
         turn_wait_secs: o.turn_wait_secs,
         max_sessions: 1,
+        ..SessionsConfig::default()
     };
     let errors = IntCounterVec::new(Opts::new("e", "e"), &["op"]).unwrap();
     TestStore {
