@@ -326,6 +326,11 @@ pub struct SessionsConfig {
     /// applied with Redis (`redis.url`), whose own memory limit governs.
     #[schemars(range(min = 1))]
     pub max_sessions: usize,
+    /// Bytes of conversation history all in-memory sessions may hold
+    /// together; beyond it the least recently used sessions are forgotten.
+    /// Not applied with Redis.
+    #[schemars(range(min = 65536))]
+    pub max_memory_bytes: u64,
     /// Longest chat message accepted, in bytes (UTF-8): a longer one gets 400
     /// naming `message` on the API, and a short refusal on IM channels.
     #[schemars(range(min = 1, max = 1048576))]
@@ -339,6 +344,7 @@ impl Default for SessionsConfig {
             ttl_secs: 1800,
             turn_wait_secs: 30,
             max_sessions: 100_000,
+            max_memory_bytes: 64 * 1024 * 1024,
             max_message_bytes: 32 * 1024,
         }
     }

@@ -226,6 +226,18 @@ fn validate_inner(cfg: &RuntimeConfig, credentials: bool) -> Vec<Issue> {
     if cfg.sessions.turn_wait_secs > 600 {
         bad("sessions.turn_wait_secs", "must be at most 600".into());
     }
+    if cfg.sessions.max_memory_bytes < 65536 {
+        bad(
+            "sessions.max_memory_bytes",
+            "must be at least 65536 (64 KiB)".into(),
+        );
+    }
+    if !(1..=1_048_576).contains(&cfg.sessions.max_message_bytes) {
+        bad(
+            "sessions.max_message_bytes",
+            "must be from 1 to 1048576 (1 MiB)".into(),
+        );
+    }
     if cfg.sessions.max_sessions == 0 {
         bad("sessions.max_sessions", "must be at least 1".into());
     }

@@ -1,11 +1,16 @@
 //! In-memory session store (the embedded default): conversation history with
-//! a window, an idle TTL, and one turn at a time per session.
+//! a window, an idle TTL, one turn at a time per session, a count cap
+//! (beyond it new sessions get 503) and a byte budget for all history
+//! (beyond it the least recently used sessions are forgotten). Expiry,
+//! recency and weights are moka's.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use clawdbot_config::SessionsConfig;
+use moka::policy::{EvictionPolicy, Expiry};
+use moka::sync::Cache;
 use tokio::sync::OwnedMutexGuard;
 
 use super::{
@@ -16,6 +21,11 @@ use crate::auth::Caller;
 /// Messages kept per session for `GET .../messages`, beyond the model window.
 pub(super) const KEEP_AT_LEAST: usize = 100;
 
+/// What a session costs besides its messages' text (ids, locks, the map
+/// entry), and each message besides its content, for the byte budget.
+const SESSION_OVERHEAD: usize = 512;
+const MESSAGE_OVERHEAD: usize = 64;
+
 pub struct Session {
     pub id: String,
     /// The API key name that created it (`None` on an open API).
@@ -23,12 +33,7 @@ pub struct Session {
     pub user_id: Option<String>,
     created_at: SystemTime,
     turn: Arc<tokio::sync::Mutex<()>>,
-    state: Mutex<SessionState>,
-}
-
-struct SessionState {
-    history: VecDeque<StoredMessage>,
-    last_active: Instant,
+    history: Mutex<VecDeque<StoredMessage>>,
 }
 
 /// Holding this means the session's turn is ours.
@@ -36,20 +41,42 @@ pub(super) struct Hold {
     _guard: OwnedMutexGuard<()>,
     session: Arc<Session>,
     keep: usize,
+    cache: Cache<String, Arc<Session>>,
 }
 
 pub struct MemoryStore {
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
-    ttl: Duration,
+    cache: Cache<String, Arc<Session>>,
+    /// Serialises creating sessions, so the count cap is exact.
+    creating: Mutex<()>,
     turn_wait: Duration,
     window: usize,
     keep: usize,
-    max_sessions: usize,
+    max_sessions: u64,
+}
+
+/// An idle TTL that starts again when a session is written (created, or
+/// touched by a turn), not when it is only read (listing its messages).
+struct IdleTtl(Duration);
+
+impl Expiry<String, Arc<Session>> for IdleTtl {
+    fn expire_after_create(&self, _: &String, _: &Arc<Session>, _: Instant) -> Option<Duration> {
+        Some(self.0)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        _: &Arc<Session>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.0)
+    }
 }
 
 impl Session {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<StoredMessage>> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn info(&self) -> SessionInfo {
@@ -63,80 +90,88 @@ impl Session {
 
     /// The last `window` messages, oldest first, for the model.
     fn context(&self, window: usize) -> Vec<StoredMessage> {
-        let s = self.lock();
-        s.history
-            .iter()
-            .skip(s.history.len().saturating_sub(window))
+        let h = self.lock();
+        h.iter()
+            .skip(h.len().saturating_sub(window))
             .cloned()
             .collect()
     }
 
     pub fn messages(&self) -> Vec<StoredMessage> {
-        self.lock().history.iter().cloned().collect()
+        self.lock().iter().cloned().collect()
     }
 
-    fn is_idle_past(&self, ttl: Duration, now: Instant) -> bool {
-        now.duration_since(self.lock().last_active) > ttl
-    }
-
-    fn touch(&self) {
-        self.lock().last_active = Instant::now();
+    /// Its weight in the byte budget.
+    fn bytes(&self) -> u32 {
+        let text: usize = self
+            .lock()
+            .iter()
+            .map(|m| m.content.len() + MESSAGE_OVERHEAD)
+            .sum();
+        let ids = self.id.len()
+            + self.owner.as_ref().map_or(0, String::len)
+            + self.user_id.as_ref().map_or(0, String::len);
+        u32::try_from(SESSION_OVERHEAD + ids + text).unwrap_or(u32::MAX)
     }
 }
 
 impl Hold {
-    /// Records a finished exchange; the turn ends when `self` drops.
+    /// Records a finished exchange; the turn ends when `self` drops. Put
+    /// back in the cache, which restarts its TTL and weighs it again.
     pub(super) fn finish(self, user: String, assistant: String) {
-        let now = SystemTime::now();
-        let mut s = self.session.lock();
-        s.history.push_back(StoredMessage {
-            role: Role::User,
-            content: user,
-            created_at: now,
-        });
-        s.history.push_back(StoredMessage {
-            role: Role::Assistant,
-            content: assistant,
-            created_at: SystemTime::now(),
-        });
-        while s.history.len() > self.keep {
-            s.history.pop_front();
+        {
+            let mut h = self.session.lock();
+            h.push_back(StoredMessage {
+                role: Role::User,
+                content: user,
+                created_at: SystemTime::now(),
+            });
+            h.push_back(StoredMessage {
+                role: Role::Assistant,
+                content: assistant,
+                created_at: SystemTime::now(),
+            });
+            while h.len() > self.keep {
+                h.pop_front();
+            }
         }
-        s.last_active = Instant::now();
+        self.cache
+            .insert(self.session.id.clone(), self.session.clone());
     }
 }
 
 impl MemoryStore {
     pub fn new(cfg: &SessionsConfig) -> Self {
+        let cache = Cache::builder()
+            // Plain LRU: a new session is always admitted (TinyLFU, moka's
+            // default, may turn a newcomer away).
+            .eviction_policy(EvictionPolicy::lru())
+            .max_capacity(cfg.max_memory_bytes)
+            .weigher(|_, s: &Arc<Session>| s.bytes())
+            .expire_after(IdleTtl(Duration::from_secs(cfg.ttl_secs)))
+            .build();
         Self {
-            sessions: Mutex::new(HashMap::new()),
-            ttl: Duration::from_secs(cfg.ttl_secs),
+            cache,
+            creating: Mutex::new(()),
             turn_wait: Duration::from_secs(cfg.turn_wait_secs),
             window: cfg.history_messages,
             keep: cfg.history_messages.max(KEEP_AT_LEAST),
-            max_sessions: cfg.max_sessions,
+            max_sessions: cfg.max_sessions as u64,
         }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
+    /// Sessions held (moka's count, exact after [`MemoryStore::sweep`]).
     pub fn len(&self) -> usize {
-        self.map().len()
+        usize::try_from(self.cache.entry_count()).unwrap_or(usize::MAX)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// A live session, or `NotFound` (unknown or expired).
+    /// A live session, or `NotFound` (unknown, expired or evicted).
     pub fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
-        let map = self.map();
-        match map.get(id) {
-            Some(s) if !s.is_idle_past(self.ttl, Instant::now()) => Ok(s.clone()),
-            _ => Err(SessionError::NotFound),
-        }
+        self.cache.get(id).ok_or(SessionError::NotFound)
     }
 
     fn create(
@@ -166,8 +201,14 @@ impl MemoryStore {
         owner: Option<String>,
         user_id: Option<String>,
     ) -> Result<Arc<Session>, SessionError> {
-        let mut map = self.map();
-        if map.len() >= self.max_sessions && !map.contains_key(&id) {
+        let _one_at_a_time = self.creating.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = self.cache.get(&id) {
+            return Ok(s);
+        }
+        // Expired and evicted sessions leave the count only once moka has
+        // done its pending work.
+        self.cache.run_pending_tasks();
+        if self.cache.entry_count() >= self.max_sessions {
             return Err(SessionError::Full);
         }
         let session = Arc::new(Session {
@@ -176,12 +217,9 @@ impl MemoryStore {
             user_id,
             created_at: SystemTime::now(),
             turn: Arc::new(tokio::sync::Mutex::new(())),
-            state: Mutex::new(SessionState {
-                history: VecDeque::new(),
-                last_active: Instant::now(),
-            }),
+            history: Mutex::new(VecDeque::new()),
         });
-        map.insert(id, session.clone());
+        self.cache.insert(id, session.clone());
         Ok(session)
     }
 
@@ -224,7 +262,8 @@ impl MemoryStore {
         let guard = tokio::time::timeout(self.turn_wait, lock.lock_owned())
             .await
             .map_err(|_| SessionError::Busy)?;
-        session.touch();
+        // A turn restarts the idle TTL.
+        self.cache.insert(session.id.clone(), session.clone());
         Ok(Turn {
             session: session.info(),
             history: session.context(self.window),
@@ -232,17 +271,17 @@ impl MemoryStore {
                 _guard: guard,
                 session,
                 keep: self.keep,
+                cache: self.cache.clone(),
             }),
         })
     }
 
-    /// Drops sessions idle longer than the TTL whose turn is not running.
+    /// Lets moka drop what expired or went over the budget now; how many
+    /// sessions left.
     pub fn sweep(&self) -> usize {
-        let now = Instant::now();
-        let mut map = self.map();
-        let before = map.len();
-        map.retain(|_, s| !s.is_idle_past(self.ttl, now) || s.turn.try_lock().is_err());
-        before - map.len()
+        let before = self.len();
+        self.cache.run_pending_tasks();
+        before.saturating_sub(self.len())
     }
 }
 
@@ -331,6 +370,41 @@ mod tests {
             s.begin_turn(None, &anon, None).await.err(),
             Some(SessionError::Full)
         );
+    }
+
+    #[tokio::test]
+    async fn the_byte_budget_forgets_the_least_recently_used_sessions() {
+        let s = MemoryStore::new(&SessionsConfig {
+            max_memory_bytes: 6_000,
+            ..SessionsConfig::default()
+        });
+        let anon = Caller::anonymous();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let turn = s.begin_turn(None, &anon, None).await.unwrap();
+            ids.push(turn.session.id.clone());
+            // About 2 KB of history each: two fit, three do not.
+            turn.finish("q".repeat(1000), "a".repeat(1000))
+                .await
+                .unwrap();
+            s.sweep();
+        }
+        assert_eq!(
+            s.get(&ids[0]).err(),
+            Some(SessionError::NotFound),
+            "oldest forgotten"
+        );
+        assert!(s.get(&ids[1]).is_ok() && s.get(&ids[2]).is_ok());
+        // Using a session makes it recent: the next one pushes out the other.
+        let turn = s.begin_turn(Some(&ids[1]), &anon, None).await.unwrap();
+        turn.finish("q".into(), "a".into()).await.unwrap();
+        let turn = s.begin_turn(None, &anon, None).await.unwrap();
+        turn.finish("q".repeat(1000), "a".repeat(1000))
+            .await
+            .unwrap();
+        s.sweep();
+        assert!(s.get(&ids[1]).is_ok(), "recently used, kept");
+        assert_eq!(s.get(&ids[2]).err(), Some(SessionError::NotFound));
     }
 
     #[test]
