@@ -51,10 +51,7 @@ impl LogPipe {
         let (tx, rx) = sync_channel(CAPACITY);
         std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || {
-                crate::housekeeping::lower_this_thread();
-                write_lines(rx, out)
-            })
+            .spawn(move || write_lines(rx, out))
             .ok()?;
         Some((Self { tx: tx.clone() }, Flush { tx }))
     }

@@ -252,6 +252,59 @@ async fn starts_on_embedded_defaults_with_json_logs() {
     let _ = std::io::stderr().flush();
 }
 
+/// Each thread's nice value (field 19 of /proc/PID/task/TID/stat, after
+/// the parenthesised name), by thread name.
+#[cfg(target_os = "linux")]
+fn thread_nice_values(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        // After the name: state is field 3, nice field 19.
+        let nice: i64 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+        out.push((name.trim().to_owned(), nice));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn no_thread_runs_at_a_lower_priority_than_the_requests() {
+    // A request that waits on a background writer (a full log queue, a
+    // delivery commit) must not wait behind a niced thread.
+    let port = free_port();
+    let dir = temp_dir("nice");
+    let mut child = clean_command()
+        .env("CLAWDBOT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CLAWDBOT_SERVER__DATA_DIR", &dir)
+        .env("CLAWDBOT_SLACK__ENABLED", "true")
+        .env("CLAWDBOT_SLACK__SIGNING_SECRET", "nice-test-signing-secret")
+        .env("CLAWDBOT_SLACK__BOT_TOKEN", "xoxb-nice-test")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    // Some traffic, so lazily started threads exist.
+    let (s, _) = post_json(&format!("{base}/api/v1/chat"), json!({"message": "hi"})).await;
+    assert_eq!(s, 200);
+    let threads = thread_nice_values(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let main = threads[0].1;
+    assert!(threads.len() > 2, "{threads:?}");
+    for (name, nice) in &threads {
+        assert_eq!(
+            *nice, main,
+            "thread {name} runs at nice {nice}: {threads:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_open_api_on_a_shared_address_is_named_in_the_log_and_on_health() {
     let port = free_port();

@@ -502,7 +502,6 @@ fn spawn_checkpointer(path: PathBuf, inner: std::sync::Weak<Inner>) {
     let spawned = std::thread::Builder::new()
         .name("deliveries-ckpt".into())
         .spawn(move || {
-            crate::housekeeping::lower_this_thread();
             let mut side = None;
             loop {
                 std::thread::sleep(CHECKPOINT_EVERY);
