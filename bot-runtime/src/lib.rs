@@ -56,6 +56,16 @@ where
              may chat and read every conversation; set auth.api_keys (CLAWDBOT_API_KEYS)"
         );
     }
+    let f = &st.cfg.feishu;
+    if f.enabled
+        && f.mode == clawdbot_config::FeishuMode::Webhook
+        && f.encrypt_key.as_ref().is_none_or(|k| k.is_empty())
+    {
+        tracing::warn!(
+            "feishu.allow_unencrypted: Feishu events arrive in plaintext, proven only by the \
+             verification token in their body and never refused as replays; set feishu.encrypt_key"
+        );
+    }
     let metrics = match &st.cfg.server.metrics_listen {
         Some(addr) => Some(serve_metrics(st.clone(), addr).await?),
         None => None,

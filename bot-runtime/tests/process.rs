@@ -306,6 +306,49 @@ async fn no_thread_runs_at_a_lower_priority_than_the_requests() {
 }
 
 #[tokio::test]
+async fn plaintext_feishu_webhooks_start_only_when_allowed_and_then_warn() {
+    let port = free_port();
+    let feishu = |cmd: &mut Command| {
+        cmd.env("CLAWDBOT_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CLAWDBOT_FEISHU__ENABLED", "true")
+            .env("CLAWDBOT_FEISHU__APP_ID", "cli_test")
+            .env("CLAWDBOT_FEISHU__APP_SECRET", "feishu-app-secret")
+            .env("CLAWDBOT_FEISHU__VERIFICATION_TOKEN", "feishu-token");
+    };
+    // Not allowed: refused at start, naming the key.
+    let mut refused = clean_command();
+    feishu(&mut refused);
+    let out = refused
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("feishu.encrypt_key"), "{text}");
+    // Allowed: runs, and says what it accepted.
+    let mut allowed = clean_command();
+    feishu(&mut allowed);
+    let child = allowed
+        .env("CLAWDBOT_FEISHU__ALLOW_UNENCRYPTED", "true")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&format!("http://127.0.0.1:{port}")).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("\"WARN\"") && l.contains("feishu.allow_unencrypted")),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
 async fn an_open_api_on_a_shared_address_is_named_in_the_log_and_on_health() {
     let port = free_port();
     let child = clean_command()

@@ -13,7 +13,9 @@ use serde_json::Value;
 pub use env::{ENV_ALIASES, EnvOverride};
 pub use secret::Secret;
 pub use types::*;
-pub use validate::{Issue, parse_net, validate, validate_without_credentials};
+pub use validate::{
+    Issue, RequiredKey, parse_net, required_channel_keys, validate, validate_without_credentials,
+};
 
 /// Why a configuration was refused. Every variant names the key.
 #[derive(Debug, thiserror::Error)]

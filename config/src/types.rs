@@ -567,7 +567,12 @@ pub struct FeishuConfig {
     /// Event subscription verification token.
     pub verification_token: Option<Secret>,
     /// Event subscription encrypt key (enables AES-256-CBC bodies and signatures).
+    /// Required in webhook mode unless `allow_unencrypted` is true.
     pub encrypt_key: Option<Secret>,
+    /// Webhook mode without an encrypt key: events then prove nothing but
+    /// the verification token they carry in their plaintext body, with no
+    /// timestamp to refuse a replay by. Off unless you accept that.
+    pub allow_unencrypted: bool,
     /// `https://open.feishu.cn` (Feishu) or `https://open.larksuite.com` (Lark).
     pub api_base: String,
     /// Events whose `X-Lark-Request-Timestamp` is further than this from now are
@@ -606,6 +611,7 @@ impl Default for FeishuConfig {
             app_secret: None,
             verification_token: None,
             encrypt_key: None,
+            allow_unencrypted: false,
             api_base: "https://open.feishu.cn".into(),
             timestamp_window_secs: 8 * 3600,
             reply_format: FeishuReplyFormat::Text,

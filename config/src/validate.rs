@@ -326,16 +326,26 @@ fn validate_inner(cfg: &RuntimeConfig, credentials: bool) -> Vec<Issue> {
     issues
 }
 
-/// An enabled channel must have what it needs to verify deliveries and to
-/// reply; a disabled one is not checked, so half-filled sections are fine.
-fn validate_channels(cfg: &RuntimeConfig, credentials: bool, bad: &mut impl FnMut(&str, String)) {
+/// A credential key an enabled channel needs with this config (its mode,
+/// reply format), whether it is set, and why it is needed. The operator
+/// checks the same list against a channel's Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredKey {
+    pub key: &'static str,
+    pub set: bool,
+    pub why: &'static str,
+}
+
+/// Every [`RequiredKey`] of the enabled channels; a disabled channel needs
+/// nothing, so half-filled sections are fine.
+pub fn required_channel_keys(cfg: &RuntimeConfig) -> Vec<RequiredKey> {
     let filled = |s: &Option<crate::Secret>| s.as_ref().is_some_and(|s| !s.expose().is_empty());
     let filled_str = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
 
     let (d, f, w, s) = (&cfg.dingtalk, &cfg.feishu, &cfg.wecom, &cfg.slack);
     /// When the keys are needed, why, and each key with whether it is set.
-    type Required<'a> = (bool, &'a str, &'a [(&'a str, bool)]);
-    let required: [Required; 6] = [
+    type Required<'a> = (bool, &'static str, &'a [(&'static str, bool)]);
+    let required: [Required; 7] = [
         (
             d.enabled,
             "when dingtalk.enabled is true (it signs callbacks and gets reply tokens)",
@@ -363,6 +373,13 @@ fn validate_channels(cfg: &RuntimeConfig, credentials: bool, bad: &mut impl FnMu
             &[("feishu.verification_token", filled(&f.verification_token))],
         ),
         (
+            f.enabled && f.mode == crate::types::FeishuMode::Webhook && !f.allow_unencrypted,
+            "when feishu.mode is webhook: without it events are plaintext, proven only by a \
+             token in their body and never too old to replay (feishu.allow_unencrypted: true \
+             accepts that)",
+            &[("feishu.encrypt_key", filled(&f.encrypt_key))],
+        ),
+        (
             w.enabled,
             "when wecom.enabled is true",
             &[
@@ -382,13 +399,27 @@ fn validate_channels(cfg: &RuntimeConfig, credentials: bool, bad: &mut impl FnMu
             ],
         ),
     ];
-    for (applies, why, keys) in required {
-        for &(key, set) in keys {
-            if credentials && applies && !set {
-                bad(key, format!("is required {why}"));
+    required
+        .into_iter()
+        .filter(|(applies, _, _)| *applies)
+        .flat_map(|(_, why, keys)| {
+            keys.iter()
+                .map(move |&(key, set)| RequiredKey { key, set, why })
+        })
+        .collect()
+}
+
+/// An enabled channel must have what it needs to verify deliveries and to
+/// reply.
+fn validate_channels(cfg: &RuntimeConfig, credentials: bool, bad: &mut impl FnMut(&str, String)) {
+    if credentials {
+        for r in required_channel_keys(cfg) {
+            if !r.set {
+                bad(r.key, format!("is required {}", r.why));
             }
         }
     }
+    let (d, f, w, s) = (&cfg.dingtalk, &cfg.feishu, &cfg.wecom, &cfg.slack);
     if let Some(k) = &w.encoding_aes_key
         && !k.expose().is_empty()
         && !is_encoding_aes_key(k.expose())
@@ -580,6 +611,32 @@ mod tests {
         assert!(by_key[2].0 == "auth.api_keys[4].name" && by_key[2].1.contains("unique"));
         assert!(by_key[3].0 == "auth.api_keys[5].name" && by_key[3].1.contains("empty"));
         c.auth.api_keys.truncate(2);
+        assert_eq!(validate(&c), vec![]);
+    }
+
+    #[test]
+    fn feishu_webhooks_need_an_encrypt_key_unless_plaintext_is_accepted() {
+        use crate::{FeishuMode, Secret};
+        let mut c = RuntimeConfig::default();
+        c.feishu.enabled = true;
+        c.feishu.app_id = Some("cli_a".into());
+        c.feishu.app_secret = Some(Secret::new("app-secret"));
+        c.feishu.verification_token = Some(Secret::new("token"));
+        let issues = validate(&c);
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].key, "feishu.encrypt_key");
+        assert!(issues[0].why.contains("allow_unencrypted"), "{}", issues[0]);
+        // Secrets from the environment later: not checked here.
+        assert_eq!(validate_without_credentials(&c), vec![]);
+        c.feishu.allow_unencrypted = true;
+        assert_eq!(validate(&c), vec![]);
+        c.feishu.allow_unencrypted = false;
+        c.feishu.encrypt_key = Some(Secret::new("encrypt-key"));
+        assert_eq!(validate(&c), vec![]);
+        // The long connection needs none.
+        c.feishu.encrypt_key = None;
+        c.feishu.mode = FeishuMode::Websocket;
+        c.feishu.verification_token = None;
         assert_eq!(validate(&c), vec![]);
     }
 

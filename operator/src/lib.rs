@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod credentials;
 pub mod http;
 pub mod labels;
 pub mod leader;

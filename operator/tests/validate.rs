@@ -254,6 +254,7 @@ fn channels(enabled: bool, with_secret: bool) -> Vec<(&'static str, ClawdBotSpec
                     mode: None,
                     credentials_secret_ref: r(),
                     lark: false,
+                    allow_unencrypted: false,
                 })
             }),
         ),

@@ -40,12 +40,15 @@ fn done<T>(a: Applied<T>, conflicts: &mut Vec<NameConflict>) -> Option<T> {
     }
 }
 
+/// `hold_runtime`: leave the Deployment as it is (new pods would not start).
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_all(
     ctx: &Context,
     ns: &str,
     cb: &ClawdBot,
     c: &Children,
     st: &State,
+    hold_runtime: bool,
     owner: &Owner<'_>,
     conflicts: &mut Vec<NameConflict>,
 ) -> Result<AppliedState, Error> {
@@ -101,7 +104,13 @@ pub async fn apply_all(
         }
     }
 
-    out.deployment = done(apply(ctx, ns, &c.deployment, owner).await?, conflicts);
+    out.deployment = if hold_runtime {
+        Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&bot)
+            .await?
+    } else {
+        done(apply(ctx, ns, &c.deployment, owner).await?, conflicts)
+    };
     done(apply(ctx, ns, &c.service, owner).await?, conflicts);
     let dashboard = crate::render::monitoring::dashboard_config_map_name(&bot);
     conflicts.extend(apply_or_delete(ctx, ns, &dashboard, c.dashboard.as_ref(), owner).await?);

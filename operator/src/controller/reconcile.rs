@@ -76,6 +76,16 @@ async fn reconcile_with(
     missing.retain(|m| *m != cnpg_secret);
     read.extend(generated_secret_names(cb));
     ctx.secrets.index(ns, &bot, read);
+    // A channel Secret lacking a key the runtime requires would make every
+    // new pod refuse to start: say which, and leave the running pods be.
+    let channel_problems: Vec<Problem> =
+        crate::credentials::missing_channel_keys(cb, |name| ctx.secrets.keys(ns, name))
+            .into_iter()
+            .map(|message| Problem {
+                reason: "ChannelCredentialsMissing",
+                message,
+            })
+            .collect();
 
     let digest_of = |c: &Component| match c {
         Component::Ready { digest, .. } => digest.clone(),
@@ -93,7 +103,18 @@ async fn reconcile_with(
     )
     .map_err(|e| Error::Build(e.to_string()))?;
 
-    let outcome = apply_all(ctx, ns, cb, &children, &st, owner, &mut conflicts).await;
+    let hold_runtime = !channel_problems.is_empty();
+    let outcome = apply_all(
+        ctx,
+        ns,
+        cb,
+        &children,
+        &st,
+        hold_runtime,
+        owner,
+        &mut conflicts,
+    )
+    .await;
     let applied = match outcome {
         Ok(a) => a,
         Err(e) => {
@@ -105,6 +126,7 @@ async fn reconcile_with(
         }
     };
     let mut problems: Vec<Problem> = st.problems.clone();
+    problems.extend(channel_problems);
     problems.extend(st.redis.problem().cloned());
     problems.extend(st.database.problem().cloned());
     problems.extend(conflicts.iter().map(|c| Problem {

@@ -20,8 +20,36 @@ type Key = (String, String);
 #[derive(Default)]
 pub struct SecretCache {
     store: RwLock<Option<Store<Meta>>>,
-    digests: Mutex<HashMap<Key, (String, String)>>,
+    digests: Mutex<HashMap<Key, Read>>,
     index: Mutex<Index>,
+}
+
+/// What was read of one Secret version: its resourceVersion, content
+/// digest, and the keys that hold a value (for the channel checks).
+#[derive(Clone)]
+struct Read {
+    rv: String,
+    digest: String,
+    keys: BTreeSet<String>,
+}
+
+impl Read {
+    fn of(name: &str, rv: String, s: &Secret) -> Self {
+        let data = s.data.iter().flatten().filter(|(_, v)| !v.0.is_empty());
+        let strings = s
+            .string_data
+            .iter()
+            .flatten()
+            .filter(|(_, v)| !v.is_empty());
+        Self {
+            rv,
+            digest: render::secrets_digest([(name, s)]),
+            keys: data
+                .map(|(k, _)| k.clone())
+                .chain(strings.map(|(k, _)| k.clone()))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -56,11 +84,21 @@ impl SecretCache {
         else {
             return;
         };
-        let d = render::secrets_digest([(name.as_str(), s)]);
+        let read = Read::of(&name, rv, s);
         self.digests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((ns.to_owned(), name), (rv, d));
+            .insert((ns.to_owned(), name), read);
+    }
+
+    /// The keys with a value of a Secret [`SecretCache::digest`] read (or
+    /// the operator wrote); None when it has not been read.
+    pub fn keys(&self, ns: &str, name: &str) -> Option<BTreeSet<String>> {
+        self.digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(ns.to_owned(), name.to_owned()))
+            .map(|r| r.keys.clone())
     }
 
     /// Digest of the named Secrets' contents and the names of missing ones.
@@ -83,9 +121,9 @@ impl SecretCache {
                 .cloned();
             let cached = match (self.cached_version(ns, name), known) {
                 // The cache has this version: its digest is known.
-                (Some(Some(rv)), Some((v, d))) if v == rv => Some(d),
+                (Some(Some(rv)), Some(r)) if r.rv == rv => Some(r.digest),
                 // Written by us a moment ago; the cache has not seen it yet.
-                (Some(None), Some((_, d))) => Some(d),
+                (Some(None), Some(r)) => Some(r.digest),
                 (Some(None), None) => {
                     missing.push(name.clone());
                     continue;
@@ -100,13 +138,16 @@ impl SecretCache {
                         continue;
                     }
                     Some(s) => {
-                        let d = render::secrets_digest([(name.as_str(), &s)]);
-                        if let Some(rv) = s.metadata.resource_version.clone() {
-                            self.digests
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(key, (rv, d.clone()));
-                        }
+                        let read = Read::of(
+                            name,
+                            s.metadata.resource_version.clone().unwrap_or_default(),
+                            &s,
+                        );
+                        let d = read.digest.clone();
+                        self.digests
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(key, read);
                         d
                     }
                 },

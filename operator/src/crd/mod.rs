@@ -331,6 +331,11 @@ pub struct FeishuChannel {
     /// Use Lark (open.larksuite.com) instead of Feishu (open.feishu.cn).
     #[serde(default)]
     pub lark: bool,
+    /// Webhook mode without an `encrypt_key` in the Secret: events then
+    /// prove nothing but the plaintext verification token they carry, and
+    /// cannot be refused as replays. Off unless you accept that.
+    #[serde(default)]
+    pub allow_unencrypted: bool,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

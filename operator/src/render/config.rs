@@ -90,6 +90,7 @@ pub fn runtime_config(cb: &ClawdBot) -> RuntimeConfig {
         if f.lark {
             cfg.feishu.api_base = "https://open.larksuite.com".into();
         }
+        cfg.feishu.allow_unencrypted = f.allow_unencrypted;
     }
     if let Some(w) = &ch.wecom {
         cfg.wecom.enabled = w.enabled;
