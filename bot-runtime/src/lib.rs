@@ -8,8 +8,6 @@ pub mod drain;
 pub mod engine;
 pub mod error;
 pub mod extract;
-pub mod logjson;
-pub mod logpipe;
 pub mod logs;
 pub mod metrics;
 pub mod model;

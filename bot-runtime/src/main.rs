@@ -1,13 +1,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bot_runtime::logjson::JsonLine;
-use bot_runtime::logpipe::{Flush, LogPipe};
 use clap::{Parser, Subcommand};
 use clawdbot_config::{LogFormat, RuntimeConfig};
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::JsonFields;
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// ClawdBot runtime: web chat, chat API, OpenAI-compatible endpoint.
 #[derive(Parser)]
@@ -91,27 +88,38 @@ fn load_config(path: Option<&PathBuf>) -> Result<RuntimeConfig, Vec<String>> {
         .map_err(|e| e.issues().iter().map(ToString::to_string).collect())
 }
 
-/// Logs go to stdout through the writer thread ([`LogPipe`]); the returned
-/// guard writes out what is left when `serve` returns.
-fn init_logging(cfg: &RuntimeConfig) -> Option<Flush> {
+/// Lines a logging thread may have queued before it waits for the writer.
+const LOG_QUEUE_LINES: usize = 16 * 1024;
+
+/// Logs go to stdout through tracing-appender's writer thread, so a
+/// request's log line is a queue push, not a write system call on a
+/// runtime worker. Nothing is dropped (not lossy): with the queue full the
+/// logging thread waits, as on a slow stdout. The guard writes out what is
+/// left when `serve` returns.
+fn init_logging(cfg: &RuntimeConfig) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.logging.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, flush) = match LogPipe::start(std::io::stdout()) {
-        Some((pipe, flush)) => (BoxMakeWriter::new(pipe), Some(flush)),
-        None => (BoxMakeWriter::new(std::io::stdout), None),
-    };
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     match cfg.logging.format {
+        // One object per line: timestamp, level, the event's fields, target
+        // and the current span's fields (request id, route) under "span".
         LogFormat::Json => builder
-            .fmt_fields(JsonFields::new())
-            .event_format(JsonLine)
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
             .init(),
         LogFormat::Text => builder.init(),
     }
-    flush
+    guard
 }
 
 fn serve(cfg: RuntimeConfig) -> ExitCode {
