@@ -74,7 +74,7 @@ where
         .logs
         .retention_days
         .map(|days| logs::retention::spawn(st.logs.store().clone(), days));
-    let sweeper = spawn_session_sweeper(st.clone());
+    let sweeper = spawn_sweeper(st.clone());
     let channels = start_channels(&st, deadline);
     let app = app::router(st.clone());
     let drained = {
@@ -212,7 +212,8 @@ fn start_channels(st: &AppState, deadline: Duration) -> ChannelTasks {
     tasks
 }
 
-fn spawn_session_sweeper(st: AppState) -> tokio::task::JoinHandle<()> {
+/// Now and then: idle sessions and rate-limit entries go.
+fn spawn_sweeper(st: AppState) -> tokio::task::JoinHandle<()> {
     let every = Duration::from_secs((st.cfg.sessions.ttl_secs / 4).clamp(1, 60));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -223,6 +224,7 @@ fn spawn_session_sweeper(st: AppState) -> tokio::task::JoinHandle<()> {
             if gone > 0 {
                 tracing::debug!(expired = gone, "expired idle sessions");
             }
+            st.limiter.forget_idle();
         }
     })
 }
