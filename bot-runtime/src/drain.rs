@@ -1,40 +1,35 @@
 //! Graceful shutdown: once draining, readiness answers 503 and new work is
-//! refused, while work already admitted (requests and streams) is counted so
-//! shutdown can wait for it, up to the drain deadline.
+//! refused, while work already admitted (requests and streams) is tracked so
+//! shutdown can wait for it, up to the drain deadline. tokio-util's
+//! `TaskTracker` counts the work, a `CancellationToken` says draining began.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 #[derive(Default)]
 pub struct Drain {
-    draining: AtomicBool,
-    in_flight: AtomicUsize,
-    /// Tasks inside [`Drain::wait_idle`]. The last guard of a busy spell
-    /// wakes them only when there are any: the work counter falls to zero
-    /// between most requests, and a wakeup each time would cost every
-    /// request a context switch for nothing.
-    idle_waiters: AtomicUsize,
-    started: Notify,
-    idle: Notify,
+    work: TaskTracker,
+    draining: CancellationToken,
     /// When draining started: later shutdown steps share the deadline.
     since: OnceLock<Instant>,
 }
 
 /// Counts one piece of admitted work until dropped.
-pub struct WorkGuard(Arc<Drain>);
+pub type WorkGuard = TaskTrackerToken;
 
 impl Drain {
     pub fn start(&self) {
         let _ = self.since.set(Instant::now());
-        self.draining.store(true, Ordering::SeqCst);
-        self.started.notify_waiters();
+        self.work.close();
+        self.draining.cancel();
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
+        self.draining.is_cancelled()
     }
 
     /// How long ago draining started; `None` before.
@@ -43,68 +38,31 @@ impl Drain {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+        self.work.len()
     }
 
-    pub fn track(self: &Arc<Self>) -> WorkGuard {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        WorkGuard(self.clone())
+    pub fn track(&self) -> WorkGuard {
+        self.work.token()
     }
 
     /// Resolves once draining has started.
     pub async fn started(&self) {
-        loop {
-            let notified = self.started.notified();
-            if self.is_draining() {
-                return;
-            }
-            notified.await;
-        }
+        self.draining.cancelled().await
     }
 
-    /// Resolves when no admitted work is left, or after `deadline`; returns
-    /// how much work was still running.
+    /// Once draining: resolves when no admitted work is left, or after
+    /// `deadline`; returns how much work was still running.
     pub async fn wait_idle(&self, deadline: Duration) -> usize {
-        // Registered before reading the counter, as the guard decrements
-        // it before reading ours (both SeqCst): either this sees zero or
-        // the last guard sees a waiter and wakes it.
-        self.idle_waiters.fetch_add(1, Ordering::SeqCst);
-        let _registered = IdleWaiter(self);
-        let wait = async {
-            loop {
-                let notified = self.idle.notified();
-                if self.in_flight() == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        let _ = tokio::time::timeout(deadline, wait).await;
+        let _ = tokio::time::timeout(deadline, self.work.wait()).await;
         self.in_flight()
-    }
-}
-
-struct IdleWaiter<'a>(&'a Drain);
-
-impl Drop for IdleWaiter<'_> {
-    fn drop(&mut self) {
-        self.0.idle_waiters.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Drop for WorkGuard {
-    fn drop(&mut self) {
-        let drain = &self.0;
-        if drain.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
-            && drain.idle_waiters.load(Ordering::SeqCst) > 0
-        {
-            drain.idle.notify_waiters();
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[tokio::test]
@@ -113,29 +71,13 @@ mod tests {
         let g = d.track();
         d.start();
         assert!(d.is_draining());
+        assert_eq!(d.in_flight(), 1);
         let d2 = d.clone();
         let waiter = tokio::spawn(async move { d2.wait_idle(Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
         drop(g);
         assert_eq!(waiter.await.unwrap(), 0);
-    }
-
-    /// Waiting for idle does not need draining to have started, and a
-    /// waiter that gave up leaves no registration behind.
-    #[tokio::test]
-    async fn idle_wakes_a_waiter_without_draining_and_unregisters_it() {
-        let d = Arc::new(Drain::default());
-        let g = d.track();
-        let d2 = d.clone();
-        let waiter = tokio::spawn(async move { d2.wait_idle(Duration::from_secs(5)).await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(d.idle_waiters.load(Ordering::SeqCst), 1);
-        drop(g);
-        assert_eq!(waiter.await.unwrap(), 0);
-        assert_eq!(d.idle_waiters.load(Ordering::SeqCst), 0);
-        let _g = d.track();
-        assert_eq!(d.wait_idle(Duration::from_millis(10)).await, 1);
-        assert_eq!(d.idle_waiters.load(Ordering::SeqCst), 0);
     }
 
     /// The end of a busy spell does not wake tasks waiting for the drain
@@ -152,7 +94,7 @@ mod tests {
                 self.0.fetch_add(1, Ordering::SeqCst);
             }
         }
-        let d = Arc::new(Drain::default());
+        let d = Drain::default();
         let wakes = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
@@ -169,8 +111,9 @@ mod tests {
 
     #[tokio::test]
     async fn gives_up_at_the_deadline() {
-        let d = Arc::new(Drain::default());
+        let d = Drain::default();
         let _g = d.track();
+        d.start();
         assert_eq!(d.wait_idle(Duration::from_millis(20)).await, 1);
     }
 }
