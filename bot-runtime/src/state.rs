@@ -57,6 +57,8 @@ impl AppState {
     pub fn new(cfg: RuntimeConfig, provider: Arc<dyn Provider>) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
         let store = LogStore::open_lazy(&crate::logs::database_url(&cfg))?;
+        // One pool per database: the IM delivery table shares it.
+        let deliveries = Arc::new(Deliveries::from_config(&cfg, &metrics, store.clone())?);
         let logs = LogWriter::new(
             store,
             crate::logs::spill::Spill::new(crate::logs::spill_path(&cfg)),
@@ -69,7 +71,6 @@ impl AppState {
             .iter()
             .filter_map(|p| clawdbot_config::parse_net(p))
             .collect();
-        let deliveries = Arc::new(Deliveries::from_config(&cfg, &metrics)?);
         Ok(Self(Arc::new(Inner {
             verifiers: Verifiers::from_config(&cfg)?,
             deliveries,

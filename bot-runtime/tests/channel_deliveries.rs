@@ -646,7 +646,11 @@ async fn a_dead_replicas_delivery_is_answered_by_another() {
         // Replica A: records, and for Redis also reads the entry (so it is
         // in A's pending list), then is gone without answering.
         let a_cfg = config_for(Some(&model), setup);
-        let a = Deliveries::from_config(&a_cfg, &bot_runtime::metrics::Metrics::new()).unwrap();
+        let a_store =
+            bot_runtime::logs::LogStore::open_lazy(&bot_runtime::logs::database_url(&a_cfg))
+                .unwrap();
+        let a = Deliveries::from_config(&a_cfg, &bot_runtime::metrics::Metrics::new(), a_store)
+            .unwrap();
         let fresh = a
             .accept(inbound(&format!("E{:x}", rand::random::<u32>()), None))
             .await

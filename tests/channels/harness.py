@@ -169,7 +169,7 @@ class Runtime:
 
     def _query(self, sql: str, args: tuple, db_file: str = "clawdbot.db") -> list[tuple]:
         # Conversation logs live in clawdbot.db; without Redis, IM deliveries
-        # in deliveries.db beside it.
+        # in its channel_deliveries table too.
         db = self.data_dir / db_file
         if not db.exists():
             return []
@@ -202,6 +202,6 @@ class Runtime:
         if self.backend.name == "redis":
             return redis_cmd("GET", f"{self.backend.key_prefix}delivery:{dedupe_key}")
         rows = self._query(
-            "SELECT state FROM channel_deliveries WHERE dedupe_key = ?", (dedupe_key,), "deliveries.db"
+            "SELECT state FROM channel_deliveries WHERE dedupe_key = ?", (dedupe_key,)
         )
         return rows[0][0] if rows else None

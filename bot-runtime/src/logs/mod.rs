@@ -71,16 +71,6 @@ pub fn database_url(cfg: &RuntimeConfig) -> String {
     }
 }
 
-/// Where IM deliveries are recorded when Redis is not configured and the
-/// log database is SQLite: a file of their own in the data directory, so a
-/// delivery's record never waits on the log writer's SQLite write lock.
-/// `None`: the log database is a server, shared by every replica.
-pub fn deliveries_file(cfg: &RuntimeConfig) -> Option<PathBuf> {
-    database_url(cfg)
-        .starts_with("sqlite:")
-        .then(|| PathBuf::from(&cfg.server.data_dir).join("deliveries.db"))
-}
-
 /// `logs.spill_file`, or `log-spill.jsonl` under `server.data_dir`.
 pub fn spill_path(cfg: &RuntimeConfig) -> PathBuf {
     match &cfg.logs.spill_file {

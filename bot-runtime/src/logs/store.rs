@@ -161,6 +161,12 @@ impl LogStore {
         Ok(Self { pool, target })
     }
 
+    /// Whether the database is this process's own SQLite file (no other
+    /// replica reads it).
+    pub fn is_local(&self) -> bool {
+        matches!(self.pool, Pool::Sqlite(_))
+    }
+
     /// Scheme and host of the database (no credentials), for logs.
     pub fn target(&self) -> &str {
         &self.target

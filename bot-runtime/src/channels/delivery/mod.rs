@@ -2,9 +2,10 @@
 //!
 //! A verified message is recorded durably before the platform gets its ack:
 //! in a Redis stream when `redis.url` is set (read by every replica as one
-//! consumer group), else in the `channel_deliveries` table of a PostgreSQL
-//! or MySQL log database (shared by replicas), else in this replica's own
-//! SQLite file, `<server.data_dir>/deliveries.db`.
+//! consumer group), else in the `channel_deliveries` table of the log
+//! database, through the same sqlx pool as the conversation logs: shared by
+//! replicas on PostgreSQL or MySQL, this replica's own on the embedded
+//! SQLite file.
 //! Redeliveries are stopped by dedupe keys (the platform's delivery id and,
 //! where it has one, the message id), set in two steps: a short-lived
 //! "processing" marker while recording, then "done" for `dedupe_ttl_secs`.
@@ -16,8 +17,6 @@
 //! holds, since no other replica can.
 
 mod redis_queue;
-mod sqlite_file;
-mod wal_vfs;
 mod worker;
 
 use std::sync::Arc;
@@ -34,7 +33,6 @@ use crate::logs::{ClaimedRow, LogStore, now_ms};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 pub use redis_queue::RedisQueue;
-pub use sqlite_file::SqliteFile;
 
 /// What is recorded per delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,14 +67,14 @@ pub struct QueueError(pub String);
 
 enum Queue {
     Redis(RedisQueue),
-    /// The log database's server (PostgreSQL / MySQL), shared by replicas.
+    /// The log database: a server (PostgreSQL / MySQL) shared by replicas,
+    /// or this replica's own SQLite file (`local`).
     Sql {
         store: LogStore,
         /// Tables exist (migrations ran) before the first record.
         ready: OnceCell<()>,
+        local: bool,
     },
-    /// This replica's own SQLite file (the log database is SQLite too).
-    File(SqliteFile),
 }
 
 /// The dedupe keys of a message: its delivery id, then its message id.
@@ -128,20 +126,19 @@ const SQL_POLL: Duration = Duration::from_secs(2);
 const PRUNE_BATCH: u32 = 1000;
 
 impl Deliveries {
-    pub fn from_config(cfg: &RuntimeConfig, metrics: &Metrics) -> anyhow::Result<Self> {
+    /// `store`: the log database's store (its pool is shared, not a second one).
+    pub fn from_config(
+        cfg: &RuntimeConfig,
+        metrics: &Metrics,
+        store: LogStore,
+    ) -> anyhow::Result<Self> {
         let replica = replica_name();
         let queue = match &cfg.redis.url {
             Some(url) => Queue::Redis(RedisQueue::new(url.expose(), &cfg.redis, replica.clone())?),
-            None => match crate::logs::deliveries_file(cfg) {
-                Some(path) => Queue::File(SqliteFile::open(
-                    &path,
-                    &replica,
-                    (cfg.channels.dedupe_ttl_secs * 1000) as i64,
-                )?),
-                None => Queue::Sql {
-                    store: LogStore::open_lazy(&crate::logs::database_url(cfg))?,
-                    ready: OnceCell::new(),
-                },
+            None => Queue::Sql {
+                local: store.is_local(),
+                store,
+                ready: OnceCell::new(),
             },
         };
         let (local_tx, local_rx) =
@@ -191,7 +188,7 @@ impl Deliveries {
                 )
                 .await?
             }
-            Queue::Sql { store, ready } => {
+            Queue::Sql { store, ready, .. } => {
                 self.sql_ready(store, ready).await?;
                 let now = now_ms();
                 let (slot, claim_until) = self.local_slot(now);
@@ -207,19 +204,6 @@ impl Deliveries {
                     .await
                     .map_err(|e| QueueError(format!("delivery not recorded: {e}")))?;
                 self.hand_over(fresh, slot, &keys[0], payload);
-                fresh
-            }
-            Queue::File(file) => {
-                let (slot, claim_until) = self.local_slot(now_ms());
-                // Copies for the local queue only when it has room.
-                let kept = slot.as_ref().map(|_| (keys[0].clone(), payload.clone()));
-                let fresh = file
-                    .record(keys, payload, claim_until)
-                    .await
-                    .map_err(|e| QueueError(format!("delivery not recorded: {e}")))?;
-                if let Some((key, payload)) = kept {
-                    self.hand_over(fresh, slot, &key, payload);
-                }
                 fresh
             }
         };
@@ -302,14 +286,17 @@ impl Deliveries {
         if let Some(rx) = local.as_mut() {
             rx.close();
         }
-        if let Queue::File(file) = &self.queue {
+        if let Queue::Sql {
+            store, local: true, ..
+        } = &self.queue
+        {
             // This replica's own file: no other replica can answer what it
             // holds, so the drain answers its backlog, not just the work
             // in progress.
-            self.answer_backlog(file, &st, &slots, local.as_mut(), &mut tasks, deadline)
+            self.answer_backlog(store, &st, &slots, local.as_mut(), &mut tasks, deadline)
                 .await;
             self.finish_running(&mut tasks, deadline).await;
-            match file.pending().await {
+            match self.pending().await {
                 Ok(0) => {}
                 Ok(left) => tracing::warn!(
                     left,
@@ -356,7 +343,7 @@ impl Deliveries {
     /// until none are left or the deadline passes.
     async fn answer_backlog(
         self: &Arc<Self>,
-        file: &SqliteFile,
+        store: &LogStore,
         st: &AppState,
         slots: &Arc<Semaphore>,
         mut local: Option<&mut mpsc::Receiver<Claimed>>,
@@ -377,8 +364,8 @@ impl Deliveries {
             if batch.len() < free {
                 let now = now_ms();
                 let until = now + self.lease().as_millis() as i64;
-                match file
-                    .claim_due(now, until, (free - batch.len()) as u32)
+                match store
+                    .claim_due_deliveries(&self.replica, now, until, (free - batch.len()) as u32)
                     .await
                 {
                     Ok(rows) => batch.extend(rows.into_iter().map(Claimed::from)),
@@ -435,7 +422,7 @@ impl Deliveries {
     ) -> Vec<Claimed> {
         let recovery_every = match self.queue {
             Queue::Redis(_) => self.lease() / 2,
-            Queue::Sql { .. } | Queue::File(_) => SQL_POLL,
+            Queue::Sql { .. } => SQL_POLL,
         };
         if last_recovery.elapsed() >= recovery_every {
             *last_recovery = tokio::time::Instant::now();
@@ -453,7 +440,7 @@ impl Deliveries {
                     Vec::new()
                 }
             },
-            Queue::Sql { .. } | Queue::File(_) => {
+            Queue::Sql { .. } => {
                 let Some(rx) = local.as_mut() else {
                     tokio::time::sleep(SQL_POLL).await;
                     return Vec::new();
@@ -493,13 +480,6 @@ impl Deliveries {
                     .await
                     .map(|rows| rows.into_iter().map(Claimed::from).collect())
                     .map_err(|e| QueueError(e.to_string()))
-            }
-            Queue::File(file) => {
-                let now = now_ms();
-                file.claim_due(now, now + self.lease().as_millis() as i64, max as u32)
-                    .await
-                    .map(|rows| rows.into_iter().map(Claimed::from).collect())
-                    .map_err(QueueError)
             }
         };
         match r {
@@ -569,8 +549,8 @@ impl Deliveries {
         }
     }
 
-    /// Extends the claim; `false` when it is no longer ours (SQL and file:
-    /// another replica took it over; Redis claims cannot be lost that way).
+    /// Extends the claim; `false` when it is no longer ours (SQL: another replica
+    /// took it over; Redis claims cannot be lost that way).
     async fn renew_claim(&self, key: &str) -> Result<bool, QueueError> {
         let until = now_ms() + self.lease().as_millis() as i64;
         match &self.queue {
@@ -579,7 +559,6 @@ impl Deliveries {
                 .renew_delivery(key, &self.replica, until)
                 .await
                 .map_err(|e| QueueError(e.to_string())),
-            Queue::File(file) => file.renew(key.to_owned(), until).await.map_err(QueueError),
         }
     }
 
@@ -593,7 +572,6 @@ impl Deliveries {
                     .finish_delivery(&c.key, now_ms() + (self.cfg.dedupe_ttl_secs * 1000) as i64)
                     .await
                     .map_err(|e| QueueError(e.to_string())),
-                Queue::File(file) => file.finish(c.key.clone()).await.map_err(QueueError),
             };
             match r {
                 Ok(()) => return,
@@ -615,11 +593,6 @@ impl Deliveries {
                     tracing::warn!(error = %e, "cannot release an IM delivery claim");
                 }
             }
-            Queue::File(file) => {
-                if let Err(e) = file.release(c.key.clone()).await {
-                    tracing::warn!(error = %e, "cannot release an IM delivery claim");
-                }
-            }
         }
     }
 
@@ -628,7 +601,7 @@ impl Deliveries {
         loop {
             let r = match &self.queue {
                 Queue::Redis(_) => return,
-                Queue::Sql { store, ready } => {
+                Queue::Sql { store, ready, .. } => {
                     if ready.get().is_none() {
                         return;
                     }
@@ -637,7 +610,6 @@ impl Deliveries {
                         .await
                         .map_err(|e| e.to_string())
                 }
-                Queue::File(file) => file.prune(now_ms(), PRUNE_BATCH).await,
             };
             match r {
                 Ok(n) if n >= u64::from(PRUNE_BATCH) => continue,
@@ -654,7 +626,7 @@ impl Deliveries {
     pub async fn pending(&self) -> Result<u64, QueueError> {
         match &self.queue {
             Queue::Redis(q) => q.len().await,
-            Queue::Sql { store, ready } => {
+            Queue::Sql { store, ready, .. } => {
                 self.sql_ready(store, ready).await?;
                 store
                     .pending_deliveries()
@@ -662,7 +634,6 @@ impl Deliveries {
                     .map(|n| n.max(0) as u64)
                     .map_err(|e| QueueError(e.to_string()))
             }
-            Queue::File(file) => file.pending().await.map_err(QueueError),
         }
     }
 }
