@@ -5,7 +5,10 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::OnceCell;
 
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
@@ -96,6 +99,9 @@ pub struct LogStore {
     pool: Pool,
     /// Scheme and host only: safe to log.
     target: String,
+    /// Migrations ran (once per process: the log writer and the IM
+    /// delivery queue share the store, and must not race on SQLite).
+    migrated: Arc<OnceCell<()>>,
 }
 
 impl LogStore {
@@ -158,7 +164,11 @@ impl LogStore {
             }
             _ => return Err(StoreError::Scheme),
         };
-        Ok(Self { pool, target })
+        Ok(Self {
+            pool,
+            target,
+            migrated: Arc::new(OnceCell::new()),
+        })
     }
 
     /// Whether the database is this process's own SQLite file (no other
@@ -175,11 +185,15 @@ impl LogStore {
     /// Creates or updates the tables; safe to run on every start and from
     /// several replicas at once (sqlx takes a lock around migrations).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.pool {
-            Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
-            Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
-            Pool::MySql(p) => MYSQL_MIGRATIONS.run(p).await?,
-        }
+        self.migrated
+            .get_or_try_init(|| async {
+                match &self.pool {
+                    Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await,
+                    Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await,
+                    Pool::MySql(p) => MYSQL_MIGRATIONS.run(p).await,
+                }
+            })
+            .await?;
         Ok(())
     }
 

@@ -17,7 +17,7 @@ pub struct ClaimedRow {
 
 impl LogStore {
     /// Records a delivery under `keys` (its own key first, then aliases)
-    /// in one transaction, claimed by `claimed_by` until `claim_until`.
+    /// in one statement, claimed by `claimed_by` until `claim_until`.
     /// `false` when any key is already known: a duplicate, nothing written.
     pub async fn record_delivery(
         &self,
@@ -59,26 +59,34 @@ impl LogStore {
                     .rows_affected();
                 return Ok(n == 1);
             }
-            let mut tx = p.begin().await?;
+            // Several keys: one multi-row statement, atomic on every engine.
+            // A known key makes the whole statement fail with a unique
+            // violation and write nothing: the duplicate. (A transaction of
+            // one INSERT per key held SQLite's write lock across several
+            // round trips to sqlx's connection thread.)
+            let rows = vec!["(?, ?, ?, 1, ?, ?, ?, ?)"; keys.len()].join(", ");
+            let all = self.sql(&format!(
+                "INSERT INTO channel_deliveries \
+                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
+                 VALUES {rows}"
+            ));
+            let mut q = sqlx::query(&all);
             for (i, key) in keys.iter().enumerate() {
                 let (state, body) = if i == 0 { ("pending", Some(payload)) } else { ("alias", None) };
-                let n = sqlx::query(&insert)
+                q = q
                     .bind(key.as_str())
                     .bind(state)
                     .bind(body)
                     .bind(claimed_by)
                     .bind(claim_until)
                     .bind(now)
-                    .bind(expires_at)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n == 0 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
+                    .bind(expires_at);
             }
-            tx.commit().await?;
+            match q.execute(p).await {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
         });
         Ok(true)
     }
