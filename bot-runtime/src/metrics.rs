@@ -130,7 +130,7 @@ impl Metrics {
             Opts::new(
                 "clawdbot_webhook_requests_total",
                 "IM deliveries received (webhooks and long connections), by outcome: \
-                 accepted, duplicate, bad_signature, stale, bad_token, malformed, ignored, handshake, unavailable.",
+                 accepted, duplicate, bad_signature, stale, bad_token, replayed, malformed, ignored, handshake, unavailable.",
             ),
             &["channel", "outcome"],
         )

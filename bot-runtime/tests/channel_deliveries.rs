@@ -361,6 +361,25 @@ async fn sql_delivery_rows_dedupe_claim_and_expire_on_every_engine() {
         let keys = dedupe_keys(&inbound("E1", Some("M1")));
         assert_eq!(keys, vec!["slack:E1".to_string(), "slack:m:M1".to_string()]);
         let t = 1_000_000;
+        // A signature bound to its first message: the same message again
+        // is fine, another is not; once expired, it may be bound anew.
+        let bind = |m: &'static str, now: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .bind_delivery_key("sig:k", m, now, now + 1000)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(bind("m1", t).await, "{engine:?}");
+        assert!(bind("m1", t + 10).await, "{engine:?}");
+        assert!(!bind("m2", t + 10).await, "{engine:?}");
+        assert!(
+            bind("m2", t + 2000).await,
+            "{engine:?}: expired binding taken over"
+        );
+        assert!(!bind("m1", t + 2010).await, "{engine:?}");
         assert!(
             store
                 .record_delivery(&keys, "{}", "a", t, t + 60_000, t + 86_400_000)
@@ -457,10 +476,11 @@ async fn sql_delivery_rows_dedupe_claim_and_expire_on_every_engine() {
                 .len(),
             1
         );
-        // Past the TTL the answered key and its alias go; pending rows never do.
+        // Past the TTL the answered key and its alias go, and the expired
+        // signature binding; pending rows never do.
         assert_eq!(
             store.prune_deliveries(t + 86_400_001, 1000).await.unwrap(),
-            2,
+            3,
             "{engine:?}"
         );
         assert_eq!(store.pending_deliveries().await.unwrap(), 1);
@@ -842,4 +862,75 @@ async fn failed_replies_are_retried_then_counted_never_a_crash() {
     let health = client().get(rt.url("/health/live")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     rt.stop().await;
+}
+
+fn dingtalk_message(msg_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "msgId": msg_id, "conversationId": "cid-1", "conversationType": "1",
+        "senderStaffId": "staff-1", "senderId": "user-1", "robotCode": "robot",
+        "msgtype": "text", "text": {"content": "hello"},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_dingtalk_signature_is_bound_to_its_first_message() {
+    for store in [Store::Sql, Store::Redis] {
+        let model = mock().await;
+        let prefix = Prefix::fresh();
+        let rt = start(config_for(Some(&model), |c| {
+            c.dingtalk.enabled = true;
+            c.dingtalk.app_key = Some("ding-app".into());
+            c.dingtalk.app_secret = Some(Secret::new("ding-app-secret"));
+            if let Store::Redis = store {
+                c.redis.url = Some(Secret::new(redis_url()));
+                c.redis.key_prefix = prefix.0.clone();
+            }
+        }))
+        .await;
+        let ts = now_ms();
+        let sign = bot_runtime::channels::dingtalk::sign("ding-app-secret", ts);
+        let post = |body: Vec<u8>| {
+            client()
+                .post(rt.url("/webhooks/dingtalk"))
+                .header("timestamp", ts.to_string())
+                .header("sign", sign.clone())
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+        };
+        let first = format!("msg{:x}", rand::random::<u64>());
+        assert_eq!(
+            post(dingtalk_message(&first)).await.unwrap().status(),
+            200,
+            "{store:?}"
+        );
+        // The same headers with another message: a replay with a new body.
+        let replay = post(dingtalk_message("msg-forged")).await.unwrap();
+        assert_eq!(replay.status(), 401, "{store:?}");
+        let v: Value = replay.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "replayed", "{v}");
+        // DingTalk's own retry of the first message: acknowledged.
+        assert_eq!(
+            post(dingtalk_message(&first)).await.unwrap().status(),
+            200,
+            "{store:?}"
+        );
+        // Answered once, and the forged message never.
+        assert!(
+            eventually(Duration::from_secs(10), || async { model.requests() == 1 }).await,
+            "{store:?}: {} model requests",
+            model.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(model.requests(), 1, "{store:?}");
+        let metrics = rt.metrics_text().await;
+        assert!(
+            metrics.contains(
+                r#"clawdbot_webhook_requests_total{channel="dingtalk",outcome="replayed"} 1"#
+            ),
+            "{metrics}"
+        );
+        rt.stop().await;
+    }
 }

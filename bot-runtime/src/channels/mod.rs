@@ -144,6 +144,10 @@ pub enum Rejection {
     Undecryptable(&'static str),
     #[error("malformed body: {0}")]
     Malformed(String),
+    /// A valid signature already seen with another message: its headers
+    /// were replayed with a new body.
+    #[error("this signature came with another message before")]
+    Replayed,
 }
 
 impl Rejection {
@@ -153,13 +157,16 @@ impl Rejection {
             Self::BadSignature => "bad_signature",
             Self::Stale => "stale",
             Self::BadToken => "bad_token",
+            Self::Replayed => "replayed",
             Self::Undecryptable(_) | Self::Malformed(_) => "malformed",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadSignature | Self::Stale | Self::BadToken => StatusCode::UNAUTHORIZED,
+            Self::BadSignature | Self::Stale | Self::BadToken | Self::Replayed => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::Undecryptable(_) | Self::Malformed(_) => StatusCode::BAD_REQUEST,
         }
     }

@@ -70,7 +70,7 @@ async fn post(
         Ok(b) => b,
         Err(_) => return too_large(&st, p, limit),
     };
-    let Some(result) = st.verifiers.verify_post(
+    let Some(mut result) = st.verifiers.verify_post(
         p,
         &headers,
         q.as_deref().unwrap_or_default(),
@@ -79,6 +79,31 @@ async fn post(
     ) else {
         return not_enabled(p);
     };
+    if p == Platform::Dingtalk
+        && let Ok(Verdict::Message(m)) = &result
+        && let Some(key) = crate::channels::dingtalk::signature_key(&headers)
+    {
+        // DingTalk signs only the timestamp: the same headers with another
+        // message are a replay. Bound for twice the window (it reaches
+        // both ways from now).
+        let ttl = std::time::Duration::from_secs(st.cfg.dingtalk.timestamp_window_secs * 2);
+        match st
+            .deliveries
+            .bind_signature(&key, &m.delivery_id, ttl)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => result = Err(Rejection::Replayed),
+            Err(e) => {
+                tracing::warn!(channel = p.label(), error = %e, "signature binding not recorded; the platform will retry");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the delivery could not be recorded; retry later",
+                );
+            }
+        }
+    }
     respond(&st, p, result).await
 }
 

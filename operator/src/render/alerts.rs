@@ -125,7 +125,7 @@ pub const ALERTS: &[Alert] = &[
         defaults: d(0.1, "5m", "5m"),
         expr: |s, w, t| {
             format!(
-                "sum by (channel) (rate(clawdbot_webhook_requests_total{{{r},outcome=~\"bad_signature|stale|bad_token\"}}[{w}])) > {t}",
+                "sum by (channel) (rate(clawdbot_webhook_requests_total{{{r},outcome=~\"bad_signature|stale|bad_token|replayed\"}}[{w}])) > {t}",
                 r = s.runtime
             )
         },

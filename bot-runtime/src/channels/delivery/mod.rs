@@ -214,6 +214,30 @@ impl Deliveries {
         })
     }
 
+    /// Binds a signed callback's credentials (`key`, e.g. DingTalk's
+    /// timestamp and sign) to the first message they carried, for `ttl`,
+    /// shared by every replica: `false` when they came with another
+    /// message before (a replay with a new body).
+    pub async fn bind_signature(
+        &self,
+        key: &str,
+        message: &str,
+        ttl: Duration,
+    ) -> Result<bool, QueueError> {
+        let key = bounded(format!("sig:{key}"));
+        match &self.queue {
+            Queue::Redis(q) => q.bind(&key, message, ttl).await,
+            Queue::Sql { store, ready, .. } => {
+                self.sql_ready(store, ready).await?;
+                let now = now_ms();
+                store
+                    .bind_delivery_key(&key, message, now, now + ttl.as_millis() as i64)
+                    .await
+                    .map_err(|e| QueueError(format!("signature not recorded: {e}")))
+            }
+        }
+    }
+
     /// Room in this replica's short work queue: the delivery is claimed
     /// here. Otherwise it is recorded due at once, for whichever replica's
     /// poller gets to it first (no second statement).

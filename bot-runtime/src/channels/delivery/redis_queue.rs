@@ -6,6 +6,8 @@
 //! - `deliveries`: the stream; entry field `d` is the delivery as JSON
 //! - `delivery:<platform>:<id>`: the dedupe marker, `processing` (short
 //!   expiry, while the delivery is being recorded), then `done` (dedupe TTL)
+//! - `signature:<key>`: the message a signed callback's credentials first
+//!   carried (DingTalk), until they could no longer be fresh
 //!
 //! The stream has no length cap: an entry leaves it only once answered
 //! (or found unreadable), so a backlog is never trimmed away unanswered.
@@ -186,6 +188,25 @@ impl RedisQueue {
                 Err(describe(&e))
             }
         }
+    }
+
+    /// Binds `key` to `message` for `ttl` unless it is bound already:
+    /// whether it is bound to `message` now.
+    pub async fn bind(&self, key: &str, message: &str, ttl: Duration) -> Result<bool, QueueError> {
+        let mut c = self.conn.clone();
+        let k = format!("{}signature:{key}", self.prefix);
+        let opts = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64));
+        let set: Option<String> = c
+            .set_options(&k, message, opts)
+            .await
+            .map_err(|e| describe(&e))?;
+        if set.is_some() {
+            return Ok(true);
+        }
+        let bound: Option<String> = c.get(&k).await.map_err(|e| describe(&e))?;
+        Ok(bound.as_deref() == Some(message))
     }
 
     /// Deletes the markers that are still this delivery's `processing` ones.

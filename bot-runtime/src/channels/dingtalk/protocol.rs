@@ -6,7 +6,7 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::channels::crypto::{
-    b64_encode, check_signed, configured_secret, header_str, hmac_sha256, window_ms,
+    b64_encode, check_signed, configured_secret, header_str, hmac_sha256, sha256, window_ms,
 };
 use crate::channels::{Inbound, Platform, Rejection, ReplyTo, Verdict};
 
@@ -39,9 +39,20 @@ impl Verifier {
     }
 }
 
-/// Verifies an HTTP callback: headers `timestamp` (ms) and `sign`. The
-/// signature does not cover the body (DingTalk's design), so the msgId
-/// dedupe is what stops a replayed pair carrying another body.
+/// What a callback's signature is bound by: its `timestamp` and `sign`
+/// headers as one key. The signature does not cover the body (DingTalk's
+/// design), so the route binds this key to the first msgId it carried and
+/// refuses it with any other (see `Deliveries::bind_signature`).
+pub fn signature_key(headers: &HeaderMap) -> Option<String> {
+    let ts = header_str(headers, "timestamp")?;
+    let sign = header_str(headers, "sign")?;
+    Some(format!(
+        "dingtalk:{}",
+        hex::encode(sha256(format!("{ts}\n{sign}").as_bytes()))
+    ))
+}
+
+/// Verifies an HTTP callback: headers `timestamp` (ms) and `sign`.
 pub fn verify(
     headers: &HeaderMap,
     body: &[u8],

@@ -91,6 +91,64 @@ impl LogStore {
         Ok(true)
     }
 
+    /// Binds `key` to `message` until `expires_at` unless a live binding
+    /// exists: whether it is bound to `message` now. Kept as a row of its
+    /// own state (`bound`) in the delivery table, pruned with the rest.
+    pub async fn bind_delivery_key(
+        &self,
+        key: &str,
+        message: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let insert = self.sql(match self.pool {
+            Pool::MySql(_) => {
+                "INSERT IGNORE INTO channel_deliveries \
+                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
+                 VALUES (?, 'bound', ?, 0, '', 0, ?, ?)"
+            }
+            _ => {
+                "INSERT INTO channel_deliveries \
+                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
+                 VALUES (?, 'bound', ?, 0, '', 0, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING"
+            }
+        });
+        // An expired binding not pruned yet is taken over.
+        let renew = self.sql(
+            "UPDATE channel_deliveries SET payload = ?, created_at = ?, expires_at = ? \
+             WHERE dedupe_key = ? AND state = 'bound' AND expires_at < ?",
+        );
+        let read = self.sql("SELECT payload FROM channel_deliveries WHERE dedupe_key = ?");
+        on_pool!(&self.pool, p, _Db => {
+            let n = sqlx::query(&insert)
+                .bind(key)
+                .bind(message)
+                .bind(now)
+                .bind(expires_at)
+                .execute(p)
+                .await?
+                .rows_affected();
+            if n == 1 {
+                return Ok(true);
+            }
+            let n = sqlx::query(&renew)
+                .bind(message)
+                .bind(now)
+                .bind(expires_at)
+                .bind(key)
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected();
+            if n == 1 {
+                return Ok(true);
+            }
+            let bound: Option<(Option<String>,)> =
+                sqlx::query_as(&read).bind(key).fetch_optional(p).await?;
+            Ok(bound.and_then(|(m,)| m).as_deref() == Some(message))
+        })
+    }
+
     /// Claims up to `max` pending deliveries whose claim has lapsed (their
     /// replica died, or released them while draining), oldest first.
     pub async fn claim_due_deliveries(
