@@ -1,6 +1,5 @@
 //! Frames of Feishu / Lark's long connection: the `pbbp2.Frame` protobuf
-//! (proto2), encoded and decoded by hand so the crate needs neither a
-//! protobuf runtime nor a build script.
+//! (proto2), through prost's derive (no .proto file, no build script).
 //!
 //! ```text
 //! message Header { required string key = 1; required string value = 2; }
@@ -13,31 +12,45 @@
 //! }
 //! ```
 //!
-//! Decoding never panics: bad varints, lengths past the end and groups are
-//! errors; unknown fields, and known fields with an unexpected wire type,
-//! are skipped as protobuf parsers do.
+//! The optional fields are read as empty when absent and not written when
+//! empty, which is what the server does with them.
+
+use prost::Message;
+
+pub use prost::DecodeError as FrameError;
 
 /// `Frame.method` of pings and pongs.
 pub const METHOD_CONTROL: i32 = 0;
 /// `Frame.method` of events (and their answers).
 pub const METHOD_DATA: i32 = 1;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Message)]
 pub struct Header {
+    #[prost(string, required, tag = "1")]
     pub key: String,
+    #[prost(string, required, tag = "2")]
     pub value: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Message)]
 pub struct Frame {
+    #[prost(uint64, required, tag = "1")]
     pub seq_id: u64,
+    #[prost(uint64, required, tag = "2")]
     pub log_id: u64,
+    #[prost(int32, required, tag = "3")]
     pub service: i32,
+    #[prost(int32, required, tag = "4")]
     pub method: i32,
+    #[prost(message, repeated, tag = "5")]
     pub headers: Vec<Header>,
+    #[prost(string, tag = "6")]
     pub payload_encoding: String,
+    #[prost(string, tag = "7")]
     pub payload_type: String,
+    #[prost(bytes = "vec", tag = "8")]
     pub payload: Vec<u8>,
+    #[prost(string, tag = "9")]
     pub log_id_new: String,
 }
 
@@ -58,174 +71,15 @@ impl Frame {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
-    #[error("frame truncated")]
-    Truncated,
-    #[error("varint too long")]
-    VarintOverflow,
-    #[error("field number 0")]
-    FieldZero,
-    #[error("unsupported wire type {0}")]
-    WireType(u8),
-    #[error("field {0} is not UTF-8")]
-    NotUtf8(u32),
-}
-
-const WIRE_VARINT: u8 = 0;
-const WIRE_FIXED64: u8 = 1;
-const WIRE_LEN: u8 = 2;
-const WIRE_FIXED32: u8 = 5;
-
 pub fn encode(frame: &Frame) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32 + frame.payload.len());
-    // The four required fields are always written, even when zero.
-    put_varint_field(&mut out, 1, frame.seq_id);
-    put_varint_field(&mut out, 2, frame.log_id);
-    // int32 goes on the wire sign-extended to 64 bits.
-    put_varint_field(&mut out, 3, frame.service as i64 as u64);
-    put_varint_field(&mut out, 4, frame.method as i64 as u64);
-    for h in &frame.headers {
-        let mut inner = Vec::with_capacity(4 + h.key.len() + h.value.len());
-        put_len_field(&mut inner, 1, h.key.as_bytes());
-        put_len_field(&mut inner, 2, h.value.as_bytes());
-        put_len_field(&mut out, 5, &inner);
-    }
-    put_opt_len_field(&mut out, 6, frame.payload_encoding.as_bytes());
-    put_opt_len_field(&mut out, 7, frame.payload_type.as_bytes());
-    put_opt_len_field(&mut out, 8, &frame.payload);
-    put_opt_len_field(&mut out, 9, frame.log_id_new.as_bytes());
-    out
+    frame.encode_to_vec()
 }
 
+/// Never panics: bad varints, lengths past the end, text that is not
+/// UTF-8 and known fields with the wrong wire type are errors; unknown
+/// fields are skipped.
 pub fn decode(buf: &[u8]) -> Result<Frame, FrameError> {
-    let mut frame = Frame::default();
-    let mut r = Reader { buf };
-    while !r.is_empty() {
-        let (field, wire) = r.tag()?;
-        match (field, wire) {
-            (1, WIRE_VARINT) => frame.seq_id = r.varint()?,
-            (2, WIRE_VARINT) => frame.log_id = r.varint()?,
-            // Truncating to the low 32 bits is how protobuf reads int32.
-            (3, WIRE_VARINT) => frame.service = r.varint()? as u32 as i32,
-            (4, WIRE_VARINT) => frame.method = r.varint()? as u32 as i32,
-            (5, WIRE_LEN) => frame.headers.push(decode_header(r.bytes()?)?),
-            (6, WIRE_LEN) => frame.payload_encoding = utf8(6, r.bytes()?)?,
-            (7, WIRE_LEN) => frame.payload_type = utf8(7, r.bytes()?)?,
-            (8, WIRE_LEN) => frame.payload = r.bytes()?.to_vec(),
-            (9, WIRE_LEN) => frame.log_id_new = utf8(9, r.bytes()?)?,
-            _ => r.skip(wire)?,
-        }
-    }
-    Ok(frame)
-}
-
-fn decode_header(buf: &[u8]) -> Result<Header, FrameError> {
-    let mut header = Header::default();
-    let mut r = Reader { buf };
-    while !r.is_empty() {
-        let (field, wire) = r.tag()?;
-        match (field, wire) {
-            (1, WIRE_LEN) => header.key = utf8(1, r.bytes()?)?,
-            (2, WIRE_LEN) => header.value = utf8(2, r.bytes()?)?,
-            _ => r.skip(wire)?,
-        }
-    }
-    Ok(header)
-}
-
-fn utf8(field: u32, bytes: &[u8]) -> Result<String, FrameError> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| FrameError::NotUtf8(field))
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
-    put_varint(out, (u64::from(field) << 3) | u64::from(WIRE_VARINT));
-    put_varint(out, v);
-}
-
-fn put_len_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_varint(out, (u64::from(field) << 3) | u64::from(WIRE_LEN));
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-/// Optional fields left empty are not written (proto2 "not set").
-fn put_opt_len_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    if !bytes.is_empty() {
-        put_len_field(out, field, bytes);
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
-        if n > self.buf.len() {
-            return Err(FrameError::Truncated);
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    fn varint(&mut self) -> Result<u64, FrameError> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let [b] = self.take(1)? else {
-                return Err(FrameError::Truncated);
-            };
-            let b = *b;
-            // The tenth byte holds only the 64th bit.
-            if i == 9 && b > 1 {
-                return Err(FrameError::VarintOverflow);
-            }
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                return Ok(value);
-            }
-        }
-        Err(FrameError::VarintOverflow)
-    }
-
-    fn tag(&mut self) -> Result<(u64, u8), FrameError> {
-        let key = self.varint()?;
-        let field = key >> 3;
-        if field == 0 {
-            return Err(FrameError::FieldZero);
-        }
-        Ok((field, (key & 7) as u8))
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], FrameError> {
-        let len = usize::try_from(self.varint()?).map_err(|_| FrameError::Truncated)?;
-        self.take(len)
-    }
-
-    fn skip(&mut self, wire: u8) -> Result<(), FrameError> {
-        match wire {
-            WIRE_VARINT => self.varint().map(drop),
-            WIRE_FIXED64 => self.take(8).map(drop),
-            WIRE_LEN => self.bytes().map(drop),
-            WIRE_FIXED32 => self.take(4).map(drop),
-            // Groups (3, 4) are deprecated and never used by pbbp2; 6 and 7
-            // do not exist.
-            other => Err(FrameError::WireType(other)),
-        }
-    }
+    Frame::decode(buf)
 }
 
 #[cfg(test)]
@@ -296,15 +150,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_and_wrong_wire_types_are_skipped() {
+    fn unknown_fields_are_skipped_wrong_wire_types_refused() {
         let mut bytes = encode(&sample());
         bytes.extend_from_slice(&[0x50, 0x05]); // field 10 varint
         bytes.extend_from_slice(&[0x59, 1, 2, 3, 4, 5, 6, 7, 8]); // field 11 fixed64
         bytes.extend_from_slice(&[0x65, 1, 2, 3, 4]); // field 12 fixed32
         bytes.extend_from_slice(&[0x6a, 0x02, 0xff, 0xfe]); // field 13 bytes
-        bytes.extend_from_slice(&[0x0a, 0x01, 0x00]); // SeqID sent as bytes
-        bytes.extend_from_slice(&[0x40, 0x03]); // payload sent as a varint
         assert_eq!(decode(&bytes).unwrap(), sample());
+        let mut wrong = bytes.clone();
+        wrong.extend_from_slice(&[0x0a, 0x01, 0x00]); // SeqID sent as bytes
+        assert!(decode(&wrong).is_err());
+        let mut wrong = bytes;
+        wrong.extend_from_slice(&[0x40, 0x03]); // payload sent as a varint
+        assert!(decode(&wrong).is_err());
     }
 
     #[test]
@@ -320,33 +178,25 @@ mod tests {
 
     #[test]
     fn malformed_input_is_an_error() {
-        assert_eq!(decode(&[0x08]), Err(FrameError::Truncated));
-        assert_eq!(decode(&[0x08, 0x80]), Err(FrameError::Truncated));
-        assert_eq!(decode(&[0x42, 0x05, 1, 2]), Err(FrameError::Truncated));
-        assert_eq!(
-            decode(&[
-                0x42, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
-            ]),
-            Err(FrameError::Truncated)
-        );
-        assert_eq!(
-            decode(&[
-                0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02
-            ]),
-            Err(FrameError::VarintOverflow)
-        );
-        assert_eq!(decode(&[0x80; 12]), Err(FrameError::VarintOverflow));
-        assert_eq!(decode(&[0x00, 0x00]), Err(FrameError::FieldZero));
-        assert_eq!(decode(&[0x0b]), Err(FrameError::WireType(3)));
-        assert_eq!(decode(&[0x4a, 0x01, 0xff]), Err(FrameError::NotUtf8(9)));
-        assert_eq!(
-            decode(&[0x2a, 0x03, 0x0a, 0x01, 0xc3]),
-            Err(FrameError::NotUtf8(1))
-        );
-        assert_eq!(
-            decode(&[0x2a, 0x02, 0x0a, 0x05]),
-            Err(FrameError::Truncated)
-        );
+        for bad in [
+            &[0x08][..],         // truncated varint
+            &[0x08, 0x80],       // truncated varint
+            &[0x42, 0x05, 1, 2], // length past the end
+            &[
+                0x42, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ], // huge length
+            &[
+                0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+            ], // varint overflow
+            &[0x80; 12],         // varint too long
+            &[0x00, 0x00],       // field 0
+            &[0x0b],             // a group
+            &[0x4a, 0x01, 0xff], // LogIDNew not UTF-8
+            &[0x2a, 0x03, 0x0a, 0x01, 0xc3], // header key not UTF-8
+            &[0x2a, 0x02, 0x0a, 0x05], // header truncated
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
         assert_eq!(decode(&[]), Ok(Frame::default()));
     }
 
