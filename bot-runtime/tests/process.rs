@@ -213,6 +213,15 @@ async fn the_drain_deadline_bounds_shutdown() {
     }
 }
 
+/// SIGTERM, then everything the process wrote once it exited.
+fn stop_and_collect(child: std::process::Child) -> std::process::Output {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[tokio::test]
 async fn starts_on_embedded_defaults_with_json_logs() {
     let port = free_port();
@@ -231,11 +240,7 @@ async fn starts_on_embedded_defaults_with_json_logs() {
             .unwrap()
             .contains("No model is configured")
     );
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = stop_and_collect(child);
     assert!(out.status.success());
     let logs = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<Value> = logs
@@ -335,11 +340,7 @@ async fn plaintext_feishu_webhooks_start_only_when_allowed_and_then_warn() {
         .spawn()
         .unwrap();
     wait_ready(&format!("http://127.0.0.1:{port}")).await;
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = stop_and_collect(child);
     let logs = String::from_utf8_lossy(&out.stdout);
     assert!(
         logs.lines()
@@ -365,11 +366,7 @@ async fn an_open_api_on_a_shared_address_is_named_in_the_log_and_on_health() {
         .await
         .unwrap();
     assert_eq!(health["auth"], "open");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = stop_and_collect(child);
     let logs = String::from_utf8_lossy(&out.stdout);
     let warning = logs
         .lines()

@@ -197,6 +197,11 @@ impl LogStore {
         Ok(())
     }
 
+    /// Whether [`LogStore::migrate`] has succeeded in this process.
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.initialized()
+    }
+
     /// A real round trip, for readiness and recovery probes.
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_pool!(&self.pool, p, _Db => {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use clawdbot_config::{ChannelsConfig, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, OnceCell, Semaphore, mpsc};
+use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::{Accepted, Inbound, InboundSink, SinkError, SinkFuture};
@@ -71,8 +71,6 @@ enum Queue {
     /// or this replica's own SQLite file (`local`).
     Sql {
         store: LogStore,
-        /// Tables exist (migrations ran) before the first record.
-        ready: OnceCell<()>,
         local: bool,
     },
 }
@@ -138,7 +136,6 @@ impl Deliveries {
             None => Queue::Sql {
                 local: store.is_local(),
                 store,
-                ready: OnceCell::new(),
             },
         };
         let (local_tx, local_rx) =
@@ -157,16 +154,12 @@ impl Deliveries {
         Duration::from_secs(self.cfg.claim_lease_secs)
     }
 
-    async fn sql_ready(&self, store: &LogStore, ready: &OnceCell<()>) -> Result<(), QueueError> {
-        ready
-            .get_or_try_init(|| async {
-                store
-                    .migrate()
-                    .await
-                    .map_err(|e| QueueError(format!("delivery table not ready: {e}")))
-            })
+    /// Tables exist before the first record (the store migrates once).
+    async fn sql_ready(&self, store: &LogStore) -> Result<(), QueueError> {
+        store
+            .migrate()
             .await
-            .map(drop)
+            .map_err(|e| QueueError(format!("delivery table not ready: {e}")))
     }
 
     /// Dedupes and records one delivery.
@@ -188,8 +181,8 @@ impl Deliveries {
                 )
                 .await?
             }
-            Queue::Sql { store, ready, .. } => {
-                self.sql_ready(store, ready).await?;
+            Queue::Sql { store, .. } => {
+                self.sql_ready(store).await?;
                 let now = now_ms();
                 let (slot, claim_until) = self.local_slot(now);
                 let fresh = store
@@ -227,8 +220,8 @@ impl Deliveries {
         let key = bounded(format!("sig:{key}"));
         match &self.queue {
             Queue::Redis(q) => q.bind(&key, message, ttl).await,
-            Queue::Sql { store, ready, .. } => {
-                self.sql_ready(store, ready).await?;
+            Queue::Sql { store, .. } => {
+                self.sql_ready(store).await?;
                 let now = now_ms();
                 store
                     .bind_delivery_key(&key, message, now, now + ttl.as_millis() as i64)
@@ -489,8 +482,8 @@ impl Deliveries {
     async fn claim_lapsed(&self, max: usize) -> Vec<Claimed> {
         let r = match &self.queue {
             Queue::Redis(q) => q.claim_stale(self.lease(), max).await,
-            Queue::Sql { store, ready, .. } => {
-                if ready.get().is_none() && self.sql_ready(store, ready).await.is_err() {
+            Queue::Sql { store, .. } => {
+                if self.sql_ready(store).await.is_err() {
                     return Vec::new();
                 }
                 let now = now_ms();
@@ -625,8 +618,8 @@ impl Deliveries {
         loop {
             let r = match &self.queue {
                 Queue::Redis(_) => return,
-                Queue::Sql { store, ready, .. } => {
-                    if ready.get().is_none() {
+                Queue::Sql { store, .. } => {
+                    if !store.is_migrated() {
                         return;
                     }
                     store
@@ -650,8 +643,8 @@ impl Deliveries {
     pub async fn pending(&self) -> Result<u64, QueueError> {
         match &self.queue {
             Queue::Redis(q) => q.len().await,
-            Queue::Sql { store, ready, .. } => {
-                self.sql_ready(store, ready).await?;
+            Queue::Sql { store, .. } => {
+                self.sql_ready(store).await?;
                 store
                     .pending_deliveries()
                     .await

@@ -16,6 +16,25 @@ pub struct ClaimedRow {
 }
 
 impl LogStore {
+    /// One row of the delivery table unless its key is known (then
+    /// nothing: 0 rows), on every engine. Only a duplicate key is possible
+    /// (keys are bounded by the caller), and MySQL's INSERT IGNORE reports
+    /// it as 0 rows whatever the connection's found-rows flag says.
+    fn insert_if_new(&self) -> String {
+        self.sql(match self.pool {
+            Pool::MySql(_) => {
+                "INSERT IGNORE INTO channel_deliveries \
+                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            }
+            _ => {
+                "INSERT INTO channel_deliveries \
+                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING"
+            }
+        })
+    }
+
     /// Records a delivery under `keys` (its own key first, then aliases)
     /// in one statement, claimed by `claimed_by` until `claim_until`.
     /// `false` when any key is already known: a duplicate, nothing written.
@@ -28,28 +47,14 @@ impl LogStore {
         claim_until: i64,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
-        let insert = self.sql(match self.pool {
-            // Only a duplicate key is possible here (keys are bounded by the
-            // caller), and INSERT IGNORE reports it as 0 rows whatever the
-            // connection's found-rows flag says.
-            Pool::MySql(_) => {
-                "INSERT IGNORE INTO channel_deliveries \
-                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
-                 VALUES (?, ?, ?, 1, ?, ?, ?, ?)"
-            }
-            _ => {
-                "INSERT INTO channel_deliveries \
-                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
-                 VALUES (?, ?, ?, 1, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING"
-            }
-        });
         on_pool!(&self.pool, p, _Db => {
             if let [key] = keys {
                 // One key: one autocommitted statement, no transaction round trips.
-                let n = sqlx::query(&insert)
+                let n = sqlx::query(&self.insert_if_new())
                     .bind(key.as_str())
                     .bind("pending")
                     .bind(Some(payload))
+                    .bind(1_i64)
                     .bind(claimed_by)
                     .bind(claim_until)
                     .bind(now)
@@ -101,18 +106,7 @@ impl LogStore {
         now: i64,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
-        let insert = self.sql(match self.pool {
-            Pool::MySql(_) => {
-                "INSERT IGNORE INTO channel_deliveries \
-                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
-                 VALUES (?, 'bound', ?, 0, '', 0, ?, ?)"
-            }
-            _ => {
-                "INSERT INTO channel_deliveries \
-                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
-                 VALUES (?, 'bound', ?, 0, '', 0, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING"
-            }
-        });
+        let insert = self.insert_if_new();
         // An expired binding not pruned yet is taken over.
         let renew = self.sql(
             "UPDATE channel_deliveries SET payload = ?, created_at = ?, expires_at = ? \
@@ -122,7 +116,11 @@ impl LogStore {
         on_pool!(&self.pool, p, _Db => {
             let n = sqlx::query(&insert)
                 .bind(key)
-                .bind(message)
+                .bind("bound")
+                .bind(Some(message))
+                .bind(0_i64)
+                .bind("")
+                .bind(0_i64)
                 .bind(now)
                 .bind(expires_at)
                 .execute(p)
