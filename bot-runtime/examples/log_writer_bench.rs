@@ -6,9 +6,10 @@
 
 use std::time::Instant;
 
-use bot_runtime::logs::spill::Spill;
-use bot_runtime::logs::{Exchange, LogStore, LogWriter, new_exchange_id, now_ms};
-use bot_runtime::metrics::Metrics;
+use bot_runtime::convlog::spill::Spill;
+use bot_runtime::convlog::{Exchange, LogStore, LogWriter, new_exchange_id};
+use bot_runtime::support::timefmt::now_ms;
+use bot_runtime::telemetry::metrics::Metrics;
 use clawdbot_config::LogsConfig;
 
 #[tokio::main]
@@ -22,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(20_000);
-    bot_runtime::tls::install_crypto_provider();
+    bot_runtime::support::tls::install_crypto_provider();
     let store = LogStore::open_lazy(&url)?;
     store.migrate().await?;
     let spill_dir =

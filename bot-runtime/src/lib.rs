@@ -1,23 +1,15 @@
 //! bot-runtime: the ClawdBot chat server.
 
-pub mod app;
 pub mod auth;
-pub mod channels;
-pub mod client_ip;
-pub mod drain;
-pub mod engine;
-pub mod error;
-pub mod extract;
-pub mod logs;
-pub mod metrics;
-pub mod model;
-pub mod ratelimit;
-pub mod redis_client;
+pub mod chat;
+pub mod convlog;
+pub mod deliveries;
+pub mod http;
+pub mod im;
 pub mod routes;
-pub mod sessions;
 pub mod state;
-pub mod timefmt;
-pub mod tls;
+pub mod support;
+pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,7 +28,7 @@ pub async fn serve<F>(cfg: RuntimeConfig, listener: TcpListener, shutdown: F) ->
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let provider = model::from_config(&cfg.model)?;
+    let provider = chat::model::from_config(&cfg.model)?;
     let st = AppState::new(cfg, provider)?;
     serve_state(st, listener, shutdown).await
 }
@@ -73,10 +65,10 @@ where
         .cfg
         .logs
         .retention_days
-        .map(|days| logs::retention::spawn(st.logs.store().clone(), days));
+        .map(|days| convlog::retention::spawn(st.logs.store().clone(), days));
     let sweeper = spawn_sweeper(st.clone());
     let channels = start_channels(&st, deadline);
-    let app = app::router(st.clone());
+    let app = routes::router::router(st.clone());
     let drained = {
         let st = st.clone();
         async move {
@@ -144,7 +136,7 @@ async fn serve_metrics(st: AppState, addr: &str) -> anyhow::Result<tokio::task::
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.metrics_listen): {e}"))?;
     tracing::info!(listen = %listener.local_addr()?, "metrics served here, not on the main port");
-    let app = app::metrics_router(st);
+    let app = routes::router::metrics_router(st);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the metrics listener stopped");
@@ -183,7 +175,7 @@ fn start_channels(st: &AppState, deadline: Duration) -> ChannelTasks {
         stop_clients: std::sync::Arc::new(stop_clients),
     };
     // Robots notify whether or not their platform's app channel answers.
-    let _ = st.notifier.set(channels::notify::Notifier::start(
+    let _ = st.notifier.set(im::notify::Notifier::start(
         st.outbound.clone(),
         st.cfg.channels.notify_queue,
         &st.metrics,
@@ -191,9 +183,20 @@ fn start_channels(st: &AppState, deadline: Duration) -> ChannelTasks {
     if !st.channels_enabled() {
         return tasks;
     }
-    tasks.workers = Some(tokio::spawn(
-        st.deliveries.clone().run(st.clone(), deadline),
+    let answerer = std::sync::Arc::new(deliveries::Answerer::new(
+        st.cfg.model.clone(),
+        st.cfg.sessions.max_message_bytes,
+        st.provider.clone(),
+        st.sessions.clone(),
+        st.logs.clone(),
+        st.outbound.clone(),
+        &st.metrics,
     ));
+    tasks.workers = Some(tokio::spawn(st.deliveries.clone().run(
+        answerer,
+        st.drain.token(),
+        deadline,
+    )));
     let deliveries = st.deliveries.clone();
     tasks.others.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
@@ -202,7 +205,12 @@ fn start_channels(st: &AppState, deadline: Duration) -> ChannelTasks {
             deliveries.prune().await;
         }
     }));
-    tasks.others.extend(channels::long_connections(st, stop_rx));
+    tasks.others.extend(im::long_connections(
+        &st.cfg,
+        st.deliveries.clone(),
+        &st.metrics.webhook_requests,
+        stop_rx,
+    ));
     // Long connections stop taking deliveries as soon as the drain starts.
     let (st2, stop) = (st.clone(), tasks.stop_clients.clone());
     tasks.others.push(tokio::spawn(async move {

@@ -2,9 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use clawdbot_config::{LogFormat, RuntimeConfig};
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use clawdbot_config::RuntimeConfig;
 
 /// ClawdBot runtime: web chat, chat API, OpenAI-compatible endpoint.
 #[derive(Parser)]
@@ -88,43 +86,9 @@ fn load_config(path: Option<&PathBuf>) -> Result<RuntimeConfig, Vec<String>> {
         .map_err(|e| e.issues().iter().map(ToString::to_string).collect())
 }
 
-/// Lines a logging thread may have queued before it waits for the writer.
-const LOG_QUEUE_LINES: usize = 16 * 1024;
-
-/// Logs go to stdout through tracing-appender's writer thread, so a
-/// request's log line is a queue push, not a write system call on a
-/// runtime worker. Nothing is dropped (not lossy): with the queue full the
-/// logging thread waits, as on a slow stdout. The guard writes out what is
-/// left when `serve` returns.
-fn init_logging(cfg: &RuntimeConfig) -> WorkerGuard {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.logging.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("log-writer")
-        .finish(std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match cfg.logging.format {
-        // One object per line: timestamp, level, the event's fields, target
-        // and the current span's fields (request id, route) under "span".
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-        LogFormat::Text => builder.init(),
-    }
-    guard
-}
-
 fn serve(cfg: RuntimeConfig) -> ExitCode {
-    let _flush = init_logging(&cfg);
-    bot_runtime::tls::install_crypto_provider();
+    let _flush = bot_runtime::telemetry::logging::init(&cfg);
+    bot_runtime::support::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -162,20 +126,20 @@ fn serve(cfg: RuntimeConfig) -> ExitCode {
 /// `export`: rows go to stdout, problems to stderr (no log lines, which
 /// would mix into the export).
 fn export(cfg: &RuntimeConfig, since: &str, until: &str, format: &str) -> ExitCode {
-    use bot_runtime::timefmt::parse_rfc3339_ms;
+    use bot_runtime::support::timefmt::parse_rfc3339_ms;
     let (Some(since_ms), Some(until_ms)) = (parse_rfc3339_ms(since), parse_rfc3339_ms(until))
     else {
         eprintln!("export: --since and --until must be RFC 3339 times like 2026-01-31T00:00:00Z");
         return ExitCode::from(2);
     };
-    let format = match format.parse::<bot_runtime::logs::export::Format>() {
+    let format = match format.parse::<bot_runtime::convlog::export::Format>() {
         Ok(f) => f,
         Err(e) => {
             eprintln!("export: --format: {e}");
             return ExitCode::from(2);
         }
     };
-    bot_runtime::tls::install_crypto_provider();
+    bot_runtime::support::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -187,10 +151,11 @@ fn export(cfg: &RuntimeConfig, since: &str, until: &str, format: &str) -> ExitCo
         }
     };
     let result = runtime.block_on(async {
-        let store = bot_runtime::logs::LogStore::open_lazy(&bot_runtime::logs::database_url(cfg))?;
+        let store =
+            bot_runtime::convlog::LogStore::open_lazy(&bot_runtime::convlog::database_url(cfg))?;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let n =
-            bot_runtime::logs::export::export(&store, since_ms, until_ms, format, &mut out).await;
+        let n = bot_runtime::convlog::export::export(&store, since_ms, until_ms, format, &mut out)
+            .await;
         store.close().await;
         n.map_err(|e| anyhow::anyhow!("{e} (database {})", store.target()))
     });

@@ -8,16 +8,16 @@ use clawdbot_config::RuntimeConfig;
 use ipnet::IpNet;
 
 use crate::auth::KeyStore;
-use crate::channels::delivery::Deliveries;
-use crate::channels::inbound::Verifiers;
-use crate::channels::notify::Notifier;
-use crate::channels::outbound::Outbound;
-use crate::drain::Drain;
-use crate::logs::{LogStore, LogWriter};
-use crate::metrics::Metrics;
-use crate::model::Provider;
-use crate::ratelimit::{AuthThrottle, RateLimiter};
-use crate::sessions::SessionStore;
+use crate::chat::model::Provider;
+use crate::chat::sessions::SessionStore;
+use crate::convlog::{LogStore, LogWriter};
+use crate::deliveries::Deliveries;
+use crate::http::drain::Drain;
+use crate::http::ratelimit::{AuthThrottle, RateLimiter};
+use crate::im::inbound::Verifiers;
+use crate::im::notify::Notifier;
+use crate::im::outbound::Outbound;
+use crate::telemetry::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -25,7 +25,7 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub cfg: RuntimeConfig,
     pub provider: Arc<dyn Provider>,
-    pub sessions: SessionStore,
+    pub sessions: Arc<SessionStore>,
     pub metrics: Metrics,
     pub keys: KeyStore,
     pub limiter: RateLimiter,
@@ -56,12 +56,12 @@ impl AppState {
     /// directory that cannot be created; nothing connects here.
     pub fn new(cfg: RuntimeConfig, provider: Arc<dyn Provider>) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
-        let store = LogStore::open_lazy(&crate::logs::database_url(&cfg))?;
+        let store = LogStore::open_lazy(&crate::convlog::database_url(&cfg))?;
         // One pool per database: the IM delivery table shares it.
         let deliveries = Arc::new(Deliveries::from_config(&cfg, &metrics, store.clone())?);
         let logs = LogWriter::new(
             store,
-            crate::logs::spill::Spill::new(crate::logs::spill_path(&cfg)),
+            crate::convlog::spill::Spill::new(crate::convlog::spill_path(&cfg)),
             &cfg.logs,
             metrics.log_writer(),
         );
@@ -76,7 +76,7 @@ impl AppState {
             deliveries,
             outbound: Arc::new(Outbound::new(&cfg)?),
             notifier: OnceLock::new(),
-            sessions: SessionStore::from_config(&cfg, &metrics)?,
+            sessions: Arc::new(SessionStore::from_config(&cfg, &metrics)?),
             metrics,
             logs,
             keys: KeyStore::new(&cfg.auth.api_keys),
@@ -104,6 +104,20 @@ impl AppState {
         self.notifier
             .get()
             .unwrap_or_else(|| NONE.get_or_init(Notifier::none))
+    }
+
+    /// Observes one model call made for `channel`.
+    pub fn observe_call(
+        &self,
+        channel: &'static str,
+        session_id: Option<String>,
+    ) -> crate::chat::engine::CallObserver {
+        crate::chat::engine::CallObserver::start(
+            self.metrics.model(),
+            self.provider.label(),
+            channel,
+            session_id,
+        )
     }
 
     /// Whether any IM channel is enabled (workers run only then).

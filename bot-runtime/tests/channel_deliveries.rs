@@ -15,9 +15,9 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use bot_runtime::channels::delivery::{Deliveries, RedisQueue, dedupe_keys};
-use bot_runtime::channels::{Accepted, Inbound, InboundSink, Platform, ReplyTo, slack};
-use bot_runtime::logs::now_ms;
+use bot_runtime::deliveries::{Deliveries, RedisQueue, SqlDeliveries, dedupe_keys};
+use bot_runtime::im::{Accepted, Inbound, InboundSink, Platform, ReplyTo, slack};
+use bot_runtime::support::timefmt::now_ms;
 use clawdbot_bench::mock::Behavior;
 use clawdbot_config::{RuntimeConfig, Secret};
 use serde_json::{Value, json};
@@ -357,7 +357,11 @@ fn inbound(id: &str, message_id: Option<&str>) -> Inbound {
 async fn sql_delivery_rows_dedupe_claim_and_expire_on_every_engine() {
     for engine in ENGINES {
         let db = TestDb::create(engine).await;
-        let store = db.store().await;
+        let store = SqlDeliveries::new(
+            db.store().await,
+            "test".into(),
+            &clawdbot_config::ChannelsConfig::default(),
+        );
         let keys = dedupe_keys(&inbound("E1", Some("M1")));
         assert_eq!(keys, vec!["slack:E1".to_string(), "slack:m:M1".to_string()]);
         let t = 1_000_000;
@@ -667,10 +671,14 @@ async fn a_dead_replicas_delivery_is_answered_by_another() {
         // in A's pending list), then is gone without answering.
         let a_cfg = config_for(Some(&model), setup);
         let a_store =
-            bot_runtime::logs::LogStore::open_lazy(&bot_runtime::logs::database_url(&a_cfg))
+            bot_runtime::convlog::LogStore::open_lazy(&bot_runtime::convlog::database_url(&a_cfg))
                 .unwrap();
-        let a = Deliveries::from_config(&a_cfg, &bot_runtime::metrics::Metrics::new(), a_store)
-            .unwrap();
+        let a = Deliveries::from_config(
+            &a_cfg,
+            &bot_runtime::telemetry::metrics::Metrics::new(),
+            a_store,
+        )
+        .unwrap();
         let fresh = a
             .accept(inbound(&format!("E{:x}", rand::random::<u32>()), None))
             .await
@@ -889,7 +897,7 @@ async fn a_dingtalk_signature_is_bound_to_its_first_message() {
         }))
         .await;
         let ts = now_ms();
-        let sign = bot_runtime::channels::dingtalk::sign("ding-app-secret", ts);
+        let sign = bot_runtime::im::dingtalk::sign("ding-app-secret", ts);
         let post = |body: Vec<u8>| {
             client()
                 .post(rt.url("/webhooks/dingtalk"))

@@ -13,11 +13,11 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use bot_runtime::channels::dingtalk::stream as dingtalk;
-use bot_runtime::channels::feishu::frame::{self, Frame};
-use bot_runtime::channels::feishu::ws as feishu;
-use bot_runtime::channels::longconn::OutcomeHook;
-use bot_runtime::channels::{Accepted, Inbound, InboundSink, SinkError, SinkFuture};
+use bot_runtime::im::dingtalk::stream as dingtalk;
+use bot_runtime::im::feishu::frame::{self, Frame};
+use bot_runtime::im::feishu::ws as feishu;
+use bot_runtime::im::longconn::OutcomeHook;
+use bot_runtime::im::{Accepted, Inbound, InboundSink, SignatureFuture, SinkError, SinkFuture};
 use clawdbot_config::Secret;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -60,6 +60,16 @@ impl InboundSink for TestSink {
                 Accepted::New
             })
         })
+    }
+
+    fn bind_signature<'a>(
+        &'a self,
+        _key: &'a str,
+        _message: &'a str,
+        _ttl: Duration,
+    ) -> SignatureFuture<'a> {
+        // Long connections carry no signed callbacks.
+        Box::pin(async { panic!("a long connection bound a webhook signature") })
     }
 }
 
@@ -649,7 +659,7 @@ async fn dingtalk_stream_redelivery_is_answered_once_by_the_runtime() {
     assert_eq!(body["clientId"], "ding-app");
     let (_, mut ws) = next(&mut p.conns).await;
 
-    let expires = bot_runtime::logs::now_ms() + 3_600_000;
+    let expires = bot_runtime::support::timefmt::now_ms() + 3_600_000;
     let mut msg: Value =
         serde_json::from_str(&dingtalk_message("msg-rt-1", "hello there")).unwrap();
     msg["sessionWebhook"] = json!(format!("{}/robot/sendBySession?session=s1", p.api_base));

@@ -6,8 +6,9 @@ mod logdb;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bot_runtime::logs::export::{Format, export};
-use bot_runtime::logs::{Page, now_ms, retention};
+use bot_runtime::convlog::export::{Format, export};
+use bot_runtime::convlog::{Page, retention};
+use bot_runtime::support::timefmt::now_ms;
 use logdb::*;
 
 #[tokio::test]
@@ -55,7 +56,7 @@ async fn the_same_batch_twice_stores_each_exchange_once() {
     }
 }
 
-use bot_runtime::logs::Exchange;
+use bot_runtime::convlog::Exchange;
 
 #[tokio::test]
 async fn keyset_pages_cover_every_row_once_in_time_order_with_filters() {

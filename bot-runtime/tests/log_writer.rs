@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bot_runtime::logs::{Exchange, LogStore, now_ms};
+use bot_runtime::convlog::{Exchange, LogStore};
+use bot_runtime::support::timefmt::now_ms;
 use logdb::*;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -126,9 +127,9 @@ async fn a_full_queue_spills_instead_of_growing_and_drain_spills_the_rest() {
     };
     let m = metrics();
     // Not started: nothing takes from the queue.
-    let w = bot_runtime::logs::LogWriter::new(
+    let w = bot_runtime::convlog::LogWriter::new(
         LogStore::open_lazy(DEAD_DB).unwrap(),
-        bot_runtime::logs::spill::Spill::new(spill.clone()),
+        bot_runtime::convlog::spill::Spill::new(spill.clone()),
         &cfg,
         m.clone(),
     );

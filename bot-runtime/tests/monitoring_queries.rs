@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bot_runtime::metrics::Metrics;
+use bot_runtime::telemetry::metrics::Metrics;
 
 const PROMTOOL: &str = "/usr/bin/promtool";
 

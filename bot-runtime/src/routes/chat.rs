@@ -15,14 +15,16 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Caller;
-use crate::engine::{CallObserver, session_request};
-use crate::error::{ApiError, ApiResult};
-use crate::extract::JsonBody;
-use crate::logs::Exchange;
-use crate::metrics::StreamGauge;
-use crate::model::{ChunkStream, ModelError, Usage};
-use crate::sessions::{Role, SessionError, SessionInfo, StoredMessage, Turn, is_valid_session_id};
+use crate::chat::engine::{CallObserver, session_request};
+use crate::chat::model::{ChunkStream, ModelError, Usage};
+use crate::chat::sessions::{
+    Role, SessionError, SessionInfo, StoredMessage, Turn, is_valid_session_id,
+};
+use crate::convlog::Exchange;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::JsonBody;
 use crate::state::AppState;
+use crate::telemetry::metrics::StreamGauge;
 
 const MAX_USER_ID: usize = 256;
 /// How long a history read waits for just-answered exchanges to reach the
@@ -139,8 +141,8 @@ pub async fn chat(
         .begin_turn(body.session_id.as_deref(), &caller, body.user_id.clone())
         .await
         .map_err(session_error)?;
-    let req = session_request(&st, &turn.history, &body.message);
-    let obs = CallObserver::start(&st, "web", Some(turn.session.id.clone()));
+    let req = session_request(&st.cfg.model, &turn.history, &body.message);
+    let obs = st.observe_call("web", Some(turn.session.id.clone()));
     if body.stream {
         // Failures before the first token still get a real status code.
         return match st.provider.stream(&req).await {

@@ -7,11 +7,11 @@ use axum::{Extension, Json};
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::logs::export::ExchangeView;
-use crate::logs::{Page, is_valid_exchange_id};
+use crate::convlog::export::ExchangeView;
+use crate::convlog::{Page, is_valid_exchange_id};
+use crate::http::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::timefmt::parse_rfc3339_ms;
+use crate::support::timefmt::parse_rfc3339_ms;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 500;

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Caller;
-use crate::channels::Platform;
-use crate::channels::notify::{Notification, NotifyError};
-use crate::error::{ApiError, ApiResult};
-use crate::extract::JsonBody;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::JsonBody;
+use crate::im::Platform;
+use crate::im::notify::{Notification, NotifyError};
 use crate::state::AppState;
 
 /// Platforms cap a message at about 20 KB; leave room for the envelope.

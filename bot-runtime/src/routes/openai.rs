@@ -15,12 +15,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Caller;
-use crate::engine::{CallObserver, apply_generation_defaults};
-use crate::error::{ApiError, ApiResult};
-use crate::extract::JsonBody;
-use crate::metrics::StreamGauge;
-use crate::model::{ChatRequest, Chunk, ChunkStream, Completion, ModelError, Usage};
+use crate::chat::engine::{CallObserver, apply_generation_defaults};
+use crate::chat::model::{ChatRequest, Chunk, ChunkStream, Completion, ModelError, Usage};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::JsonBody;
 use crate::state::AppState;
+use crate::telemetry::metrics::StreamGauge;
 
 const ROLES: &[&str] = &[
     "system",
@@ -271,7 +271,7 @@ pub async fn chat_completions(
     let mut call = parse_request(body, st.provider.models())?;
     apply_generation_defaults(&st.cfg.model, &mut call.req.extra);
     let log = LogContext::new(&caller, &call.req);
-    let obs = CallObserver::start(&st, "openai", None);
+    let obs = st.observe_call("openai", None);
     if call.stream {
         // Failures before the first token still get a real status code.
         return match st.provider.stream(&call.req).await {

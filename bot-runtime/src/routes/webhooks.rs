@@ -8,9 +8,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::channels::{Accepted, InboundSink, Platform, Rejection, Verdict};
-use crate::logs::now_ms;
+use crate::im::{Accepted, InboundSink, Platform, Rejection, Verdict};
 use crate::state::AppState;
+use crate::support::timefmt::now_ms;
 
 pub async fn dingtalk(st: State<AppState>, q: RawQuery, h: HeaderMap, body: Body) -> Response {
     post(st, Platform::Dingtalk, q, h, body).await
@@ -70,40 +70,20 @@ async fn post(
         Ok(b) => b,
         Err(_) => return too_large(&st, p, limit),
     };
-    let Some(mut result) = st.verifiers.verify_post(
-        p,
-        &headers,
-        q.as_deref().unwrap_or_default(),
-        &bytes,
-        now_ms(),
-    ) else {
+    let Some(result) = st
+        .verifiers
+        .verify_post(
+            p,
+            &headers,
+            q.as_deref().unwrap_or_default(),
+            &bytes,
+            now_ms(),
+            st.deliveries.as_ref(),
+        )
+        .await
+    else {
         return not_enabled(p);
     };
-    if p == Platform::Dingtalk
-        && let Ok(Verdict::Message(m)) = &result
-        && let Some(key) = crate::channels::dingtalk::signature_key(&headers)
-    {
-        // DingTalk signs only the timestamp: the same headers with another
-        // message are a replay. Bound for twice the window (it reaches
-        // both ways from now).
-        let ttl = std::time::Duration::from_secs(st.cfg.dingtalk.timestamp_window_secs * 2);
-        match st
-            .deliveries
-            .bind_signature(&key, &m.delivery_id, ttl)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => result = Err(Rejection::Replayed),
-            Err(e) => {
-                tracing::warn!(channel = p.label(), error = %e, "signature binding not recorded; the platform will retry");
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the delivery could not be recorded; retry later",
-                );
-            }
-        }
-    }
     respond(&st, p, result).await
 }
 

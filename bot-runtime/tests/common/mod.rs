@@ -73,12 +73,12 @@ pub fn config_for(
 }
 
 pub async fn start(cfg: RuntimeConfig) -> Runtime {
-    bot_runtime::tls::install_crypto_provider();
+    bot_runtime::support::tls::install_crypto_provider();
     let issues = clawdbot_config::validate(&cfg);
     assert!(issues.is_empty(), "test config invalid: {issues:?}");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let provider = bot_runtime::model::from_config(&cfg.model).unwrap();
+    let provider = bot_runtime::chat::model::from_config(&cfg.model).unwrap();
     let state = AppState::new(cfg, provider).unwrap();
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(bot_runtime::serve_state(state.clone(), listener, async {
@@ -107,7 +107,7 @@ pub async fn mock_with(reply: &str, chunk_delay: Duration) -> MockUpstream {
 }
 
 pub fn client() -> reqwest::Client {
-    bot_runtime::tls::install_crypto_provider();
+    bot_runtime::support::tls::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use bot_runtime::logs::{Exchange, LogStore, LogWriter, WriterMetrics, new_exchange_id};
+use bot_runtime::convlog::{Exchange, LogStore, LogWriter, WriterMetrics, new_exchange_id};
 use clawdbot_config::LogsConfig;
 use prometheus::{IntCounter, IntGauge};
 use sqlx::Connection;
@@ -177,7 +177,7 @@ pub fn writer(url: &str, spill: &std::path::Path, cfg: &LogsConfig, m: WriterMet
     let store = LogStore::open_lazy(url).unwrap();
     let w = LogWriter::new(
         store,
-        bot_runtime::logs::spill::Spill::new(spill.to_path_buf()),
+        bot_runtime::convlog::spill::Spill::new(spill.to_path_buf()),
         cfg,
         m,
     );
@@ -189,7 +189,7 @@ pub fn writer(url: &str, spill: &std::path::Path, cfg: &LogsConfig, m: WriterMet
 /// (there must be none).
 pub async fn all_ids(store: &LogStore) -> Vec<String> {
     let mut out = Vec::new();
-    let mut page = bot_runtime::logs::Page {
+    let mut page = bot_runtime::convlog::Page {
         limit: 500,
         ..Default::default()
     };

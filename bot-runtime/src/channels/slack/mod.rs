@@ -1,5 +1,0 @@
-//! Slack: v0 request signatures, Events API parsing, chat.postMessage builders.
-
-mod protocol;
-
-pub use protocol::*;

@@ -1,6 +1,0 @@
-//! WeCom: callback signature, AES-256-CBC message crypto, XML parsing and
-//! message-send builders.
-
-mod protocol;
-
-pub use protocol::*;
