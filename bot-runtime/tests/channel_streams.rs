@@ -17,7 +17,7 @@ use bot_runtime::im::dingtalk::stream as dingtalk;
 use bot_runtime::im::feishu::frame::{self, Frame};
 use bot_runtime::im::feishu::ws as feishu;
 use bot_runtime::im::longconn::OutcomeHook;
-use bot_runtime::im::{Accepted, Inbound, InboundSink, SignatureFuture, SinkError, SinkFuture};
+use bot_runtime::im::{Accepted, Inbound, InboundSink, SignatureBinding, SinkError, SinkFuture};
 use clawdbot_config::Secret;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -62,12 +62,7 @@ impl InboundSink for TestSink {
         })
     }
 
-    fn bind_signature<'a>(
-        &'a self,
-        _key: &'a str,
-        _message: &'a str,
-        _ttl: Duration,
-    ) -> SignatureFuture<'a> {
+    fn accept_signed(&self, _message: Inbound, _binding: SignatureBinding) -> SinkFuture<'_> {
         // Long connections carry no signed callbacks.
         Box::pin(async { panic!("a long connection bound a webhook signature") })
     }

@@ -3,6 +3,7 @@
 //! cannot take them (`spill`), read back for the API and exports (`store`),
 //! and pruned by age (`retention`).
 
+mod checkpoint;
 pub mod export;
 pub mod retention;
 pub mod spill;

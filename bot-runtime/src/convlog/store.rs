@@ -45,6 +45,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the database did not answer in time")]
     Timeout,
+    /// A write of a group commit whose transaction failed (the error is
+    /// the transaction's, shared by every write in it).
+    #[error("write not committed: {0}")]
+    Group(String),
 }
 
 #[derive(Clone, Debug)]
@@ -54,22 +58,23 @@ pub(crate) enum Pool {
     MySql(MySqlPool),
 }
 
-/// The same code for each engine: `$p` is the engine's pool and `$db` its
-/// sqlx database type, so one body serves all three.
-macro_rules! on_pool {
-    ($pool:expr, $p:ident, $db:ident => $body:expr) => {
-        match $pool {
-            Pool::Sqlite($p) => {
+/// The same code for each engine: `$p` is the engine's pool (or
+/// connection) and `$db` its sqlx database type, so one body serves all
+/// three. `$kind` is the enum matched: [`Pool`] or [`Conn`].
+macro_rules! per_engine {
+    ($kind:ident, $value:expr, $p:ident, $db:ident => $body:expr) => {
+        match $value {
+            $kind::Sqlite($p) => {
                 #[allow(dead_code)]
                 type $db = Sqlite;
                 $body
             }
-            Pool::Postgres($p) => {
+            $kind::Postgres($p) => {
                 #[allow(dead_code)]
                 type $db = Postgres;
                 $body
             }
-            Pool::MySql($p) => {
+            $kind::MySql($p) => {
                 #[allow(dead_code)]
                 type $db = MySql;
                 $body
@@ -77,7 +82,43 @@ macro_rules! on_pool {
         }
     };
 }
+pub(crate) use per_engine;
+
+/// [`per_engine!`] over a [`Pool`].
+macro_rules! on_pool {
+    ($pool:expr, $p:ident, $db:ident => $body:expr) => {
+        $crate::convlog::store::per_engine!(Pool, $pool, $p, $db => $body)
+    };
+}
 pub(crate) use on_pool;
+
+/// One connection of the store's engine, for statements that must share a
+/// connection (a transaction): written once for every engine with
+/// [`on_conn!`].
+pub(crate) enum Conn<'a> {
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    Postgres(&'a mut sqlx::PgConnection),
+    MySql(&'a mut sqlx::MySqlConnection),
+}
+
+impl Conn<'_> {
+    /// The same connection for one more call.
+    pub(crate) fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
+            Conn::MySql(c) => Conn::MySql(c),
+        }
+    }
+}
+
+/// [`per_engine!`] over a [`Conn`].
+macro_rules! on_conn {
+    ($conn:expr, $c:ident, $db:ident => $body:expr) => {
+        $crate::convlog::store::per_engine!(Conn, $conn, $c, $db => $body)
+    };
+}
+pub(crate) use on_conn;
 
 /// Filters and position for reading exchanges in (created_at, id) order.
 #[derive(Debug, Clone, Default)]
@@ -121,6 +162,9 @@ impl LogStore {
                     // machine can lose the last commits (and the embedded
                     // SQLite file lives on pod-local scratch anyway).
                     .synchronous(SqliteSynchronous::Normal)
+                    // Checkpoints run on a connection of their own, not in
+                    // whichever commit fills the WAL (see `checkpoint`).
+                    .pragma("wal_autocheckpoint", "0")
                     .busy_timeout(Duration::from_secs(10));
                 if let Some(dir) = Path::new(opts.get_filename()).parent()
                     && !dir.as_os_str().is_empty()
@@ -130,7 +174,10 @@ impl LogStore {
                 }
                 Pool::Sqlite(
                     SqlitePoolOptions::new()
-                        .max_connections(4)
+                        // One connection: writers queue here instead of in
+                        // SQLite's busy handler, which sleeps 1, 2, 5, 10 ms
+                        // between tries; statements on a local file are short.
+                        .max_connections(1)
                         // A local file: no connection to go stale, and the
                         // ping would cost a round trip to the connection's
                         // worker thread on every acquire.
@@ -186,7 +233,11 @@ impl LogStore {
         self.migrated
             .get_or_try_init(|| async {
                 match &self.pool {
-                    Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await,
+                    Pool::Sqlite(p) => {
+                        SQLITE_MIGRATIONS.run(p).await?;
+                        super::checkpoint::spawn(p.clone());
+                        Ok(())
+                    }
                     Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await,
                     Pool::MySql(p) => MYSQL_MIGRATIONS.run(p).await,
                 }

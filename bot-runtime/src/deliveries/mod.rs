@@ -18,6 +18,7 @@
 mod answer;
 mod redis;
 mod sql;
+mod sql_writes;
 mod workers;
 
 use std::future::Future;
@@ -30,7 +31,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::convlog::LogStore;
-use crate::im::{Accepted, Inbound, InboundSink, SignatureFuture, SinkError, SinkFuture};
+use crate::im::{Accepted, Inbound, InboundSink, SignatureBinding, SinkError, SinkFuture};
 use crate::support::timefmt::now_ms;
 use crate::telemetry::metrics::Metrics;
 pub use answer::{Answerer, session_id};
@@ -60,6 +61,24 @@ pub struct QueueError(pub String);
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, QueueError>> + Send + 'a>>;
 
+/// What became of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New,
+    /// A key was known: nothing written.
+    Duplicate,
+    /// The signature binding belongs to another message: nothing written.
+    Replayed,
+}
+
+/// A signature to bind to the recorded delivery (its own key) in the same
+/// step: `key` for `ttl`.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    pub key: &'a str,
+    pub ttl: Duration,
+}
+
 /// Where deliveries are kept until answered. Every method may be retried;
 /// the workers and the webhook path use nothing else.
 pub trait DeliveryStore: Send + Sync {
@@ -75,17 +94,17 @@ pub trait DeliveryStore: Send + Sync {
     /// Gets the store ready (tables, consumer group); idempotent.
     fn prepare(&self) -> StoreFuture<'_, ()>;
     /// Records `payload` under `keys` (its own key first, then aliases)
-    /// unless any key is known: `false` for a duplicate, nothing written.
-    /// `claim_here`: claimed by this replica for a lease (else due at once).
+    /// unless any key is known (a duplicate, nothing written).
+    /// `claim_here`: claimed by this replica for a lease (else due at
+    /// once). `binding`: first bound to the delivery's own key unless
+    /// bound to another already (then `Replayed`, nothing written).
     fn record<'a>(
         &'a self,
         keys: &'a [String],
         payload: &'a str,
         claim_here: bool,
-    ) -> StoreFuture<'a, bool>;
-    /// Binds `key` to `message` for `ttl` unless bound already: whether it
-    /// is bound to `message` now.
-    fn bind<'a>(&'a self, key: &'a str, message: &'a str, ttl: Duration) -> StoreFuture<'a, bool>;
+        binding: Option<Binding<'a>>,
+    ) -> StoreFuture<'a, Recorded>;
     /// Up to `max` new deliveries for this replica (waits a little when
     /// there are none).
     fn read_new(&self, max: usize) -> StoreFuture<'_, Vec<Claimed>>;
@@ -178,9 +197,21 @@ impl Deliveries {
         Duration::from_secs(self.cfg.claim_lease_secs)
     }
 
-    /// Dedupes and records one delivery.
-    pub async fn record(&self, m: Inbound) -> Result<Accepted, QueueError> {
+    /// Dedupes and records one delivery, with its signature bound to it
+    /// when it has one to bind (shared by every replica).
+    pub async fn record(
+        &self,
+        m: Inbound,
+        signature: Option<SignatureBinding>,
+    ) -> Result<Accepted, QueueError> {
         let keys = dedupe_keys(&m);
+        let sig_key = signature
+            .as_ref()
+            .map(|s| bounded(format!("sig:{}", s.key)));
+        let binding = signature
+            .as_ref()
+            .zip(sig_key.as_deref())
+            .map(|(s, key)| Binding { key, ttl: s.ttl });
         let delivery = Delivery {
             inbound: m,
             received_ms: now_ms(),
@@ -195,9 +226,14 @@ impl Deliveries {
         } else {
             None
         };
-        let fresh = self.store.record(&keys, &payload, slot.is_some()).await?;
-        if !fresh {
-            return Ok(Accepted::Duplicate);
+        match self
+            .store
+            .record(&keys, &payload, slot.is_some(), binding)
+            .await?
+        {
+            Recorded::New => {}
+            Recorded::Duplicate => return Ok(Accepted::Duplicate),
+            Recorded::Replayed => return Ok(Accepted::Replayed),
         }
         if let Some(slot) = slot {
             slot.send(Claimed {
@@ -207,20 +243,6 @@ impl Deliveries {
             });
         }
         Ok(Accepted::New)
-    }
-
-    /// Binds a signed callback's credentials (`key`, e.g. DingTalk's
-    /// timestamp and sign) to the first message they carried, for `ttl`,
-    /// shared by every replica: `false` when they came with another
-    /// message before (a replay with a new body).
-    pub async fn bind_signature(
-        &self,
-        key: &str,
-        message: &str,
-        ttl: Duration,
-    ) -> Result<bool, QueueError> {
-        let key = bounded(format!("sig:{key}"));
-        self.store.bind(&key, message, ttl).await
     }
 
     /// Deletes dedupe keys past their TTL (SQL; Redis expires its own).
@@ -243,34 +265,35 @@ impl Deliveries {
     }
 }
 
-impl InboundSink for Deliveries {
-    fn accept(&self, message: Inbound) -> SinkFuture<'_> {
-        Box::pin(async move {
-            let channel = message.platform.label();
-            let r = self.record(message).await;
-            let outcome = match &r {
-                Ok(Accepted::New) => "accepted",
-                Ok(Accepted::Duplicate) => "duplicate",
-                Err(_) => "unavailable",
-            };
-            self.metrics.with_label_values(&[channel, outcome]).inc();
-            r.map_err(|e| {
-                tracing::warn!(channel, error = %e, "IM delivery not recorded; the platform will retry");
-                SinkError(e.0)
-            })
+impl Deliveries {
+    /// Records and counts the outcome (`clawdbot_webhook_requests_total`).
+    async fn accept_counted(
+        &self,
+        message: Inbound,
+        signature: Option<SignatureBinding>,
+    ) -> Result<Accepted, SinkError> {
+        let channel = message.platform.label();
+        let r = self.record(message, signature).await;
+        let outcome = match &r {
+            Ok(Accepted::New) => "accepted",
+            Ok(Accepted::Duplicate) => "duplicate",
+            Ok(Accepted::Replayed) => "replayed",
+            Err(_) => "unavailable",
+        };
+        self.metrics.with_label_values(&[channel, outcome]).inc();
+        r.map_err(|e| {
+            tracing::warn!(channel, error = %e, "IM delivery not recorded; the platform will retry");
+            SinkError(e.0)
         })
     }
+}
 
-    fn bind_signature<'a>(
-        &'a self,
-        key: &'a str,
-        message: &'a str,
-        ttl: Duration,
-    ) -> SignatureFuture<'a> {
-        Box::pin(async move {
-            Deliveries::bind_signature(self, key, message, ttl)
-                .await
-                .map_err(|e| SinkError(e.0))
-        })
+impl InboundSink for Deliveries {
+    fn accept(&self, message: Inbound) -> SinkFuture<'_> {
+        Box::pin(self.accept_counted(message, None))
+    }
+
+    fn accept_signed(&self, message: Inbound, binding: SignatureBinding) -> SinkFuture<'_> {
+        Box::pin(self.accept_counted(message, Some(binding)))
     }
 }

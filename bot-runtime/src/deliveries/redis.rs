@@ -20,7 +20,7 @@ use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, RedisError, Script};
 
-use super::{Claimed, DeliveryStore, QueueError, StoreFuture};
+use super::{Binding, Claimed, DeliveryStore, QueueError, Recorded, StoreFuture};
 
 const GROUP: &str = "bot-runtime";
 
@@ -360,19 +360,24 @@ impl DeliveryStore for RedisQueue {
         keys: &'a [String],
         payload: &'a str,
         _claim_here: bool,
-    ) -> StoreFuture<'a, bool> {
+        binding: Option<Binding<'a>>,
+    ) -> StoreFuture<'a, Recorded> {
         // Every replica's workers read new entries from the stream.
-        Box::pin(RedisQueue::record(
-            self,
-            keys,
-            payload,
-            self.processing_ttl,
-            self.dedupe_ttl,
-        ))
-    }
-
-    fn bind<'a>(&'a self, key: &'a str, message: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        Box::pin(RedisQueue::bind(self, key, message, ttl))
+        Box::pin(async move {
+            if let Some(b) = binding
+                && !RedisQueue::bind(self, b.key, &keys[0], b.ttl).await?
+            {
+                return Ok(Recorded::Replayed);
+            }
+            let fresh =
+                RedisQueue::record(self, keys, payload, self.processing_ttl, self.dedupe_ttl)
+                    .await?;
+            Ok(if fresh {
+                Recorded::New
+            } else {
+                Recorded::Duplicate
+            })
+        })
     }
 
     fn read_new(&self, max: usize) -> StoreFuture<'_, Vec<Claimed>> {

@@ -11,7 +11,8 @@ use sqlx::mysql::MySql;
 use sqlx::postgres::Postgres;
 use sqlx::sqlite::Sqlite;
 
-use super::{Claimed, DeliveryStore, QueueError, StoreFuture};
+use super::sql_writes::{Write, Writes};
+use super::{Binding, Claimed, DeliveryStore, QueueError, Recorded, StoreFuture};
 use crate::convlog::store::{LogStore, Pool, StoreError, on_pool};
 use crate::support::timefmt::now_ms;
 
@@ -34,6 +35,7 @@ pub struct ClaimedRow {
 #[derive(Clone)]
 pub struct SqlDeliveries {
     store: LogStore,
+    writes: Writes,
     replica: String,
     lease_ms: i64,
     dedupe_ttl_ms: i64,
@@ -46,6 +48,7 @@ fn ms(d: Duration) -> i64 {
 impl SqlDeliveries {
     pub fn new(store: LogStore, replica: String, cfg: &ChannelsConfig) -> Self {
         Self {
+            writes: Writes::new(store.clone()),
             store,
             replica,
             lease_ms: ms(Duration::from_secs(cfg.claim_lease_secs)),
@@ -61,25 +64,6 @@ impl SqlDeliveries {
         self.store.pool()
     }
 
-    /// One row of the delivery table unless its key is known (then
-    /// nothing: 0 rows), on every engine. Only a duplicate key is possible
-    /// (keys are bounded by the caller), and MySQL's INSERT IGNORE reports
-    /// it as 0 rows whatever the connection's found-rows flag says.
-    fn insert_if_new(&self) -> String {
-        self.sql(match self.pool() {
-            Pool::MySql(_) => {
-                "INSERT IGNORE INTO channel_deliveries \
-                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            }
-            _ => {
-                "INSERT INTO channel_deliveries \
-                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING"
-            }
-        })
-    }
-
     /// Records a delivery under `keys` (its own key first, then aliases)
     /// in one statement, claimed by `claimed_by` until `claim_until`.
     /// `false` when any key is already known: a duplicate, nothing written.
@@ -92,53 +76,18 @@ impl SqlDeliveries {
         claim_until: i64,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
-        on_pool!(self.pool(), p, _Db => {
-            if let [key] = keys {
-                // One key: one autocommitted statement, no transaction round trips.
-                let n = sqlx::query(&self.insert_if_new())
-                    .bind(key.as_str())
-                    .bind("pending")
-                    .bind(Some(payload))
-                    .bind(1_i64)
-                    .bind(claimed_by)
-                    .bind(claim_until)
-                    .bind(now)
-                    .bind(expires_at)
-                    .execute(p)
-                    .await?
-                    .rows_affected();
-                return Ok(n == 1);
-            }
-            // Several keys: one multi-row statement, atomic on every engine.
-            // A known key makes the whole statement fail with a unique
-            // violation and write nothing: the duplicate. (A transaction of
-            // one INSERT per key held SQLite's write lock across several
-            // round trips to sqlx's connection thread.)
-            let rows = vec!["(?, ?, ?, 1, ?, ?, ?, ?)"; keys.len()].join(", ");
-            let all = self.sql(&format!(
-                "INSERT INTO channel_deliveries \
-                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
-                 VALUES {rows}"
-            ));
-            let mut q = sqlx::query(&all);
-            for (i, key) in keys.iter().enumerate() {
-                let (state, body) = if i == 0 { ("pending", Some(payload)) } else { ("alias", None) };
-                q = q
-                    .bind(key.as_str())
-                    .bind(state)
-                    .bind(body)
-                    .bind(claimed_by)
-                    .bind(claim_until)
-                    .bind(now)
-                    .bind(expires_at);
-            }
-            match q.execute(p).await {
-                Ok(_) => {}
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(false),
-                Err(e) => return Err(e.into()),
-            }
-        });
-        Ok(true)
+        self.writes
+            .run(Write::Record {
+                keys: keys.to_vec(),
+                payload: payload.to_owned(),
+                claimed_by: claimed_by.to_owned(),
+                now,
+                claim_until,
+                expires_at,
+                binding: None,
+            })
+            .await
+            .map(|r| r == Recorded::New)
     }
 
     /// Binds `key` to `message` until `expires_at` unless a live binding
@@ -151,45 +100,15 @@ impl SqlDeliveries {
         now: i64,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
-        let insert = self.insert_if_new();
-        // An expired binding not pruned yet is taken over.
-        let renew = self.sql(
-            "UPDATE channel_deliveries SET payload = ?, created_at = ?, expires_at = ? \
-             WHERE dedupe_key = ? AND state = 'bound' AND expires_at < ?",
-        );
-        let read = self.sql("SELECT payload FROM channel_deliveries WHERE dedupe_key = ?");
-        on_pool!(self.pool(), p, _Db => {
-            let n = sqlx::query(&insert)
-                .bind(key)
-                .bind("bound")
-                .bind(Some(message))
-                .bind(0_i64)
-                .bind("")
-                .bind(0_i64)
-                .bind(now)
-                .bind(expires_at)
-                .execute(p)
-                .await?
-                .rows_affected();
-            if n == 1 {
-                return Ok(true);
-            }
-            let n = sqlx::query(&renew)
-                .bind(message)
-                .bind(now)
-                .bind(expires_at)
-                .bind(key)
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected();
-            if n == 1 {
-                return Ok(true);
-            }
-            let bound: Option<(Option<String>,)> =
-                sqlx::query_as(&read).bind(key).fetch_optional(p).await?;
-            Ok(bound.and_then(|(m,)| m).as_deref() == Some(message))
-        })
+        self.writes
+            .run(Write::Bind {
+                key: key.to_owned(),
+                message: message.to_owned(),
+                now,
+                expires_at,
+            })
+            .await
+            .map(|r| r == Recorded::New)
     }
 
     /// Claims up to `max` pending deliveries whose claim has lapsed (their
@@ -348,31 +267,24 @@ impl DeliveryStore for SqlDeliveries {
         keys: &'a [String],
         payload: &'a str,
         claim_here: bool,
-    ) -> StoreFuture<'a, bool> {
+        binding: Option<Binding<'a>>,
+    ) -> StoreFuture<'a, Recorded> {
         Box::pin(async move {
             self.ready().await?;
             let now = now_ms();
             let claim_until = if claim_here { now + self.lease_ms } else { now };
-            self.record_delivery(
-                keys,
-                payload,
-                &self.replica,
-                now,
-                claim_until,
-                now + self.dedupe_ttl_ms,
-            )
-            .await
-            .map_err(failed("delivery not recorded"))
-        })
-    }
-
-    fn bind<'a>(&'a self, key: &'a str, message: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            self.ready().await?;
-            let now = now_ms();
-            self.bind_delivery_key(key, message, now, now + ms(ttl))
+            self.writes
+                .run(Write::Record {
+                    keys: keys.to_vec(),
+                    payload: payload.to_owned(),
+                    claimed_by: self.replica.clone(),
+                    now,
+                    claim_until,
+                    expires_at: now + self.dedupe_ttl_ms,
+                    binding: binding.map(|b| (b.key.to_owned(), now + ms(b.ttl))),
+                })
                 .await
-                .map_err(failed("signature not recorded"))
+                .map_err(failed("delivery not recorded"))
         })
     }
 

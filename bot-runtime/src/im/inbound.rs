@@ -5,7 +5,7 @@ use clawdbot_config::{DingTalkMode, FeishuMode, RuntimeConfig};
 use http::HeaderMap;
 
 use super::crypto::window_ms;
-use super::{InboundSink, Platform, Rejection, Verdict, dingtalk, feishu, slack, wecom};
+use super::{Platform, Rejection, SignatureBinding, Verdict, dingtalk, feishu, slack, wecom};
 
 /// `None` for a channel that is disabled or answers over a long connection.
 pub struct Verifiers {
@@ -59,24 +59,17 @@ impl Verifiers {
         }
     }
 
-    /// A POST delivery. `None`: the channel takes no webhooks. `sink`
-    /// keeps what replay checks must share between replicas (DingTalk's
-    /// signature bindings).
-    pub async fn verify_post(
+    /// A POST delivery. `None`: the channel takes no webhooks.
+    pub fn verify_post(
         &self,
         p: Platform,
         headers: &HeaderMap,
         query: &str,
         body: &[u8],
         now_ms: i64,
-        sink: &dyn InboundSink,
     ) -> Option<Result<Verdict, Rejection>> {
         Some(match p {
-            Platform::Dingtalk => {
-                let v = self.dingtalk.as_ref()?;
-                let verdict = dingtalk::verify(headers, body, v, now_ms);
-                dingtalk::replay::bind_to_message(headers, verdict, v, sink).await
-            }
+            Platform::Dingtalk => dingtalk::verify(headers, body, self.dingtalk.as_ref()?, now_ms),
             Platform::Feishu => feishu::verify(headers, body, self.feishu.as_ref()?, now_ms),
             Platform::Wecom => {
                 let (c, window) = self.wecom.as_ref()?;
@@ -84,6 +77,16 @@ impl Verifiers {
             }
             Platform::Slack => slack::verify(headers, body, self.slack.as_ref()?, now_ms),
         })
+    }
+
+    /// What a verified message of `p` must be bound to when recorded
+    /// (DingTalk's signature, which does not cover the body); `None` for
+    /// platforms whose signature covers the body.
+    pub fn signature_binding(&self, p: Platform, headers: &HeaderMap) -> Option<SignatureBinding> {
+        match p {
+            Platform::Dingtalk => dingtalk::replay::binding(headers, self.dingtalk.as_ref()?),
+            Platform::Feishu | Platform::Wecom | Platform::Slack => None,
+        }
     }
 
     /// WeCom's GET URL verification.

@@ -335,6 +335,8 @@ pub(crate) async fn accept(
             match sink.accept(*m).await {
                 Ok(Accepted::New) => ("accepted", true),
                 Ok(Accepted::Duplicate) => ("duplicate", true),
+                // Only signed webhooks are bound; a frame never is.
+                Ok(Accepted::Replayed) => ("replayed", true),
                 Err(e) => {
                     tracing::warn!(error = %e, message_id, trace_id, delivery_id,
                         "{platform}: {item} not recorded; answering 500 for a redelivery");

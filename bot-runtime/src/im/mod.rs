@@ -153,10 +153,6 @@ pub enum Rejection {
     /// were replayed with a new body.
     #[error("this signature came with another message before")]
     Replayed,
-    /// What the check needs to record could not be recorded (the
-    /// delivery store is down): the platform retries.
-    #[error("the delivery could not be recorded; retry later")]
-    Unavailable,
 }
 
 impl Rejection {
@@ -168,7 +164,6 @@ impl Rejection {
             Self::BadToken => "bad_token",
             Self::Replayed => "replayed",
             Self::Undecryptable(_) | Self::Malformed(_) => "malformed",
-            Self::Unavailable => "unavailable",
         }
     }
 
@@ -178,7 +173,6 @@ impl Rejection {
                 StatusCode::UNAUTHORIZED
             }
             Self::Undecryptable(_) | Self::Malformed(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -194,6 +188,18 @@ pub enum Accepted {
     New,
     /// Seen before (a redelivery or a replay): not answered again.
     Duplicate,
+    /// Signed credentials seen before with another message
+    /// ([`InboundSink::accept_signed`]): refused, nothing recorded.
+    Replayed,
+}
+
+/// A signed callback's credentials (DingTalk's `timestamp` and `sign`),
+/// to be bound to the first message they carried for `ttl`: the same
+/// credentials with another message are a replay with a new body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureBinding {
+    pub key: String,
+    pub ttl: std::time::Duration,
 }
 
 /// The delivery could not be recorded: do not ack, so the platform retries.
@@ -202,21 +208,15 @@ pub enum Accepted {
 pub struct SinkError(pub String);
 
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Accepted, SinkError>> + Send + 'a>>;
-pub type SignatureFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, SinkError>> + Send + 'a>>;
 
 /// Where verified messages go, from webhooks and long connections alike:
 /// deduplicated and recorded durably before the platform gets its ack.
 pub trait InboundSink: Send + Sync + 'static {
     fn accept(&self, message: Inbound) -> SinkFuture<'_>;
-    /// Binds a signed callback's credentials (`key`) to the first message
-    /// they carried, for `ttl`, shared by every replica: `false` when they
-    /// came with another message before.
-    fn bind_signature<'a>(
-        &'a self,
-        key: &'a str,
-        message: &'a str,
-        ttl: std::time::Duration,
-    ) -> SignatureFuture<'a>;
+    /// [`InboundSink::accept`], with the callback's credentials bound to
+    /// the message in the same step, shared by every replica:
+    /// [`Accepted::Replayed`] when they came with another message before.
+    fn accept_signed(&self, message: Inbound, binding: SignatureBinding) -> SinkFuture<'_>;
 }
 
 /// Starts the long-connection clients the config asks for (DingTalk Stream

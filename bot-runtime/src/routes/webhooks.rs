@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::im::{Accepted, InboundSink, Platform, Rejection, Verdict};
+use crate::im::{Accepted, InboundSink, Platform, Rejection, SinkError, Verdict};
 use crate::state::AppState;
 use crate::support::timefmt::now_ms;
 
@@ -70,21 +70,22 @@ async fn post(
         Ok(b) => b,
         Err(_) => return too_large(&st, p, limit),
     };
-    let Some(result) = st
-        .verifiers
-        .verify_post(
-            p,
-            &headers,
-            q.as_deref().unwrap_or_default(),
-            &bytes,
-            now_ms(),
-            st.deliveries.as_ref(),
-        )
-        .await
-    else {
+    let Some(result) = st.verifiers.verify_post(
+        p,
+        &headers,
+        q.as_deref().unwrap_or_default(),
+        &bytes,
+        now_ms(),
+    ) else {
         return not_enabled(p);
     };
-    respond(&st, p, result).await
+    // DingTalk: the message is recorded with its signature bound to it.
+    match (result, st.verifiers.signature_binding(p, &headers)) {
+        (Ok(Verdict::Message(m)), Some(binding)) => {
+            acked(p, st.deliveries.accept_signed(*m, binding).await)
+        }
+        (result, _) => respond(&st, p, result).await,
+    }
 }
 
 async fn respond(st: &AppState, p: Platform, result: Result<Verdict, Rejection>) -> Response {
@@ -104,16 +105,25 @@ async fn respond(st: &AppState, p: Platform, result: Result<Verdict, Rejection>)
             tracing::debug!(channel, why, "webhook acknowledged, nothing to answer");
             ack(p)
         }
-        // The sink counts accepted / duplicate / unavailable itself, for
-        // long connections too.
-        Ok(Verdict::Message(m)) => match st.deliveries.accept(*m).await {
-            Ok(Accepted::New | Accepted::Duplicate) => ack(p),
-            Err(_) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the delivery could not be recorded; retry later",
-            ),
-        },
+        Ok(Verdict::Message(m)) => acked(p, st.deliveries.accept(*m).await),
+    }
+}
+
+/// The answer once the sink has had the message (it counts accepted /
+/// duplicate / replayed / unavailable itself, for long connections too).
+fn acked(p: Platform, recorded: Result<Accepted, SinkError>) -> Response {
+    match recorded {
+        Ok(Accepted::New | Accepted::Duplicate) => ack(p),
+        Ok(Accepted::Replayed) => {
+            let rej = Rejection::Replayed;
+            tracing::info!(channel = p.label(), outcome = rej.outcome(), reason = %rej, "webhook refused");
+            error(rej.status(), rej.outcome(), &rej.to_string())
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the delivery could not be recorded; retry later",
+        ),
     }
 }
 
