@@ -15,7 +15,9 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use bot_runtime::deliveries::{Deliveries, RedisQueue, SqlDeliveries, dedupe_keys};
+use bot_runtime::deliveries::{
+    Binding, Deliveries, DeliveryStore, Recorded, RedisQueue, SqlDeliveries, dedupe_keys,
+};
 use bot_runtime::im::{Accepted, Inbound, InboundSink, Platform, ReplyTo, slack};
 use bot_runtime::support::timefmt::now_ms;
 use clawdbot_bench::mock::Behavior;
@@ -488,6 +490,80 @@ async fn sql_delivery_rows_dedupe_claim_and_expire_on_every_engine() {
             "{engine:?}"
         );
         assert_eq!(store.pending_deliveries().await.unwrap(), 1);
+    }
+}
+
+/// A delivery recorded with its signature binding (DingTalk) on every
+/// engine: both rows in one step; the platform's retry is a duplicate;
+/// the same signature with another message is a replay and writes
+/// nothing; an expired binding is taken over.
+#[tokio::test]
+async fn sql_records_bind_their_signature_on_every_engine() {
+    for engine in ENGINES {
+        let db = TestDb::create(engine).await;
+        let store = SqlDeliveries::new(
+            db.store().await,
+            "test".into(),
+            &clawdbot_config::ChannelsConfig::default(),
+        );
+        let sig = |ttl_ms| {
+            Some(Binding {
+                key: "sig:k",
+                ttl: Duration::from_millis(ttl_ms),
+            })
+        };
+        let first = dedupe_keys(&inbound("E1", None));
+        let record = |keys: &[String], ttl_ms| {
+            let keys = keys.to_vec();
+            let store = store.clone();
+            async move { store.record(&keys, "{}", false, sig(ttl_ms)).await.unwrap() }
+        };
+        assert_eq!(record(&first, 60_000).await, Recorded::New, "{engine:?}");
+        assert_eq!(
+            record(&first, 60_000).await,
+            Recorded::Duplicate,
+            "{engine:?}: retry"
+        );
+        let second = dedupe_keys(&inbound("E2", Some("M2")));
+        assert_eq!(
+            record(&second, 60_000).await,
+            Recorded::Replayed,
+            "{engine:?}"
+        );
+        assert_eq!(
+            store.pending().await.unwrap(),
+            1,
+            "{engine:?}: the replay wrote nothing"
+        );
+        assert!(
+            store
+                .record_delivery(&second, "{}", "t", now_ms(), 0, now_ms() + 60_000)
+                .await
+                .unwrap(),
+            "{engine:?}: none of the replay's keys were taken"
+        );
+        // A short-lived binding, expired: the next message takes it over.
+        let third = dedupe_keys(&inbound("E3", None));
+        let fourth = dedupe_keys(&inbound("E4", None));
+        let short = |keys: &[String]| {
+            let keys = keys.to_vec();
+            let store = store.clone();
+            async move {
+                let b = Binding {
+                    key: "sig:short",
+                    ttl: Duration::from_millis(1),
+                };
+                store.record(&keys, "{}", false, Some(b)).await.unwrap()
+            }
+        };
+        assert_eq!(short(&third).await, Recorded::New, "{engine:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            short(&fourth).await,
+            Recorded::New,
+            "{engine:?}: expired binding"
+        );
+        assert_eq!(store.pending().await.unwrap(), 4, "{engine:?}");
     }
 }
 

@@ -47,7 +47,7 @@ struct Args {
     pool: Option<u64>,
     /// Closed loop: the highest rate the default pool covers; a faster
     /// target ends the run early (reported as `pool.exhausted`).
-    #[arg(long, default_value_t = 20_000.0)]
+    #[arg(long, default_value_t = 40_000.0)]
     closed_rate_cap: f64,
     /// DingTalk AppSecret (signs `sign`).
     #[arg(

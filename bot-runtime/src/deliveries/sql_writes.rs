@@ -160,19 +160,26 @@ async fn apply(store: &LogStore, mut conn: Conn<'_>, w: &Write) -> Result<Record
             expires_at,
             binding,
         } => {
-            if let Some((key, until)) = binding
-                && !bind(store, conn.reborrow(), key, &keys[0], *now, *until).await?
-            {
-                return Ok(Recorded::Replayed);
-            }
-            let row = Row {
+            let row = || Row {
                 payload,
                 claimed_by,
                 now: *now,
                 claim_until: *claim_until,
                 expires_at: *expires_at,
             };
-            Ok(if record(store, conn, keys, row).await? {
+            if let Some((sig, until)) = binding {
+                // The usual case, nothing known yet: the delivery and its
+                // binding in one statement. Something known makes it
+                // write nothing; then the two steps say what it was.
+                let bound = Some((sig.as_str(), *until));
+                if record(store, conn.reborrow(), keys, row(), bound).await? {
+                    return Ok(Recorded::New);
+                }
+                if !bind(store, conn.reborrow(), sig, &keys[0], *now, *until).await? {
+                    return Ok(Recorded::Replayed);
+                }
+            }
+            Ok(if record(store, conn, keys, row(), None).await? {
                 Recorded::New
             } else {
                 Recorded::Duplicate
@@ -202,16 +209,19 @@ struct Row<'a> {
     expires_at: i64,
 }
 
-/// `false` when a key is known: a duplicate, nothing written.
+/// `false` when a key is known: a duplicate, nothing written. `bound`: a
+/// signature key bound to the delivery's own key until then, written in
+/// the same statement.
 async fn record(
     store: &LogStore,
     conn: Conn<'_>,
     keys: &[String],
     r: Row<'_>,
+    bound: Option<(&str, i64)>,
 ) -> Result<bool, sqlx::Error> {
     let insert = insert_if_new(store);
     on_conn!(conn, c, _Db => {
-        if let [key] = keys {
+        if let ([key], None) = (keys, bound) {
             let n = sqlx::query(&insert)
                 .bind(key.as_str())
                 .bind("pending")
@@ -231,7 +241,8 @@ async fn record(
         // nothing: the duplicate. The failed statement alone is undone
         // (SQLite and MySQL keep the transaction; PostgreSQL never runs
         // these in a group).
-        let rows = vec!["(?, ?, ?, 1, ?, ?, ?, ?)"; keys.len()].join(", ");
+        let count = keys.len() + usize::from(bound.is_some());
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; count].join(", ");
         let all = store.sql(&format!(
             "INSERT INTO channel_deliveries \
              (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
@@ -244,10 +255,23 @@ async fn record(
                 .bind(key.as_str())
                 .bind(state)
                 .bind(body)
+                .bind(1_i64)
                 .bind(r.claimed_by)
                 .bind(r.claim_until)
                 .bind(r.now)
                 .bind(r.expires_at);
+        }
+        // The binding's row, as `bind` writes it.
+        if let Some((sig, until)) = bound {
+            q = q
+                .bind(sig)
+                .bind("bound")
+                .bind(Some(keys[0].as_str()))
+                .bind(0_i64)
+                .bind("")
+                .bind(0_i64)
+                .bind(r.now)
+                .bind(until);
         }
         match q.execute(&mut *c).await {
             Ok(_) => Ok(true),
