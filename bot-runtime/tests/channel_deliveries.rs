@@ -352,18 +352,24 @@ fn inbound(id: &str, message_id: Option<&str>) -> Inbound {
     }
 }
 
+/// A delivery store on a database of its own (dropped with the `TestDb`).
+async fn sql_deliveries(engine: logdb::Engine) -> (TestDb, SqlDeliveries) {
+    let db = TestDb::create(engine).await;
+    let store = SqlDeliveries::new(
+        db.store().await,
+        "test".into(),
+        &clawdbot_config::ChannelsConfig::default(),
+    );
+    (db, store)
+}
+
 /// The SQL queue's rows on every engine: a key is taken once (aliases
 /// too, atomically), a live claim is not taken over, a lapsed one is taken
 /// by exactly one replica, and answered keys expire after the TTL.
 #[tokio::test]
 async fn sql_delivery_rows_dedupe_claim_and_expire_on_every_engine() {
     for engine in ENGINES {
-        let db = TestDb::create(engine).await;
-        let store = SqlDeliveries::new(
-            db.store().await,
-            "test".into(),
-            &clawdbot_config::ChannelsConfig::default(),
-        );
+        let (_db, store) = sql_deliveries(engine).await;
         let keys = dedupe_keys(&inbound("E1", Some("M1")));
         assert_eq!(keys, vec!["slack:E1".to_string(), "slack:m:M1".to_string()]);
         let t = 1_000_000;
@@ -500,12 +506,7 @@ async fn sql_delivery_rows_dedupe_claim_and_expire_on_every_engine() {
 #[tokio::test]
 async fn sql_records_bind_their_signature_on_every_engine() {
     for engine in ENGINES {
-        let db = TestDb::create(engine).await;
-        let store = SqlDeliveries::new(
-            db.store().await,
-            "test".into(),
-            &clawdbot_config::ChannelsConfig::default(),
-        );
+        let (_db, store) = sql_deliveries(engine).await;
         let sig = |ttl_ms| {
             Some(Binding {
                 key: "sig:k",
