@@ -68,7 +68,7 @@ where
         .map(|days| convlog::retention::spawn(st.logs.store().clone(), days));
     let sweeper = spawn_sweeper(st.clone());
     let channels = start_channels(&st, deadline);
-    let app = routes::router::router(st.clone());
+    let app = routes::router(st.clone());
     let drained = {
         let st = st.clone();
         async move {
@@ -136,7 +136,7 @@ async fn serve_metrics(st: AppState, addr: &str) -> anyhow::Result<tokio::task::
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.metrics_listen): {e}"))?;
     tracing::info!(listen = %listener.local_addr()?, "metrics served here, not on the main port");
-    let app = routes::router::metrics_router(st);
+    let app = routes::metrics_router(st);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the metrics listener stopped");
