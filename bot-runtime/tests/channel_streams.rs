@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use bot_runtime::im::dingtalk::stream as dingtalk;
 use bot_runtime::im::feishu::frame::{self, Frame};
 use bot_runtime::im::feishu::ws as feishu;
-use bot_runtime::im::longconn::OutcomeHook;
+use bot_runtime::im::longconn::{LinkConfig, OutcomeHook};
 use bot_runtime::im::{Accepted, Inbound, InboundSink, SignatureBinding, SinkError, SinkFuture};
 use clawdbot_config::Secret;
 use futures_util::{SinkExt, StreamExt};
@@ -255,7 +255,12 @@ async fn dingtalk_ack(ws: &mut WebSocketStream<TcpStream>) -> Value {
 async fn dingtalk_stream_acks_records_and_reconnects() {
     let mut p = platform(dingtalk::OPEN_PATH, dingtalk_answer).await;
     let client = Running::start(|hook, sink, stop| {
-        let mut cfg = dingtalk::config(&p.api_base, "ding-app", Secret::new("app-secret"));
+        let mut cfg = LinkConfig::new(
+            &p.api_base,
+            "ding-app",
+            Secret::new("app-secret"),
+            dingtalk::HEARTBEAT,
+        );
         cfg.reconnect_base = Duration::from_millis(10);
         cfg.reconnect_max = Duration::from_millis(50);
         cfg.on_outcome = Some(hook);
@@ -392,7 +397,12 @@ async fn dingtalk_stream_retries_a_failed_open_call() {
     }
     let mut p = platform(dingtalk::OPEN_PATH, answer).await;
     let client = Running::start(|_, sink, stop| {
-        let mut cfg = dingtalk::config(&p.api_base, "ding-app", Secret::new("s"));
+        let mut cfg = LinkConfig::new(
+            &p.api_base,
+            "ding-app",
+            Secret::new("s"),
+            dingtalk::HEARTBEAT,
+        );
         cfg.reconnect_base = Duration::from_millis(10);
         dingtalk::run(cfg, sink, stop)
     });
@@ -508,7 +518,12 @@ fn answer_code(f: &Frame) -> i64 {
 async fn feishu_ws_answers_records_reassembles_and_reconnects() {
     let mut p = platform(feishu::ENDPOINT_PATH, feishu_answer).await;
     let client = Running::start(|hook, sink, stop| {
-        let mut cfg = feishu::config(&p.api_base, "cli_test", Secret::new("app-secret"));
+        let mut cfg = LinkConfig::new(
+            &p.api_base,
+            "cli_test",
+            Secret::new("app-secret"),
+            feishu::HEARTBEAT,
+        );
         cfg.reconnect_base = Duration::from_millis(10);
         cfg.reconnect_max = Duration::from_millis(50);
         cfg.on_outcome = Some(hook);

@@ -11,6 +11,8 @@
 use sqlx::mysql::MySql;
 use sqlx::postgres::Postgres;
 use sqlx::sqlite::Sqlite;
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::Recorded;
@@ -48,25 +50,67 @@ type Job = (Write, oneshot::Sender<Result<Recorded, StoreError>>);
 
 #[derive(Clone)]
 pub struct Writes {
-    store: LogStore,
+    sql: Arc<Statements>,
     /// SQLite: the group-commit task's queue, started on first use.
-    group: std::sync::Arc<std::sync::OnceLock<mpsc::Sender<Job>>>,
+    group: Arc<std::sync::OnceLock<mpsc::Sender<Job>>>,
+}
+
+/// The ack path's statements in the store's dialect, made once.
+struct Statements {
+    store: LogStore,
+    /// One row unless its key is known (then nothing: 0 rows), on every
+    /// engine. Only a duplicate key is possible (keys are bounded by the
+    /// caller), and MySQL's INSERT IGNORE reports it as 0 rows whatever
+    /// the connection's found-rows flag says.
+    insert: String,
+    /// An expired binding not pruned yet is taken over.
+    rebind: String,
+    read_bound: String,
+}
+
+impl Statements {
+    fn new(store: LogStore) -> Self {
+        let insert = store.sql(match store.pool() {
+            Pool::MySql(_) => {
+                "INSERT IGNORE INTO channel_deliveries \
+                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            }
+            _ => {
+                "INSERT INTO channel_deliveries \
+                 (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING"
+            }
+        });
+        let rebind = store.sql(
+            "UPDATE channel_deliveries SET payload = ?, created_at = ?, expires_at = ? \
+             WHERE dedupe_key = ? AND state = 'bound' AND expires_at < ?",
+        );
+        let read_bound = store.sql("SELECT payload FROM channel_deliveries WHERE dedupe_key = ?");
+        Self {
+            store,
+            insert,
+            rebind,
+            read_bound,
+        }
+    }
 }
 
 impl Writes {
     pub fn new(store: LogStore) -> Self {
         Self {
-            store,
+            sql: Arc::new(Statements::new(store)),
             group: Default::default(),
         }
     }
 
     pub async fn run(&self, w: Write) -> Result<Recorded, StoreError> {
-        match self.store.pool() {
+        let sql = &self.sql;
+        match sql.store.pool() {
             Pool::Sqlite(_) => {
                 let queue = self.group.get_or_init(|| {
                     let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
-                    tokio::spawn(group_commit(self.store.clone(), rx));
+                    tokio::spawn(group_commit(self.sql.clone(), rx));
                     tx
                 });
                 let (done, answer) = oneshot::channel();
@@ -79,11 +123,9 @@ impl Writes {
                     .map_err(|_| StoreError::Group("the SQLite writer stopped".into()))?
             }
             Pool::Postgres(p) => {
-                Ok(apply(&self.store, Conn::Postgres(&mut *p.acquire().await?), &w).await?)
+                Ok(apply(sql, Conn::Postgres(&mut *p.acquire().await?), &w).await?)
             }
-            Pool::MySql(p) => {
-                Ok(apply(&self.store, Conn::MySql(&mut *p.acquire().await?), &w).await?)
-            }
+            Pool::MySql(p) => Ok(apply(sql, Conn::MySql(&mut *p.acquire().await?), &w).await?),
         }
     }
 }
@@ -91,8 +133,8 @@ impl Writes {
 /// Runs the writes waiting together in one transaction, until every
 /// sender is gone. A failed transaction fails each of its writes (their
 /// webhooks answer 503 and the platforms retry); nothing is half written.
-async fn group_commit(store: LogStore, mut queue: mpsc::Receiver<Job>) {
-    let Pool::Sqlite(pool) = store.pool() else {
+async fn group_commit(sql: Arc<Statements>, mut queue: mpsc::Receiver<Job>) {
+    let Pool::Sqlite(pool) = sql.store.pool() else {
         return;
     };
     while let Some(first) = queue.recv().await {
@@ -107,7 +149,7 @@ async fn group_commit(store: LogStore, mut queue: mpsc::Receiver<Job>) {
             let mut tx = pool.begin().await?;
             let mut out = Vec::with_capacity(jobs.len());
             for (w, _) in &jobs {
-                out.push(apply(&store, Conn::Sqlite(&mut tx), w).await?);
+                out.push(apply(&sql, Conn::Sqlite(&mut tx), w).await?);
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(out)
@@ -129,27 +171,8 @@ async fn group_commit(store: LogStore, mut queue: mpsc::Receiver<Job>) {
     }
 }
 
-/// One row of the delivery table unless its key is known (then nothing:
-/// 0 rows), on every engine. Only a duplicate key is possible (keys are
-/// bounded by the caller), and MySQL's INSERT IGNORE reports it as 0 rows
-/// whatever the connection's found-rows flag says.
-fn insert_if_new(store: &LogStore) -> String {
-    store.sql(match store.pool() {
-        Pool::MySql(_) => {
-            "INSERT IGNORE INTO channel_deliveries \
-             (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        }
-        _ => {
-            "INSERT INTO channel_deliveries \
-             (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING"
-        }
-    })
-}
-
 /// The statements of one write on `conn`.
-async fn apply(store: &LogStore, mut conn: Conn<'_>, w: &Write) -> Result<Recorded, sqlx::Error> {
+async fn apply(sql: &Statements, mut conn: Conn<'_>, w: &Write) -> Result<Recorded, sqlx::Error> {
     match w {
         Write::Record {
             keys,
@@ -172,14 +195,14 @@ async fn apply(store: &LogStore, mut conn: Conn<'_>, w: &Write) -> Result<Record
                 // binding in one statement. Something known makes it
                 // write nothing; then the two steps say what it was.
                 let bound = Some((sig.as_str(), *until));
-                if record(store, conn.reborrow(), keys, row(), bound).await? {
+                if record(sql, conn.reborrow(), keys, row(), bound).await? {
                     return Ok(Recorded::New);
                 }
-                if !bind(store, conn.reborrow(), sig, &keys[0], *now, *until).await? {
+                if !bind(sql, conn.reborrow(), sig, &keys[0], *now, *until).await? {
                     return Ok(Recorded::Replayed);
                 }
             }
-            Ok(if record(store, conn, keys, row(), None).await? {
+            Ok(if record(sql, conn, keys, row(), None).await? {
                 Recorded::New
             } else {
                 Recorded::Duplicate
@@ -190,13 +213,11 @@ async fn apply(store: &LogStore, mut conn: Conn<'_>, w: &Write) -> Result<Record
             message,
             now,
             expires_at,
-        } => Ok(
-            if bind(store, conn, key, message, *now, *expires_at).await? {
-                Recorded::New
-            } else {
-                Recorded::Replayed
-            },
-        ),
+        } => Ok(if bind(sql, conn, key, message, *now, *expires_at).await? {
+            Recorded::New
+        } else {
+            Recorded::Replayed
+        }),
     }
 }
 
@@ -213,16 +234,15 @@ struct Row<'a> {
 /// signature key bound to the delivery's own key until then, written in
 /// the same statement.
 async fn record(
-    store: &LogStore,
+    sql: &Statements,
     conn: Conn<'_>,
     keys: &[String],
     r: Row<'_>,
     bound: Option<(&str, i64)>,
 ) -> Result<bool, sqlx::Error> {
-    let insert = insert_if_new(store);
     on_conn!(conn, c, _Db => {
         if let ([key], None) = (keys, bound) {
-            let n = sqlx::query(&insert)
+            let n = sqlx::query(&sql.insert)
                 .bind(key.as_str())
                 .bind("pending")
                 .bind(Some(r.payload))
@@ -243,7 +263,7 @@ async fn record(
         // these in a group).
         let count = keys.len() + usize::from(bound.is_some());
         let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; count].join(", ");
-        let all = store.sql(&format!(
+        let all = sql.store.sql(&format!(
             "INSERT INTO channel_deliveries \
              (dedupe_key, state, payload, attempts, claimed_by, claim_until, created_at, expires_at) \
              VALUES {rows}"
@@ -284,22 +304,15 @@ async fn record(
 /// Binds `key` to `message` until `expires_at` unless a live binding
 /// exists: whether it is bound to `message` now.
 async fn bind(
-    store: &LogStore,
+    sql: &Statements,
     conn: Conn<'_>,
     key: &str,
     message: &str,
     now: i64,
     expires_at: i64,
 ) -> Result<bool, sqlx::Error> {
-    let insert = insert_if_new(store);
-    // An expired binding not pruned yet is taken over.
-    let renew = store.sql(
-        "UPDATE channel_deliveries SET payload = ?, created_at = ?, expires_at = ? \
-         WHERE dedupe_key = ? AND state = 'bound' AND expires_at < ?",
-    );
-    let read = store.sql("SELECT payload FROM channel_deliveries WHERE dedupe_key = ?");
     on_conn!(conn, c, _Db => {
-        let n = sqlx::query(&insert)
+        let n = sqlx::query(&sql.insert)
             .bind(key)
             .bind("bound")
             .bind(Some(message))
@@ -314,7 +327,7 @@ async fn bind(
         if n == 1 {
             return Ok(true);
         }
-        let n = sqlx::query(&renew)
+        let n = sqlx::query(&sql.rebind)
             .bind(message)
             .bind(now)
             .bind(expires_at)
@@ -327,7 +340,7 @@ async fn bind(
             return Ok(true);
         }
         let bound: Option<(Option<String>,)> =
-            sqlx::query_as(&read).bind(key).fetch_optional(&mut *c).await?;
+            sqlx::query_as(&sql.read_bound).bind(key).fetch_optional(&mut *c).await?;
         Ok(bound.and_then(|(m,)| m).as_deref() == Some(message))
     })
 }

@@ -229,34 +229,43 @@ pub fn long_connections(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use clawdbot_config::{DingTalkMode, FeishuMode, Secret};
-    let mut tasks = Vec::new();
-    let hook = |p: Platform| -> std::sync::Arc<dyn Fn(&'static str) + Send + Sync> {
+    let link = |p: Platform, api_base: &str, id: &Option<String>, secret: &Option<Secret>, beat| {
+        let secret = secret.clone().unwrap_or_else(|| Secret::new(""));
+        let mut link =
+            longconn::LinkConfig::new(api_base, id.clone().unwrap_or_default(), secret, beat);
         let m = outcomes.clone();
-        std::sync::Arc::new(move |outcome| m.with_label_values(&[p.label(), outcome]).inc())
+        link.on_outcome = Some(std::sync::Arc::new(move |outcome| {
+            m.with_label_values(&[p.label(), outcome]).inc()
+        }));
+        link
     };
+    let mut tasks = Vec::new();
     let d = &cfg.dingtalk;
     if d.enabled && d.mode == DingTalkMode::Stream {
-        let mut cfg = dingtalk::stream::config(
-            d.api_base.clone(),
-            d.app_key.clone().unwrap_or_default(),
-            d.app_secret.clone().unwrap_or_else(|| Secret::new("")),
+        let beat = dingtalk::stream::HEARTBEAT;
+        let link = link(
+            Platform::Dingtalk,
+            &d.api_base,
+            &d.app_key,
+            &d.app_secret,
+            beat,
         );
-        cfg.on_outcome = Some(hook(Platform::Dingtalk));
         tasks.push(tokio::spawn(dingtalk::stream::run(
-            cfg,
+            link,
             sink.clone(),
             stop.clone(),
         )));
     }
     let f = &cfg.feishu;
     if f.enabled && f.mode == FeishuMode::Websocket {
-        let mut cfg = feishu::ws::config(
-            f.api_base.clone(),
-            f.app_id.clone().unwrap_or_default(),
-            f.app_secret.clone().unwrap_or_else(|| Secret::new("")),
+        let link = link(
+            Platform::Feishu,
+            &f.api_base,
+            &f.app_id,
+            &f.app_secret,
+            feishu::ws::HEARTBEAT,
         );
-        cfg.on_outcome = Some(hook(Platform::Feishu));
-        tasks.push(tokio::spawn(feishu::ws::run(cfg, sink, stop)));
+        tasks.push(tokio::spawn(feishu::ws::run(link, sink, stop)));
     }
     tasks
 }

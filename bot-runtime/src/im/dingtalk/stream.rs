@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clawdbot_config::Secret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -41,14 +40,8 @@ const NAME: LinkName = LinkName {
     item: "message",
 };
 
-/// The client's settings: keepalive every 60 s.
-pub fn config(
-    api_base: impl Into<String>,
-    app_id: impl Into<String>,
-    app_secret: Secret,
-) -> LinkConfig {
-    LinkConfig::new(api_base, app_id, app_secret, Duration::from_secs(60))
-}
+/// Keepalive interval of the stream.
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// Keeps the stream up until `shutdown` turns true (or its sender is
 /// dropped), handing each robot message to `sink`.

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clawdbot_config::Secret;
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -50,14 +49,8 @@ const NAME: LinkName = LinkName {
     item: "event",
 };
 
-/// The client's settings: ping every 120 s until the server names its interval.
-pub fn config(
-    api_base: impl Into<String>,
-    app_id: impl Into<String>,
-    app_secret: Secret,
-) -> LinkConfig {
-    LinkConfig::new(api_base, app_id, app_secret, Duration::from_secs(120))
-}
+/// Ping interval until the server's ClientConfig names one.
+pub const HEARTBEAT: Duration = Duration::from_secs(120);
 
 /// Keeps the long connection up until `shutdown` turns true (or its sender
 /// is dropped), handing each message event to `sink`.
