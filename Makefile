@@ -7,19 +7,25 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 BIN := $(TARGET_DIR)/debug
 
-.PHONY: help run build test test-tools lint check-crds crds test-rust test-python test-channels test-browser test-operator bench fmt
+.PHONY: help run build build-tools models test test-tools lint check-crds crds test-rust test-python test-channels test-browser test-operator bench fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-run: ## Build and start bot-runtime on embedded defaults (http://127.0.0.1:18789)
+run: build-tools models ## Build and start bot-runtime on embedded defaults (http://127.0.0.1:18789)
 	$(CARGO) build --release -p bot-runtime
 	exec $(TARGET_DIR)/release/bot-runtime $(if $(CONFIG),--config $(CONFIG),)
 
-build: ## Debug build of every binary
+build: build-tools ## Debug build of every binary
 	$(CARGO) build --workspace --bins
 
-test: test-tools lint test-rust test-python test-channels test-browser test-operator ## Install pinned tools, then run every test
+build-tools: ## Install what building llama.cpp needs (cmake, libclang) from Debian when missing
+	scripts/install-build-tools.sh
+
+models: ## Fetch the pinned model files into models/ (sha256-checked; no-op when present)
+	scripts/fetch-models.sh
+
+test: build-tools models test-tools lint test-rust test-python test-channels test-browser test-operator ## Install pinned tools, then run every test
 	@echo "make test: all suites passed"
 
 test-tools: ## Install pinned test tools (Python venv, playwright-core, Chromium)
@@ -37,7 +43,7 @@ check-crds: build ## Fail when crds/ differs from `clawdbot-operator crd`
 crds: build ## Regenerate crds/clawdbot.io_clawdbots.yaml
 	$(BIN)/clawdbot-operator crd > crds/clawdbot.io_clawdbots.yaml
 
-test-rust: ## Unit, black-box HTTP, process and property tests (starts PostgreSQL, MariaDB, Redis when down)
+test-rust: build-tools models ## Unit, black-box HTTP, process and property tests (starts PostgreSQL, MariaDB, Redis when down)
 	scripts/ensure-services.sh
 	$(CARGO) test --workspace
 

@@ -14,19 +14,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-log() { printf 'install-test-tools: %s\n' "$*"; }
-die() { printf 'install-test-tools: error: %s\n' "$*" >&2; exit 1; }
-
-# Run a command as root (directly when we are root, else through sudo).
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "need root (or sudo) to run: $*"
-    fi
-}
+# shellcheck source=scripts/common.sh
+source scripts/common.sh install-test-tools
 
 # ---------------------------------------------------------------------------
 # 1. Python venvs: .cache/venv (openai client tests), .cache/channels-venv

@@ -28,7 +28,18 @@ pub async fn serve<F>(cfg: RuntimeConfig, listener: TcpListener, shutdown: F) ->
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let provider = chat::model::from_config(&cfg.model)?;
+    // Loading a local model reads a file of hundreds of MB: not on a
+    // runtime worker.
+    let model_cfg = cfg.model.clone();
+    let provider = tokio::task::spawn_blocking(move || chat::model::from_config(&model_cfg))
+        .await
+        .map_err(|e| anyhow::anyhow!("model set-up failed: {e}"))??;
+    tracing::info!(
+        backend = provider.label(),
+        models = ?provider.models(),
+        reason = provider.reason(),
+        "model backend chosen"
+    );
     let st = AppState::new(cfg, provider)?;
     serve_state(st, listener, shutdown).await
 }

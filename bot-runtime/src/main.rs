@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use clawdbot_config::RuntimeConfig;
+use clawdbot_config::{ModelBackend, RuntimeConfig};
 
 /// ClawdBot runtime: web chat, chat API, OpenAI-compatible endpoint.
 #[derive(Parser)]
@@ -57,6 +57,22 @@ fn main() -> ExitCode {
     };
     match command {
         Command::CheckConfig => {
+            // The file checks that need no model load: a local model that
+            // cannot start is refused here, not in a crash loop later.
+            let backend = cfg.model.effective_backend();
+            if matches!(backend, ModelBackend::Local | ModelBackend::Auto) {
+                let local = bot_runtime::chat::model::local::startup_problem(&cfg.model.local);
+                match (backend, local) {
+                    (ModelBackend::Local, Some(why)) => {
+                        eprintln!("config error: model.local.path: {why}");
+                        return ExitCode::from(2);
+                    }
+                    (_, Some(why)) => {
+                        println!("note: model.backend auto will answer without a model: {why}")
+                    }
+                    _ => {}
+                }
+            }
             println!(
                 "config OK: listen {}, model backend {:?} ({}), {} API key(s)",
                 cfg.server.listen,
@@ -105,7 +121,6 @@ fn serve(cfg: RuntimeConfig) -> ExitCode {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
         tracing::info!(
             listen = %listener.local_addr()?,
-            model_backend = ?cfg.model.effective_backend(),
             model = %cfg.model.name,
             api_keys = cfg.auth.api_keys.len(),
             version = env!("CARGO_PKG_VERSION"),

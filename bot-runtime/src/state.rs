@@ -56,6 +56,7 @@ impl AppState {
     /// directory that cannot be created; nothing connects here.
     pub fn new(cfg: RuntimeConfig, provider: Arc<dyn Provider>) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
+        metrics.register_all(provider.collectors());
         let store = LogStore::open_lazy(&crate::convlog::database_url(&cfg))?;
         // One pool per database: the IM delivery table shares it.
         let deliveries = Arc::new(Deliveries::from_config(&cfg, &metrics, store.clone())?);

@@ -214,6 +214,42 @@ async fn the_drain_deadline_bounds_shutdown() {
 }
 
 /// SIGTERM, then everything the process wrote once it exited.
+#[test]
+fn a_local_model_that_cannot_load_is_refused_naming_the_file() {
+    let missing = "/no/such/dir/model.gguf";
+    // check-config finds it without loading anything.
+    let out = clean_command()
+        .arg("check-config")
+        .env("MODEL_BACKEND", "local")
+        .env("MODEL_PATH", missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(missing) && err.contains("not found"), "{err}");
+    // So does the server, before it answers anything.
+    let out = clean_command()
+        .env("MODEL_BACKEND", "local")
+        .env("MODEL_PATH", missing)
+        .env("CLAWDBOT_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model.backend is local") && err.contains(missing),
+        "{err}"
+    );
+    // With auto it is only a note: the runtime answers without a model.
+    let out = clean_command()
+        .arg("check-config")
+        .env("MODEL_PATH", missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("without a model"));
+}
+
 fn stop_and_collect(child: std::process::Child) -> std::process::Output {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

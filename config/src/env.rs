@@ -20,6 +20,8 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("MODEL_API_KEY", "model.api_key"),
     ("MODEL_NAME", "model.name"),
     ("MODEL_BACKEND", "model.backend"),
+    ("MODEL_PATH", "model.local.path"),
+    ("KNOWLEDGE_PATH", "knowledge.path"),
     ("DATABASE_URL", "database.url"),
     ("REDIS_URL", "redis.url"),
 ];

@@ -4,6 +4,7 @@
 //! No server dependencies here: serde, schemars and a YAML parser.
 
 mod env;
+pub mod knowledge;
 mod secret;
 mod types;
 mod validate;
@@ -11,6 +12,7 @@ mod validate;
 use serde_json::Value;
 
 pub use env::{ENV_ALIASES, EnvOverride};
+pub use knowledge::{DialogConfig, DialogRule, KnowledgeConfig};
 pub use secret::Secret;
 pub use types::*;
 pub use validate::{

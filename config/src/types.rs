@@ -53,6 +53,10 @@ pub struct RuntimeConfig {
     pub wecom: WeComConfig,
     /// Slack app.
     pub slack: SlackConfig,
+    /// FAQ entries the bot answers from, before or together with the model.
+    pub knowledge: crate::knowledge::KnowledgeConfig,
+    /// Fixed replies to fixed phrases, before any FAQ or model.
+    pub dialog: crate::knowledge::DialogConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -185,10 +189,16 @@ pub enum Scope {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// `openai` (an OpenAI-compatible upstream) or `none` (answer that no model
-    /// is configured). Unset: `openai` when `endpoint` is set, else `none`.
+    /// `auto` (the default), `openai` (an OpenAI-compatible upstream),
+    /// `local` (a GGUF file run in-process by llama.cpp) or `none` (no model:
+    /// the knowledge base and dialog rules answer, or the bot says it does
+    /// not know). `auto` is `openai` when `endpoint` is set, else `local`
+    /// when the model file is present and loads, else `none`; the choice and
+    /// its reason are logged and shown by `/health` and `/v1/models`.
     /// Env `MODEL_BACKEND`.
     pub backend: Option<ModelBackend>,
+    /// The local model (`backend: local`, or `auto` without an endpoint).
+    pub local: LocalModelConfig,
     /// OpenAI-compatible base URL, usually ending in `/v1`
     /// (e.g. `https://api.openai.com/v1`). Env `MODEL_ENDPOINT`.
     pub endpoint: Option<String>,
@@ -235,6 +245,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             backend: None,
+            local: LocalModelConfig::default(),
             endpoint: None,
             api_key: None,
             name: "default".into(),
@@ -253,21 +264,75 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    /// The backend in force once the `endpoint`-based default is applied.
+    /// The backend asked for once the `endpoint` rule of `auto` is applied:
+    /// `Openai`, `Local` or `None` as configured, `Openai` for `auto` with an
+    /// endpoint, and `Auto` otherwise (local when the model file loads, else
+    /// none: decided at start, where the file can be read).
     pub fn effective_backend(&self) -> ModelBackend {
-        self.backend.unwrap_or(if self.endpoint.is_some() {
-            ModelBackend::Openai
-        } else {
-            ModelBackend::None
-        })
+        match self.backend.unwrap_or(ModelBackend::Auto) {
+            ModelBackend::Auto if self.endpoint.is_some() => ModelBackend::Openai,
+            other => other,
+        }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelBackend {
+    Auto,
     Openai,
+    Local,
     None,
+}
+
+/// Where the default model file is, relative to the working directory:
+/// `make run` starts in the checkout, whose `models/` the set-up fills.
+/// The runtime image sets `MODEL_PATH` to its own copy.
+pub const DEFAULT_MODEL_PATH: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The in-process model: one GGUF file, loaded once and shared by every
+/// conversation through batched decoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalModelConfig {
+    /// The GGUF file (env `MODEL_PATH`). Its chat template and tokenizer
+    /// are read from the file itself.
+    pub path: String,
+    /// Expected SHA-256 of the file (hex). Set, the file is hashed at start
+    /// and a mismatch is refused (with `auto`, the next backend is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Context window of one conversation, in tokens; longer conversations
+    /// are cut, keeping the system prompt and the latest turns.
+    #[schemars(range(min = 256, max = 131072))]
+    pub context_size: u32,
+    /// Conversations generated at once (parallel sequences in one batch).
+    #[schemars(range(min = 1, max = 64))]
+    pub parallel: u32,
+    /// Requests that may wait for a free sequence; beyond `parallel + queue`
+    /// requests are answered 503 with `Retry-After`.
+    #[schemars(range(max = 4096))]
+    pub queue: u32,
+    /// CPU threads for generation. Unset: the CPUs this process may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub threads: Option<u32>,
+    /// Layers offloaded to the GPU (builds with the `cuda` feature only).
+    pub gpu_layers: u32,
+}
+
+impl Default for LocalModelConfig {
+    fn default() -> Self {
+        Self {
+            path: DEFAULT_MODEL_PATH.into(),
+            sha256: None,
+            context_size: 2048,
+            parallel: 4,
+            queue: 16,
+            threads: None,
+            gpu_layers: 0,
+        }
+    }
 }
 
 /// A further OpenAI-compatible endpoint to fall back to.

@@ -166,6 +166,83 @@ fn validate_inner(cfg: &RuntimeConfig, credentials: bool) -> Vec<Issue> {
     if m.name.trim().is_empty() {
         bad("model.name", "must not be empty".into());
     }
+    let k = &cfg.knowledge;
+    for (key, v) in [
+        ("knowledge.answer_threshold", k.answer_threshold),
+        ("knowledge.context_threshold", k.context_threshold),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            bad(key, format!("{v} is outside 0..=1"));
+        }
+    }
+    if !(1..=20).contains(&k.context_entries) {
+        bad(
+            "knowledge.context_entries",
+            format!("{} is outside 1..=20", k.context_entries),
+        );
+    }
+    if k.path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+        bad(
+            "knowledge.path",
+            "must not be empty (leave it unset for no FAQ)".into(),
+        );
+    }
+    for (i, r) in cfg.dialog.rules.iter().enumerate() {
+        let key = format!("dialog.rules[{i}]");
+        if r.name.trim().is_empty() {
+            bad(&format!("{key}.name"), "must not be empty".into());
+        }
+        if r.reply.trim().is_empty() {
+            bad(&format!("{key}.reply"), "must not be empty".into());
+        }
+        if r.exact.is_empty() && r.regex.is_none() {
+            bad(&key, "needs `exact` phrases or a `regex`".into());
+        }
+        if let Some(re) = &r.regex
+            && let Err(e) = regex::Regex::new(re)
+        {
+            bad(
+                &format!("{key}.regex"),
+                format!("not a valid regular expression: {e}"),
+            );
+        }
+    }
+    let local = &m.local;
+    if m.effective_backend() == ModelBackend::Local && local.path.trim().is_empty() {
+        bad(
+            "model.local.path",
+            "is required when model.backend is local (env MODEL_PATH)".into(),
+        );
+    }
+    if let Some(sum) = &local.sha256
+        && (sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        bad(
+            "model.local.sha256",
+            "must be 64 hexadecimal digits (a SHA-256)".into(),
+        );
+    }
+    if !(256..=131_072).contains(&local.context_size) {
+        bad(
+            "model.local.context_size",
+            format!("{} is outside 256..=131072 tokens", local.context_size),
+        );
+    }
+    if !(1..=64).contains(&local.parallel) {
+        bad(
+            "model.local.parallel",
+            format!("{} is outside 1..=64", local.parallel),
+        );
+    }
+    if local.queue > 4096 {
+        bad(
+            "model.local.queue",
+            format!("{} is above 4096", local.queue),
+        );
+    }
+    if local.threads == Some(0) {
+        bad("model.local.threads", "must be at least 1".into());
+    }
     for (i, f) in m.fallbacks.iter().enumerate() {
         if !is_http_url(&f.endpoint) {
             bad(
@@ -672,6 +749,70 @@ mod tests {
         assert!(validate(&c)[0].why.contains("not an http"));
         c.model.endpoint = Some("http://127.0.0.1:9/v1".into());
         assert!(validate(&c).is_empty());
+    }
+
+    #[test]
+    fn local_model_settings_are_checked() {
+        let mut c = RuntimeConfig::default();
+        assert!(validate(&c).is_empty(), "the defaults are valid");
+        c.model.backend = Some(ModelBackend::Local);
+        c.model.local.path = " ".into();
+        c.model.local.sha256 = Some("abc".into());
+        c.model.local.context_size = 100;
+        c.model.local.parallel = 0;
+        c.model.local.queue = 5000;
+        c.model.local.threads = Some(0);
+        let keys: Vec<_> = validate(&c).into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "model.local.path",
+                "model.local.sha256",
+                "model.local.context_size",
+                "model.local.parallel",
+                "model.local.queue",
+                "model.local.threads",
+            ]
+        );
+        // `auto` without a file is fine: it falls back to `none`.
+        c.model.backend = Some(ModelBackend::Auto);
+        assert_eq!(validate(&c)[0].key, "model.local.sha256");
+    }
+
+    #[test]
+    fn knowledge_and_dialog_rules_are_checked() {
+        use crate::DialogRule;
+        let mut c = RuntimeConfig::default();
+        c.knowledge.answer_threshold = 1.5;
+        c.knowledge.context_entries = 0;
+        c.knowledge.path = Some(" ".into());
+        c.dialog.rules = vec![
+            DialogRule {
+                name: "hours".into(),
+                exact: vec![],
+                regex: Some("(unclosed".into()),
+                reply: "9-6".into(),
+            },
+            DialogRule {
+                name: "".into(),
+                exact: vec![],
+                regex: None,
+                reply: "".into(),
+            },
+        ];
+        let keys: Vec<_> = validate(&c).into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "knowledge.answer_threshold",
+                "knowledge.context_entries",
+                "knowledge.path",
+                "dialog.rules[0].regex",
+                "dialog.rules[1].name",
+                "dialog.rules[1].reply",
+                "dialog.rules[1]",
+            ]
+        );
     }
 
     #[test]

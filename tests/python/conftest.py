@@ -83,6 +83,37 @@ def runtime(mock_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Run
     ph.stop(service.proc)
 
 
+# The default local model, fetched by `make test` (scripts/fetch-models.sh).
+LOCAL_MODEL_FILE = Path(__file__).resolve().parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+LOCAL_MODEL = "SmolLM2-135M-Instruct.Q4_1"
+LOCAL_PARALLEL = 2
+
+
+@pytest.fixture(scope="session")
+def local_runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
+    """bot-runtime on its in-process model: no upstream at all. Two
+    sequences and no queue, so a third concurrent request is refused."""
+    if not LOCAL_MODEL_FILE.is_file():
+        _fail(f"{LOCAL_MODEL_FILE} is missing: run scripts/fetch-models.sh (make test does)")
+    binary = ph.require_binary("BOT_RUNTIME_BIN", "bot-runtime", "target/debug/bot-runtime", _fail)
+    port = ph.free_port()
+    env = ph.runtime_env()
+    env.update(
+        MODEL_BACKEND="local",
+        MODEL_PATH=str(LOCAL_MODEL_FILE),
+        CLAWDBOT_MODEL__LOCAL__PARALLEL=str(LOCAL_PARALLEL),
+        CLAWDBOT_MODEL__LOCAL__QUEUE="0",
+        CLAWDBOT_LISTEN=f"127.0.0.1:{port}",
+        CLAWDBOT_API_KEYS=API_KEY,
+    )
+    workdir = tmp_path_factory.mktemp("bot-runtime-local")
+    service = ph.start_until_ready("bot-runtime-local", [binary], workdir, port, env, _fail)
+    _SERVICES["bot-runtime-local"] = service
+    yield Runtime(service=service, port=port)
+    _SERVICES.pop("bot-runtime-local", None)
+    ph.stop(service.proc)
+
+
 # --- attach the services' logs to failing tests ------------------------------
 
 _LOG_OFFSETS = pytest.StashKey[dict]()

@@ -101,6 +101,11 @@ impl ApiError {
 impl From<ModelError> for ApiError {
     fn from(e: ModelError) -> Self {
         let (status, kind, code) = match &e {
+            ModelError::Busy { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable_error",
+                "model_busy",
+            ),
             ModelError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_unavailable",
@@ -118,7 +123,14 @@ impl From<ModelError> for ApiError {
                 "model_rejected_request",
             ),
         };
-        Self::new(status, kind, e.to_string()).with_code(code)
+        let mut out = Self::new(status, kind, e.to_string()).with_code(code);
+        if let ModelError::Busy {
+            retry_after_secs, ..
+        } = e
+        {
+            out.retry_after_secs = Some(retry_after_secs.max(1));
+        }
+        out
     }
 }
 

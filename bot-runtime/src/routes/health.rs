@@ -20,7 +20,12 @@ pub async fn health(State(st): State<AppState>) -> Json<Value> {
         "draining": st.drain.is_draining(),
         // "open": no API keys, anyone who reaches the port may use the API.
         "auth": if st.keys.is_open() { "open" } else { "keys" },
-        "model": {"backend": st.provider.label(), "name": st.cfg.model.name},
+        "model": {
+            "backend": st.provider.label(),
+            "name": st.cfg.model.name,
+            "models": st.provider.models(),
+            "reason": st.provider.reason(),
+        },
     }))
 }
 

@@ -252,15 +252,7 @@ fn last_user_text(messages: &[Value]) -> String {
     else {
         return String::new();
     };
-    match m.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
+    crate::chat::model::message_text(m)
 }
 
 pub async fn chat_completions(
@@ -472,7 +464,12 @@ pub async fn models(State(st): State<AppState>) -> Json<Value> {
         .iter()
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "clawdbot"}))
         .collect();
-    Json(json!({"object": "list", "data": data}))
+    // `backend` is ours; OpenAI clients ignore fields they do not know.
+    Json(json!({
+        "object": "list",
+        "data": data,
+        "backend": {"name": st.provider.label(), "reason": st.provider.reason()},
+    }))
 }
 
 #[cfg(test)]

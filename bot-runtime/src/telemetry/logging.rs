@@ -14,9 +14,11 @@ const LOG_QUEUE_LINES: usize = 16 * 1024;
 /// logging thread waits, as on a slow stdout. The guard writes out what is
 /// left when `serve` returns.
 pub fn init(cfg: &RuntimeConfig) -> WorkerGuard {
+    // llama.cpp narrates every model load at info level (dozens of lines):
+    // only its warnings, unless RUST_LOG asks for more.
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.logging.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .or_else(|_| EnvFilter::try_new(format!("{},llama-cpp-2=warn", cfg.logging.level)))
+        .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=warn"));
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(LOG_QUEUE_LINES)

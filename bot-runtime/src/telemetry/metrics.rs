@@ -288,6 +288,18 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Registers a component's own metrics (the local model's) with the
+    /// runtime's registry; a name taken twice is logged, not fatal.
+    pub fn register_all(&self, collectors: Vec<Box<dyn Collector>>) {
+        for c in collectors {
+            if let Err(e) = self.registry.register(c) {
+                tracing::warn!(error = %e, "metric not registered");
+            }
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()

@@ -25,14 +25,8 @@ impl Runtime {
 
     /// The `/metrics` page.
     pub async fn metrics_text(&self) -> String {
-        client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        let r = client().get(self.url("/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
     }
 
     /// Starts the drain and waits for the server to finish.
@@ -116,6 +110,18 @@ pub fn client() -> reqwest::Client {
 
 pub async fn post_json(url: &str, body: Value) -> (u16, Value) {
     let r = client().post(url).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The whole body of a POST (an event stream read to its end).
+pub async fn post_text(url: &str, body: Value) -> String {
+    let r = client().post(url).json(&body).send().await.unwrap();
+    r.text().await.unwrap()
+}
+
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let r = client().get(url).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }

@@ -11,13 +11,15 @@ pub const NO_MODEL_REPLY: &str = "No model is configured yet. Set MODEL_ENDPOINT
 pub struct NoModel {
     name: String,
     models: Vec<String>,
+    reason: String,
 }
 
 impl NoModel {
-    pub fn new(name: &str) -> Self {
+    pub fn new(name: &str, reason: &str) -> Self {
         Self {
             name: name.to_owned(),
             models: vec![name.to_owned()],
+            reason: reason.to_owned(),
         }
     }
 }
@@ -29,6 +31,10 @@ impl Provider for NoModel {
 
     fn models(&self) -> &[String] {
         &self.models
+    }
+
+    fn reason(&self) -> &str {
+        &self.reason
     }
 
     fn complete<'a>(

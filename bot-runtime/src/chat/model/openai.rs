@@ -41,6 +41,7 @@ pub struct OpenAiUpstream {
     idle_timeout: Duration,
     max_retries: u32,
     backoff: Duration,
+    reason: String,
 }
 
 #[derive(Serialize)]
@@ -70,7 +71,7 @@ enum Step {
 }
 
 impl OpenAiUpstream {
-    pub fn new(cfg: &ModelConfig) -> anyhow::Result<Self> {
+    pub fn new(cfg: &ModelConfig, reason: &str) -> anyhow::Result<Self> {
         crate::support::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
@@ -108,6 +109,7 @@ impl OpenAiUpstream {
             client,
             endpoints,
             models: vec![cfg.name.clone()],
+            reason: reason.to_owned(),
             timeout: Duration::from_secs(cfg.timeout_secs),
             idle_timeout: Duration::from_secs(cfg.stream_idle_timeout_secs),
             max_retries: cfg.max_retries,
@@ -468,6 +470,10 @@ impl Provider for OpenAiUpstream {
 
     fn models(&self) -> &[String] {
         &self.models
+    }
+
+    fn reason(&self) -> &str {
+        &self.reason
     }
 
     fn complete<'a>(

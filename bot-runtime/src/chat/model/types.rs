@@ -2,6 +2,20 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// A message's text: its `content` string, or its text parts joined by
+/// newlines (images and other parts have none).
+pub fn message_text(message: &Value) -> String {
+    match message.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
 /// A chat request in OpenAI's vocabulary. `messages` and `extra` are kept as
 /// JSON so fields we do not interpret (tools, response_format, ...) reach the
 /// upstream untouched.
@@ -54,6 +68,13 @@ pub enum ModelError {
     Unavailable(String),
     #[error("model upstream timed out: {0}")]
     Timeout(String),
+    /// Every generation slot and queue place of the local model is taken:
+    /// 503 with Retry-After, the client tries again shortly.
+    #[error("{message}")]
+    Busy {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// The upstream failed (5xx, broken stream, unreadable answer).
     #[error("model upstream failed: {0}")]
     BadGateway(String),
@@ -73,6 +94,7 @@ impl ModelError {
         match self {
             ModelError::Unavailable(_) => "unavailable",
             ModelError::Timeout(_) => "timeout",
+            ModelError::Busy { .. } => "busy",
             ModelError::BadGateway(_) => "upstream_error",
             ModelError::Rejected { .. } => "rejected",
         }
