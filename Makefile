@@ -14,10 +14,14 @@ help: ## List the targets
 
 run: build-tools models ## Build and start bot-runtime on embedded defaults (http://127.0.0.1:18789)
 	$(CARGO) build --release -p bot-runtime
-	exec $(TARGET_DIR)/release/bot-runtime $(if $(CONFIG),--config $(CONFIG),)
+	KNOWLEDGE_PATH=$${KNOWLEDGE_PATH:-examples/knowledge} \
+		exec $(TARGET_DIR)/release/bot-runtime $(if $(CONFIG),--config $(CONFIG),)
 
-build: build-tools ## Debug build of every binary
-	$(CARGO) build --workspace --bins
+build: build-tools ## Debug build of every binary and test
+	# --all-targets: the features cargo unifies with the tests'
+	# dev-dependencies are then the same as `cargo test`'s, so the heavy
+	# crates (llama.cpp, candle) are built once, not once per command.
+	$(CARGO) build --workspace --all-targets
 
 build-tools: ## Install what building llama.cpp needs (cmake, libclang) from Debian when missing
 	scripts/install-build-tools.sh

@@ -54,3 +54,18 @@ def status_kb(pid, key, default=None):
         if line.startswith(key + ':'):
             return int(line.split()[1])
     return default
+
+
+def replace_section(md_path, heading, section):
+    """Replaces the Markdown section starting at `heading` (a '## ' line) up
+    to the next '## ' heading with `section`, or appends it when missing."""
+    section = section.strip('\n') + '\n'
+    p = Path(md_path)
+    text = p.read_text() if p.exists() else ''
+    start = text.find('\n' + heading + '\n')
+    if start < 0:
+        p.write_text(text.rstrip('\n') + '\n\n' + section)
+        return
+    nxt = text.find('\n## ', start + 1)
+    tail = '' if nxt < 0 else '\n' + text[nxt + 1:]
+    p.write_text(text[:start].rstrip('\n') + '\n\n' + section + tail)

@@ -13,6 +13,9 @@
 #   BENCH_SKIP_WEBHOOKS=1 skip the IM webhook benchmark (signed DingTalk and
 #                         encrypted Feishu deliveries; bench/webhook_bench.py,
 #                         about 4 minutes; `bash bench/webhooks.sh` runs it alone)
+#   BENCH_SKIP_LOCAL=1    skip the local model and knowledge base benchmark
+#                         (bench/local_model_bench.py, about 5 minutes;
+#                         `bash bench/local.sh` runs it alone)
 #   BENCH_ROUNDS=3        direct/bot-runtime latency runs alternate this many
 #                         times; the report takes the median (noise on 2 cores)
 # All load is on 127.0.0.1 and every run is bounded in time.
@@ -319,5 +322,12 @@ if [[ ${BENCH_SKIP_WEBHOOKS:-0} != 1 && $SKIP_BOT != 1 ]]; then
     log "IM webhooks: signed DingTalk and encrypted Feishu deliveries, SQLite and Redis"
     python3 "$ROOT/bench/webhook_bench.py" "$BIN" "$WORK/webhooks.json" "$SECS" >/dev/null
     python3 "$ROOT/bench/webhook_bench.py" --update "$WORK/webhooks.json" "$OUT_MD"
+fi
+if [[ ${BENCH_SKIP_LOCAL:-0} != 1 && $SKIP_BOT != 1 ]]; then
+    log "local model (llama.cpp) and knowledge base"
+    scripts/fetch-models.sh --eval
+    cargo build --release -p bot-runtime -p clawdbot-bench --bins --examples
+    python3 "$ROOT/bench/local_model_bench.py" "$BIN" "$WORK/local.json" >/dev/null
+    python3 "$ROOT/bench/local_model_bench.py" --update "$WORK/local.json" "$OUT_MD"
 fi
 log "wrote $OUT_MD"

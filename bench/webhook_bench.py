@@ -41,7 +41,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from benchutil import cpu_secs, free_port, status_kb, stop, wait_ready
+from benchutil import cpu_secs, free_port, replace_section, status_kb, stop, wait_ready
 
 # Targets (issue 16): p99 ack at the fixed rate, and closed-loop throughput.
 P99_TARGET_MS = 5.0
@@ -408,16 +408,7 @@ machine's idle and stolen CPU time during each run), so tails vary from run to r
 
 def update(path, md_path):
     """Replaces the section (up to the next '## ' heading) or appends it."""
-    section = markdown(path).strip('\n') + '\n'
-    p = Path(md_path)
-    text = p.read_text() if p.exists() else ''
-    start = text.find('\n' + SECTION + '\n')
-    if start < 0:
-        p.write_text(text.rstrip('\n') + '\n\n' + section)
-        return
-    nxt = text.find('\n## ', start + 1)
-    tail = '' if nxt < 0 else '\n' + text[nxt + 1:]
-    p.write_text(text[:start].rstrip('\n') + '\n\n' + section + tail)
+    replace_section(md_path, SECTION, markdown(path))
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ pub mod convlog;
 pub mod deliveries;
 pub mod http;
 pub mod im;
+pub mod knowledge;
 pub mod routes;
 pub mod state;
 pub mod support;
@@ -72,6 +73,10 @@ where
         None => None,
     };
     st.logs.start();
+    st.knowledge.clone().watch(
+        Duration::from_secs(st.cfg.knowledge.reload_secs),
+        st.drain.token(),
+    );
     let retention = st
         .cfg
         .logs
@@ -197,7 +202,7 @@ fn start_channels(st: &AppState, deadline: Duration) -> ChannelTasks {
     let answerer = std::sync::Arc::new(deliveries::Answerer::new(
         st.cfg.model.clone(),
         st.cfg.sessions.max_message_bytes,
-        st.provider.clone(),
+        st.bot.clone(),
         st.sessions.clone(),
         st.logs.clone(),
         st.outbound.clone(),

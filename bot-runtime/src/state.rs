@@ -17,6 +17,9 @@ use crate::http::ratelimit::{AuthThrottle, RateLimiter};
 use crate::im::inbound::Verifiers;
 use crate::im::notify::Notifier;
 use crate::im::outbound::Outbound;
+use crate::knowledge::KnowledgeBase;
+use crate::knowledge::guide::Guide;
+use crate::knowledge::rules::Rules;
 use crate::telemetry::metrics::Metrics;
 
 #[derive(Clone)]
@@ -24,7 +27,12 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub cfg: RuntimeConfig,
+    /// The model as configured: the OpenAI-compatible `/v1` API uses it.
     pub provider: Arc<dyn Provider>,
+    /// The bot's own conversations (web chat, `/api/v1/chat`, IM): dialog
+    /// rules and the FAQ first, then `provider`.
+    pub bot: Arc<dyn Provider>,
+    pub knowledge: Arc<KnowledgeBase>,
     pub sessions: Arc<SessionStore>,
     pub metrics: Metrics,
     pub keys: KeyStore,
@@ -57,6 +65,14 @@ impl AppState {
     pub fn new(cfg: RuntimeConfig, provider: Arc<dyn Provider>) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
         metrics.register_all(provider.collectors());
+        let knowledge = Arc::new(KnowledgeBase::load(&cfg.knowledge));
+        let guide = Guide::new(
+            provider.clone(),
+            Rules::from_config(&cfg.dialog),
+            knowledge.clone(),
+            &cfg.knowledge,
+        );
+        metrics.register_all(guide.collectors());
         let store = LogStore::open_lazy(&crate::convlog::database_url(&cfg))?;
         // One pool per database: the IM delivery table shares it.
         let deliveries = Arc::new(Deliveries::from_config(&cfg, &metrics, store.clone())?);
@@ -93,6 +109,8 @@ impl AppState {
             drain: Arc::new(Drain::default()),
             started: Instant::now(),
             provider,
+            bot: Arc::new(guide),
+            knowledge,
             cfg,
         })))
     }

@@ -39,7 +39,7 @@ impl Default for KnowledgeConfig {
         Self {
             path: None,
             answer_threshold: 0.8,
-            context_threshold: 0.3,
+            context_threshold: 0.25,
             context_entries: 3,
             reload_secs: 5,
             embeddings_path: DEFAULT_EMBEDDINGS_PATH.into(),

@@ -102,6 +102,46 @@ pub fn validate(cb: &ClawdBot) -> Vec<FieldError> {
             "is required when model.backend is OpenAI".into(),
         );
     }
+    if let Some(l) = &m.local {
+        if l.persistent_volume_claim.is_some() && l.path.is_none() {
+            bad(
+                "spec.model.local.path",
+                "is required with spec.model.local.persistentVolumeClaim (the file inside the claim)".into(),
+            );
+        }
+        if let Some(n) = l.context_size
+            && !(256..=131_072).contains(&n)
+        {
+            bad(
+                "spec.model.local.contextSize",
+                format!("{n} is outside 256..=131072"),
+            );
+        }
+        if let Some(n) = l.parallel
+            && !(1..=64).contains(&n)
+        {
+            bad(
+                "spec.model.local.parallel",
+                format!("{n} is outside 1..=64"),
+            );
+        }
+        if let Some(sum) = &l.sha256
+            && (sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            bad(
+                "spec.model.local.sha256",
+                "must be 64 hexadecimal digits".into(),
+            );
+        }
+    }
+    if let Some(k) = &s.knowledge
+        && k.name.is_some() == k.persistent_volume_claim.is_some()
+    {
+        bad(
+            "spec.knowledge",
+            "needs exactly one of name (a ConfigMap) and persistentVolumeClaim".into(),
+        );
+    }
     if m.api_key_secret_ref.is_some() && m.endpoint.is_none() {
         bad(
             "spec.model.apiKeySecretRef",

@@ -133,6 +133,31 @@ fn ingress_rule() {
 }
 
 #[test]
+fn local_model_and_knowledge_rules() {
+    passes(json!({"model": {"backend": "Local"}}));
+    passes(
+        json!({"model": {"backend": "Local", "local": {"persistentVolumeClaim": "m", "path": "a.gguf"}}}),
+    );
+    fails(
+        json!({"model": {"backend": "Local", "local": {"persistentVolumeClaim": "m"}}}),
+        "model.local.path (the file inside the claim) is required with model.local.persistentVolumeClaim",
+        "spec.model.local.path",
+    );
+    passes(json!({"knowledge": {"name": "faq"}}));
+    passes(json!({"knowledge": {"persistentVolumeClaim": "faq"}}));
+    for both_or_none in [
+        json!({}),
+        json!({"name": "a", "persistentVolumeClaim": "b"}),
+    ] {
+        fails(
+            json!({"knowledge": both_or_none}),
+            "knowledge needs exactly one of name (a ConfigMap) and persistentVolumeClaim",
+            "spec.knowledge",
+        );
+    }
+}
+
+#[test]
 fn every_rule_is_exercised() {
     // The rules this file tests, by message; a new rule must get a test.
     let tested = [
@@ -145,6 +170,8 @@ fn every_rule_is_exercised() {
         "autoscaling.minReplicas must not exceed maxReplicas",
         "set disruptionBudget.minAvailable or maxUnavailable, not both",
         "an enabled ingress needs a host",
+        "model.local.path (the file inside the claim) is required with model.local.persistentVolumeClaim",
+        "knowledge needs exactly one of name (a ConfigMap) and persistentVolumeClaim",
     ];
     let mut found = Vec::new();
     collect_rules(&schema(), "", &mut found);

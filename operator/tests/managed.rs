@@ -269,6 +269,60 @@ async fn a_storage_class_that_does_not_exist_is_named() {
 }
 
 #[tokio::test]
+async fn a_local_model_or_knowledge_claim_that_does_not_exist_is_degraded_not_a_crash_loop() {
+    let run = Run::new();
+    let spec = json!({
+        "model": {"backend": "Local", "local": {"persistentVolumeClaim": "models", "path": "qwen.gguf"}},
+        "knowledge": {"persistentVolumeClaim": "faq"},
+    });
+    let status = run.reconcile(spec.clone(), Apis::all(), &[]).await;
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "PersistentVolumeClaimNotFound");
+    let message = degraded["message"].as_str().unwrap();
+    assert!(
+        message
+            .contains("spec.model.local.persistentVolumeClaim: PersistentVolumeClaim \"models\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.knowledge.persistentVolumeClaim: PersistentVolumeClaim \"faq\""),
+        "{message}"
+    );
+    // Once both exist, the pod mounts them read-only and reads the file.
+    for name in ["models", "faq"] {
+        run.seed(
+            &format!("/api/v1/namespaces/default/persistentvolumeclaims/{name}"),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": "default"}, "spec": {}}),
+        );
+    }
+    let status = run.reconcile(spec, Apis::all(), &[]).await;
+    assert_eq!(condition(&status, "Degraded")["status"], "False");
+    let pod = run.get(&format!("{APPS}/deployments/hello"))["spec"]["template"]["spec"].clone();
+    let claims: Vec<_> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| {
+            v["persistentVolumeClaim"]["claimName"]
+                .as_str()
+                .map(|c| (c.to_owned(), v["persistentVolumeClaim"]["readOnly"].clone()))
+        })
+        .collect();
+    assert_eq!(
+        claims,
+        [
+            ("faq".to_owned(), json!(true)),
+            ("models".to_owned(), json!(true))
+        ]
+    );
+    assert_eq!(
+        pod["containers"][0]["resources"]["limits"]["memory"],
+        "512Mi"
+    );
+}
+
+#[tokio::test]
 async fn switching_away_from_managed_removes_its_children_but_keeps_retained_credentials() {
     let run = Run::new();
     run.reconcile(managed(), Apis::all(), &[]).await;

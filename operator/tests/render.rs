@@ -380,13 +380,13 @@ fn volumes_config_and_scratch() {
             .clone();
         assert_eq!(args[2], format!("/etc/clawdbot/{key}"), "{name}");
         // Knowledge, when asked for, read-only from the user's ConfigMap.
-        match &cb.spec.knowledge {
-            Some(k) => {
+        match cb.spec.knowledge.as_ref().and_then(|k| k.name.as_deref()) {
+            Some(cm) => {
                 let m = mount_at("/etc/clawdbot/knowledge").expect("knowledge mount");
                 assert_eq!(m.read_only, Some(true));
                 assert_eq!(
                     volume(&m.name).config_map.as_ref().map(|v| v.name.as_str()),
-                    Some(k.name.as_str())
+                    Some(cm)
                 );
             }
             None => assert!(mount_at("/etc/clawdbot/knowledge").is_none(), "{name}"),
@@ -1212,6 +1212,68 @@ fn fallback_keys_are_numbered_by_position() {
         ["backup-keys", "fallback-bot-api-keys", "primary-key"],
         "sorted, deduplicated"
     );
+}
+
+#[test]
+fn local_model_and_knowledge_reach_the_runtime() {
+    let cases = all_cases();
+    let find = |name: &str| cases.iter().find(|(n, ..)| n == name).expect("fixture");
+    let (_, _, c) = find("local-model");
+    let cfg: RuntimeConfig = serde_saphyr::from_str(config_yaml(c)).expect("config parses");
+    assert_eq!(
+        cfg.model.effective_backend(),
+        clawdbot_config::ModelBackend::Local
+    );
+    assert_eq!(
+        cfg.model.local.path,
+        "/var/lib/clawdbot/models/qwen2.5-0.5b-instruct-q4_k_m.gguf"
+    );
+    assert_eq!(
+        (cfg.model.local.context_size, cfg.model.local.parallel),
+        (4096, 2)
+    );
+    assert_eq!(
+        cfg.knowledge.path.as_deref(),
+        Some("/var/lib/clawdbot/knowledge")
+    );
+    let res = container(c).resources.as_ref().expect("resources");
+    let mem =
+        |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+            m.as_ref()
+                .and_then(|m| m.get("memory"))
+                .map(|q| q.0.clone())
+        };
+    assert_eq!(
+        (mem(&res.requests).as_deref(), mem(&res.limits).as_deref()),
+        (Some("384Mi"), Some("512Mi"))
+    );
+    let mounts = container(c).volume_mounts.as_ref().expect("mounts");
+    for path in ["/var/lib/clawdbot/models", "/var/lib/clawdbot/knowledge"] {
+        let m = mounts
+            .iter()
+            .find(|m| m.mount_path == path)
+            .unwrap_or_else(|| panic!("{path}"));
+        assert_eq!(m.read_only, Some(true), "{path}");
+    }
+
+    // A ConfigMap knowledge base is read where it is mounted; no local
+    // model: explicit `none`, the small default memory.
+    let (_, _, c) = find("knowledge");
+    let cfg: RuntimeConfig = serde_saphyr::from_str(config_yaml(c)).expect("config parses");
+    assert_eq!(
+        cfg.knowledge.path.as_deref(),
+        Some("/etc/clawdbot/knowledge")
+    );
+    assert_eq!(cfg.model.backend, Some(clawdbot_config::ModelBackend::None));
+    let res = container(c).resources.as_ref().expect("resources");
+    assert_eq!(mem(&res.limits).as_deref(), Some("256Mi"));
+
+    // The image's own model when no file is named.
+    let mut cb = find("knowledge").1.clone();
+    cb.spec.model.backend = Some(crd::ModelBackend::Local);
+    let cfg: RuntimeConfig =
+        serde_saphyr::from_str(config_yaml(&build(&cb))).expect("config parses");
+    assert_eq!(cfg.model.local.path, crd::IMAGE_MODEL_PATH);
 }
 
 /// `Credentials Secret keys: a, b, c.` from a channel's CRD description.

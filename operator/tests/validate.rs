@@ -108,6 +108,49 @@ fn replicas_range() {
 }
 
 #[test]
+fn local_model_and_knowledge_sources_are_checked() {
+    use clawdbot_operator::crd::{KnowledgeSpec, LocalModelSpec};
+    ok(with(|s| s.model.backend = Some(ModelBackend::Local)));
+    bad(
+        with(|s| {
+            s.model.backend = Some(ModelBackend::Local);
+            s.model.local = Some(LocalModelSpec {
+                persistent_volume_claim: Some("models".into()),
+                ..LocalModelSpec::default()
+            });
+        }),
+        "spec.model.local.path",
+        "persistentVolumeClaim",
+    );
+    bad(
+        with(|s| {
+            s.model.local = Some(LocalModelSpec {
+                parallel: Some(0),
+                sha256: Some("xyz".into()),
+                ..LocalModelSpec::default()
+            });
+        }),
+        "spec.model.local.parallel",
+        "outside",
+    );
+    bad(
+        with(|s| s.knowledge = Some(KnowledgeSpec::default())),
+        "spec.knowledge",
+        "exactly one",
+    );
+    bad(
+        with(|s| {
+            s.knowledge = Some(KnowledgeSpec {
+                name: Some("cm".into()),
+                persistent_volume_claim: Some("pvc".into()),
+            })
+        }),
+        "spec.knowledge",
+        "exactly one",
+    );
+}
+
+#[test]
 fn openai_backend_needs_an_endpoint() {
     ok(with(|s| {
         s.model.backend = Some(ModelBackend::OpenAI);

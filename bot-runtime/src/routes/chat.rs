@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Caller;
 use crate::chat::engine::{CallObserver, session_request};
-use crate::chat::model::{ChunkStream, ModelError, Usage};
+use crate::chat::model::{ChunkStream, ModelError, Source, Usage};
 use crate::chat::sessions::{
     Role, SessionError, SessionInfo, StoredMessage, Turn, is_valid_session_id,
 };
@@ -49,6 +49,9 @@ pub struct ChatReply {
     reply: String,
     model: String,
     usage: Usage,
+    /// The FAQ entry or dialog rule that answered, when no model did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<Source>,
 }
 
 #[derive(Serialize)]
@@ -145,7 +148,7 @@ pub async fn chat(
     let obs = st.observe_call("web", Some(turn.session.id.clone()));
     if body.stream {
         // Failures before the first token still get a real status code.
-        return match st.provider.stream(&req).await {
+        return match st.bot.stream(&req).await {
             Ok(stream) => Ok(stream_reply(st, turn, obs, stream, req.model, body.message)),
             Err(e) => {
                 obs.finish(&req.model, Err(&e));
@@ -153,7 +156,7 @@ pub async fn chat(
             }
         };
     }
-    let result = st.provider.complete(&req).await;
+    let result = st.bot.complete(&req).await;
     match result {
         Ok(done) => {
             let ex = web_exchange(
@@ -176,6 +179,7 @@ pub async fn chat(
                 reply: done.content,
                 model: done.model,
                 usage: done.usage.unwrap_or_default(),
+                source: done.source,
             })
             .into_response())
         }
@@ -201,6 +205,7 @@ fn stream_reply(
         let _gauge = StreamGauge::start(&st.metrics.active_streams);
         let mut reply = String::new();
         let mut usage = None;
+        let mut source = None;
         loop {
             let next = tokio::select! {
                 n = stream.next() => n,
@@ -215,6 +220,9 @@ fn stream_reply(
                     }
                     if chunk.usage.is_some() {
                         usage = chunk.usage;
+                    }
+                    if chunk.source.is_some() {
+                        source = chunk.source.clone();
                     }
                     if !chunk.content.is_empty() {
                         reply.push_str(&chunk.content);
@@ -248,6 +256,7 @@ fn stream_reply(
             reply,
             model,
             usage: usage.unwrap_or_default(),
+            source,
         };
         let _ = tx.send(json_event("done", &done)).await;
     });

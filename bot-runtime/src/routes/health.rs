@@ -13,6 +13,7 @@ use crate::state::AppState;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub async fn health(State(st): State<AppState>) -> Json<Value> {
+    let index = st.knowledge.index();
     Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
@@ -25,6 +26,12 @@ pub async fn health(State(st): State<AppState>) -> Json<Value> {
             "name": st.cfg.model.name,
             "models": st.provider.models(),
             "reason": st.provider.reason(),
+        },
+        "knowledge": {
+            "path": st.knowledge.folder().map(|p| p.display().to_string()),
+            "entries": index.len(),
+            "files": index.files,
+            "skipped": index.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
         },
     }))
 }

@@ -74,6 +74,19 @@ pub async fn prepare(
             });
         }
     }
+    // The user's claims the pod mounts: missing, the pod would sit in
+    // Pending with no word on the ClawdBot.
+    for (field, claim) in render::user_claims(cb) {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+        if api.get_metadata_opt(&claim).await?.is_none() {
+            problems.push(Problem {
+                reason: "PersistentVolumeClaimNotFound",
+                message: format!(
+                    "{field}: PersistentVolumeClaim {claim:?} does not exist in namespace {ns}"
+                ),
+            });
+        }
+    }
     let db = cb.spec.database.as_ref();
     if db.is_some_and(|d| d.cloud_native_pg.is_some()) && !apis.cnpg {
         problems.push(Problem {

@@ -100,9 +100,10 @@ pub struct ClawdBotSpec {
     /// API keys of the bot's HTTP API.
     #[serde(default)]
     pub auth: AuthSpec,
-    /// A ConfigMap of knowledge documents, mounted read-only at /etc/clawdbot/knowledge.
+    /// The FAQ the bot answers from (docs/knowledge.md): a ConfigMap
+    /// (`name`) or a PersistentVolumeClaim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub knowledge: Option<ConfigMapRef>,
+    pub knowledge: Option<KnowledgeSpec>,
     /// IM platforms the bot answers on.
     #[serde(default)]
     pub channels: ChannelsSpec,
@@ -188,21 +189,69 @@ pub struct SecretRef {
     pub name: String,
 }
 
-/// A ConfigMap in the ClawdBot's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
-pub struct ConfigMapRef {
-    /// Name of the ConfigMap.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-}
-
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum ModelBackend {
     /// An OpenAI-compatible HTTP endpoint.
     #[serde(rename = "OpenAI")]
     OpenAI,
-    /// No model: the bot answers that none is configured.
+    /// A GGUF model run inside the pod by llama.cpp (`spec.model.local`).
+    Local,
+    /// No model: the FAQ and dialog rules answer, or the bot says it does not know.
     None,
+}
+
+/// Where the runtime image keeps its default model file.
+pub const IMAGE_MODEL_PATH: &str = "/opt/clawdbot/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Where the runtime image keeps the FAQ's embedding model.
+pub const IMAGE_EMBEDDINGS_PATH: &str = "/opt/clawdbot/models/all-MiniLM-L6-v2";
+
+/// The model file of `backend: Local`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.persistentVolumeClaim) || has(self.path)").message("model.local.path (the file inside the claim) is required with model.local.persistentVolumeClaim").field_path(".path"))]
+pub struct LocalModelSpec {
+    /// The GGUF file: a path inside the runtime image (default: the image's
+    /// own model, /opt/clawdbot/models/SmolLM2-135M-Instruct.Q4_1.gguf), or,
+    /// with persistentVolumeClaim, a path relative to the claim's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub path: Option<String>,
+    /// A PersistentVolumeClaim in the bot's namespace holding the model
+    /// file, mounted read-only at /var/lib/clawdbot/models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub persistent_volume_claim: Option<String>,
+    /// Expected SHA-256 of the file (hex); a mismatch keeps the pod from
+    /// starting with a message naming the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{64}$"))]
+    pub sha256: Option<String>,
+    /// Tokens of context per conversation. Default 2048.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 256, max = 131072))]
+    pub context_size: Option<u32>,
+    /// Conversations generated at once per pod. Default 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub parallel: Option<u32>,
+}
+
+/// The knowledge base: a ConfigMap (up to 1 MiB) or, for more, a
+/// PersistentVolumeClaim; exactly one.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.name) != has(self.persistentVolumeClaim)").message("knowledge needs exactly one of name (a ConfigMap) and persistentVolumeClaim"))]
+pub struct KnowledgeSpec {
+    /// A ConfigMap of FAQ files (.md, .yaml), mounted read-only at
+    /// /etc/clawdbot/knowledge; edits reach the bot without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    /// A PersistentVolumeClaim of FAQ files, mounted read-only at
+    /// /var/lib/clawdbot/knowledge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub persistent_volume_claim: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -210,9 +259,14 @@ pub enum ModelBackend {
 #[x_kube(validation = Rule::new("!has(self.backend) || self.backend != 'OpenAI' || has(self.endpoint)").message("model.endpoint is required when model.backend is OpenAI").field_path(".endpoint"))]
 #[x_kube(validation = Rule::new("!has(self.apiKeySecretRef) || has(self.endpoint)").message("model.apiKeySecretRef needs model.endpoint").field_path(".apiKeySecretRef"))]
 pub struct ModelSpec {
-    /// `OpenAI` or `None`. Unset: `OpenAI` when an endpoint is set, else `None`.
+    /// `OpenAI`, `Local` or `None`. Unset: `OpenAI` when an endpoint is set,
+    /// else `None`. `Local` raises the pod's default memory to 384Mi
+    /// requested, 512Mi limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<ModelBackend>,
+    /// The model file for `backend: Local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalModelSpec>,
     /// OpenAI-compatible base URL, usually ending in /v1 (e.g. https://api.openai.com/v1
     /// or http://vllm.models:8000/v1).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,8 +6,10 @@ use k8s_openapi::api::core::v1::{
     EnvFromSource, EnvVar, EnvVarSource, SecretEnvSource, SecretKeySelector,
 };
 
+use super::runtime::{KNOWLEDGE_CLAIM_DIR, KNOWLEDGE_CONFIGMAP_DIR, MODELS_CLAIM_DIR};
 use crate::crd::{
-    ClawdBot, DatabaseSpec, DingTalkMode, FeishuMode, ModelBackend, RedisSpec, SecretKeyRef,
+    ClawdBot, DatabaseSpec, DingTalkMode, FeishuMode, IMAGE_EMBEDDINGS_PATH, IMAGE_MODEL_PATH,
+    ModelBackend, RedisSpec, SecretKeyRef,
 };
 use crate::labels;
 
@@ -51,9 +53,35 @@ pub fn runtime_config(cb: &ClawdBot) -> RuntimeConfig {
             cfg.server.rate_limit.burst = b;
         }
     }
-    cfg.model.backend = m.backend.map(|b| match b {
-        ModelBackend::OpenAI => rc::ModelBackend::Openai,
-        ModelBackend::None => rc::ModelBackend::None,
+    // Always explicit: the runtime's own default (`auto`) would load a
+    // model file the pod's memory was not sized for.
+    cfg.model.backend = Some(match (m.backend, &m.endpoint) {
+        (Some(ModelBackend::OpenAI), _) | (None, Some(_)) => rc::ModelBackend::Openai,
+        (Some(ModelBackend::Local), _) => rc::ModelBackend::Local,
+        (Some(ModelBackend::None), _) | (None, None) => rc::ModelBackend::None,
+    });
+    if m.backend == Some(ModelBackend::Local) {
+        let local = m.local.clone().unwrap_or_default();
+        cfg.model.local.path = match (&local.persistent_volume_claim, &local.path) {
+            (Some(_), Some(file)) => format!("{MODELS_CLAIM_DIR}/{}", file.trim_start_matches('/')),
+            (_, Some(path)) => path.clone(),
+            (_, None) => IMAGE_MODEL_PATH.into(),
+        };
+        cfg.model.local.sha256 = local.sha256;
+        if let Some(n) = local.context_size {
+            cfg.model.local.context_size = n;
+        }
+        if let Some(n) = local.parallel {
+            cfg.model.local.parallel = n;
+        }
+    }
+    cfg.knowledge.embeddings_path = IMAGE_EMBEDDINGS_PATH.into();
+    cfg.knowledge.path = spec.knowledge.as_ref().map(|k| {
+        if k.persistent_volume_claim.is_some() {
+            KNOWLEDGE_CLAIM_DIR.into()
+        } else {
+            KNOWLEDGE_CONFIGMAP_DIR.into()
+        }
     });
     cfg.model.endpoint = m.endpoint.clone();
     if let Some(name) = &m.name {

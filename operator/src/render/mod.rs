@@ -176,6 +176,24 @@ pub fn connections_secret(
 }
 
 /// Every StorageClass the spec names, with the field naming it.
+/// PersistentVolumeClaims the bot's pod mounts but the operator does not
+/// create (the user's), each with the field that names it.
+pub fn user_claims(cb: &ClawdBot) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(c) = runtime::local_model_claim(&cb.spec) {
+        out.push(("spec.model.local.persistentVolumeClaim", c.to_owned()));
+    }
+    if let Some(c) = cb
+        .spec
+        .knowledge
+        .as_ref()
+        .and_then(|k| k.persistent_volume_claim.as_ref())
+    {
+        out.push(("spec.knowledge.persistentVolumeClaim", c.clone()));
+    }
+    out
+}
+
 pub fn storage_classes(cb: &ClawdBot) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if let Some(p) = cb

@@ -9,9 +9,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, Secret, Service, ServiceAccount, ServicePort,
-    ServiceSpec, SleepAction, Volume, VolumeMount,
+    HTTPGetAction, Lifecycle, LifecycleHandler, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, Service, ServiceAccount, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -20,10 +20,28 @@ use kube::ResourceExt;
 
 use super::config::{DATA_DIR, DRAIN_DEADLINE_SECS, runtime_config, secret_env};
 use super::{child_meta, config_hash_annotation};
-use crate::crd::ClawdBot;
+use crate::crd::{ClawdBot, ClawdBotSpec, KnowledgeSpec, ModelBackend};
 use crate::labels::{self, HTTP_PORT, METRICS_PORT};
 
 const CONFIG_DIR: &str = "/etc/clawdbot";
+/// Where `spec.knowledge` is mounted, by source.
+pub const KNOWLEDGE_CONFIGMAP_DIR: &str = "/etc/clawdbot/knowledge";
+pub const KNOWLEDGE_CLAIM_DIR: &str = "/var/lib/clawdbot/knowledge";
+/// Where `spec.model.local.persistentVolumeClaim` is mounted.
+pub const MODELS_CLAIM_DIR: &str = "/var/lib/clawdbot/models";
+
+/// The claim holding the local model file, when `backend: Local` uses one.
+pub fn local_model_claim(spec: &ClawdBotSpec) -> Option<&str> {
+    (spec.model.backend == Some(ModelBackend::Local))
+        .then(|| {
+            spec.model
+                .local
+                .as_ref()?
+                .persistent_volume_claim
+                .as_deref()
+        })
+        .flatten()
+}
 const CONFIG_FILE: &str = "config.yaml";
 /// Seconds the pod keeps serving after it is marked for deletion, so load
 /// balancers stop sending to it before the runtime starts draining.
@@ -61,15 +79,23 @@ pub fn desired_replicas(cb: &ClawdBot) -> i32 {
     })
 }
 
-fn default_resources() -> ResourceRequirements {
+/// Without `spec.resources`: small, or, with the model in the pod
+/// (`backend: Local`), room for it (the default model takes about 250 MB;
+/// 256Mi would get the pod killed).
+fn default_resources(local_model: bool) -> ResourceRequirements {
+    let (request, limit) = if local_model {
+        ("384Mi", "512Mi")
+    } else {
+        ("64Mi", "256Mi")
+    };
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_owned(), Quantity("50m".into())),
-            ("memory".to_owned(), Quantity("64Mi".into())),
+            ("memory".to_owned(), Quantity(request.into())),
         ])),
         limits: Some(BTreeMap::from([(
             "memory".to_owned(),
-            Quantity("256Mi".into()),
+            Quantity(limit.into()),
         )])),
         ..ResourceRequirements::default()
     }
@@ -140,68 +166,94 @@ pub fn deployment(cb: &ClawdBot, config_hash: &str, default_image: &str) -> Depl
             ..Volume::default()
         },
     ];
-    if let Some(k) = &spec.knowledge {
-        mounts.push(VolumeMount {
-            name: "knowledge".into(),
-            mount_path: format!("{CONFIG_DIR}/knowledge"),
+    let read_only = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let claim = |name: &str, claim: &str| Volume {
+        name: name.into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim.into(),
             read_only: Some(true),
-            ..VolumeMount::default()
-        });
-        volumes.push(Volume {
-            name: "knowledge".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: k.name.clone(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+        }),
+        ..Volume::default()
+    };
+    match spec.knowledge.as_ref() {
+        Some(KnowledgeSpec { name: Some(cm), .. }) => {
+            mounts.push(read_only("knowledge", KNOWLEDGE_CONFIGMAP_DIR));
+            volumes.push(Volume {
+                name: "knowledge".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: cm.clone(),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+        }
+        Some(KnowledgeSpec {
+            persistent_volume_claim: Some(pvc),
+            ..
+        }) => {
+            mounts.push(read_only("knowledge", KNOWLEDGE_CLAIM_DIR));
+            volumes.push(claim("knowledge", pvc));
+        }
+        _ => {}
+    }
+    if let Some(pvc) = local_model_claim(spec) {
+        mounts.push(read_only("models", MODELS_CLAIM_DIR));
+        volumes.push(claim("models", pvc));
     }
 
-    let container = Container {
-        name: "bot-runtime".into(),
-        image: Some(
-            spec.image
-                .clone()
-                .unwrap_or_else(|| default_image.to_owned()),
-        ),
-        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
-        args: Some(vec![
-            "serve".into(),
-            "--config".into(),
-            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
-        ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: HTTP_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some(super::monitoring::METRICS_PORT_NAME.into()),
-                container_port: METRICS_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-        ]),
-        env: Some(env),
-        env_from: (!env_from.is_empty()).then_some(env_from),
-        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
-        liveness_probe: Some(probe("/health/live", 10, 3)),
-        readiness_probe: Some(probe("/health/ready", 5, 2)),
-        lifecycle: Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler {
-                sleep: Some(SleepAction {
-                    seconds: PRE_STOP_SLEEP_SECS,
+    let container =
+        Container {
+            name: "bot-runtime".into(),
+            image: Some(
+                spec.image
+                    .clone()
+                    .unwrap_or_else(|| default_image.to_owned()),
+            ),
+            image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
+            args: Some(vec![
+                "serve".into(),
+                "--config".into(),
+                format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+            ]),
+            ports: Some(vec![
+                ContainerPort {
+                    name: Some("http".into()),
+                    container_port: HTTP_PORT,
+                    protocol: Some("TCP".into()),
+                    ..ContainerPort::default()
+                },
+                ContainerPort {
+                    name: Some(super::monitoring::METRICS_PORT_NAME.into()),
+                    container_port: METRICS_PORT,
+                    protocol: Some("TCP".into()),
+                    ..ContainerPort::default()
+                },
+            ]),
+            env: Some(env),
+            env_from: (!env_from.is_empty()).then_some(env_from),
+            resources: Some(spec.resources.clone().unwrap_or_else(|| {
+                default_resources(spec.model.backend == Some(ModelBackend::Local))
+            })),
+            liveness_probe: Some(probe("/health/live", 10, 3)),
+            readiness_probe: Some(probe("/health/ready", 5, 2)),
+            lifecycle: Some(Lifecycle {
+                pre_stop: Some(LifecycleHandler {
+                    sleep: Some(SleepAction {
+                        seconds: PRE_STOP_SLEEP_SECS,
+                    }),
+                    ..LifecycleHandler::default()
                 }),
-                ..LifecycleHandler::default()
+                ..Lifecycle::default()
             }),
-            ..Lifecycle::default()
-        }),
-        security_context: Some(super::stateful::restricted_container()),
-        volume_mounts: Some(mounts),
-        ..Container::default()
-    };
+            security_context: Some(super::stateful::restricted_container()),
+            volume_mounts: Some(mounts),
+            ..Container::default()
+        };
 
     Deployment {
         metadata: child_meta(cb, name.clone(), "runtime"),

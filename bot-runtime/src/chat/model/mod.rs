@@ -55,6 +55,23 @@ pub trait Provider: Send + Sync + 'static {
     }
 }
 
+/// A whole answer from a stream, for providers that only stream.
+pub async fn collect(mut stream: ChunkStream, model: String) -> Result<Completion, ModelError> {
+    use futures_util::StreamExt;
+    let mut done = Completion {
+        model,
+        ..Completion::default()
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        done.content.push_str(&chunk.content);
+        done.finish_reason = chunk.finish_reason.or(done.finish_reason);
+        done.usage = chunk.usage.or(done.usage);
+        done.source = chunk.source.or(done.source);
+    }
+    Ok(done)
+}
+
 /// Builds the provider `model.backend` asks for. `auto`: the upstream when
 /// an endpoint is set, else the local model when its file is present and
 /// loads, else none, with the reason kept for `/health`. An explicit

@@ -47,6 +47,7 @@ impl Provider for NoModel {
             finish_reason: Some("stop".into()),
             usage: Some(Usage::default()),
             raw: None,
+            source: None,
         };
         async move { Ok(done) }.boxed()
     }

@@ -241,6 +241,7 @@ impl OpenAiUpstream {
             finish_reason: first.and_then(|c| c.finish_reason),
             usage: wire.usage,
             raw: Some(body),
+            source: None,
         })
     }
 }
@@ -410,6 +411,7 @@ fn parse_chunk(data: &[u8]) -> Result<Chunk, ModelError> {
         usage: wire.usage,
         has_choices,
         raw: Some(Bytes::copy_from_slice(data)),
+        source: None,
     })
 }
 

@@ -37,16 +37,26 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+/// Where an answer that did not come from a model came from: an FAQ entry
+/// (`faq`) or a dialog rule (`rule`). Shown under the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Source {
+    pub kind: &'static str,
+    pub id: String,
+    pub title: String,
+}
+
 /// A whole answer. `raw` is the upstream's JSON body when there is one, so
 /// the OpenAI-compatible route can hand back exactly what the model said
 /// (tool calls, logprobs, ...).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Completion {
     pub model: String,
     pub content: String,
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     pub raw: Option<Bytes>,
+    pub source: Option<Source>,
 }
 
 /// One piece of a streamed answer; `raw` is the upstream's chunk JSON.
@@ -59,6 +69,8 @@ pub struct Chunk {
     /// False for the usage-only chunk (`"choices": []`).
     pub has_choices: bool,
     pub raw: Option<Bytes>,
+    /// Set on the first chunk of an answer from the FAQ or a dialog rule.
+    pub source: Option<Source>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

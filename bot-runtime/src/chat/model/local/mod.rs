@@ -258,24 +258,7 @@ impl Provider for LocalModel {
         &'a self,
         req: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<Completion, ModelError>> {
-        async move {
-            let mut stream = self.stream(req).await?;
-            let mut done = Completion {
-                model: self.models[0].clone(),
-                content: String::new(),
-                finish_reason: None,
-                usage: None,
-                raw: None,
-            };
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                done.content.push_str(&chunk.content);
-                done.finish_reason = chunk.finish_reason.or(done.finish_reason);
-                done.usage = chunk.usage.or(done.usage);
-            }
-            Ok(done)
-        }
-        .boxed()
+        async move { super::collect(self.stream(req).await?, self.models[0].clone()).await }.boxed()
     }
 
     fn stream<'a>(

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Only the "Local model and knowledge base" section of docs/benchmarks.md:
+# fetches the model files (the evaluation's candidates too), builds the
+# release binaries, runs bench/local_model_bench.py and replaces that
+# section in place (appends it when missing).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+OUT_MD=${BENCH_OUT:-docs/benchmarks.md}
+
+scripts/fetch-models.sh --eval
+cargo build --release -p bot-runtime -p clawdbot-bench --bins --examples
+RESULT=$(mktemp "${TMPDIR:-/tmp}/clawdbot-local.XXXXXX.json")
+trap 'rm -f "$RESULT"' EXIT
+python3 bench/local_model_bench.py "$TARGET_DIR/release" "$RESULT" >/dev/null
+python3 bench/local_model_bench.py --update "$RESULT" "$OUT_MD"
+echo "[bench] wrote the local model section of $OUT_MD" >&2
