@@ -133,6 +133,11 @@ fn main() {
     timed(&kb, &en[..20]);
     let (en_p50, en_p99) = timed(&kb, &en);
     let (zh_p50, zh_p99) = timed(&kb, &zh);
+    // The same English questions without the embedding model: what the
+    // question's embedding costs is the difference.
+    let lexical = KnowledgeBase::from_entries(entries(n), 3, None);
+    timed(&lexical, &en[..20]);
+    let (lex_p50, lex_p99) = timed(&lexical, &en);
     println!(
         "{}",
         serde_json::json!({
@@ -143,6 +148,8 @@ fn main() {
             "search_en_p99_ms": en_p99,
             "search_zh_p50_ms": zh_p50,
             "search_zh_p99_ms": zh_p99,
+            "search_en_lexical_p50_ms": lex_p50,
+            "search_en_lexical_p99_ms": lex_p99,
         })
     );
 }

@@ -34,6 +34,8 @@ async function startRuntime(name, extraEnv = {}) {
     CLAWDBOT_LISTEN: `127.0.0.1:${port}`,
     ...extraEnv,
   });
+  // A null in extraEnv removes the variable (e.g. no upstream at all).
+  for (const [k, v] of Object.entries(extraEnv)) if (v === null) delete env[k];
   const child = startProcess(name, RUNTIME_BIN, [], env);
   const base = `http://127.0.0.1:${port}`;
   await waitReady(`${base}/health/ready`, child);
@@ -160,6 +162,40 @@ describe('web chat page', () => {
       await page.locator('#message').waitFor();
       assert.equal(await page.locator('#messages .msg').count(), 0, 'still empty after reload');
 
+      assert.deepEqual(problems, [], 'no page errors');
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('with no upstream, the local model and the FAQ answer in a Chinese page', { timeout: 90000 }, async () => {
+    const repo = new URL('../../', import.meta.url).pathname;
+    const { base } = await startRuntime('bot-runtime (local)', {
+      MODEL_ENDPOINT: null,
+      MODEL_NAME: null,
+      MODEL_BACKEND: 'local',
+      MODEL_PATH: path.join(repo, 'models/SmolLM2-135M-Instruct.Q4_1.gguf'),
+      KNOWLEDGE_PATH: path.join(repo, 'examples/knowledge'),
+      CLAWDBOT_KNOWLEDGE__EMBEDDINGS_PATH: path.join(repo, 'models/all-MiniLM-L6-v2'),
+    });
+    const context = await browser.newContext({ locale: 'zh-CN' });
+    try {
+      const page = await context.newPage();
+      const { problems } = watchPage(page);
+      await page.goto(base + '/');
+      assert.equal(await page.textContent('#send'), '发送');
+      await page.locator('#message').fill('What is the capital of France?');
+      await page.locator('#send').click();
+      const model = await waitDone(page, 60000);
+      assert.match(model.text, /Paris/, 'the local model answers');
+      assert.equal(await page.locator('#messages .msg.assistant').last().locator('.source').count(), 0);
+
+      await page.locator('#message').fill('Which chat platforms does ClawdBot support?');
+      await page.locator('#send').click();
+      const faq = await waitDone(page, 60000);
+      assert.match(faq.text, /DingTalk, Feishu\/Lark/);
+      const source = await page.locator('#messages .msg.assistant').last().locator('.source').textContent();
+      assert.equal(source, '来源: Which chat platforms does ClawdBot support?');
       assert.deepEqual(problems, [], 'no page errors');
     } finally {
       await context.close();

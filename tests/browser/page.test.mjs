@@ -7,6 +7,9 @@ import http from 'node:http';
 import { launchBrowser } from './lib.mjs';
 
 const PAGE = readFileSync(new URL('../../bot-runtime/assets/index.html', import.meta.url));
+const MARKED = readFileSync(new URL('../../bot-runtime/assets/vendor/marked.umd.js', import.meta.url));
+const MARKDOWN = '## Steps\n\n1. **Install** the `operator`\n2. Apply [the CRD](https://example.com/crd) and [bad](javascript:alert(1))\n\n' +
+  '| key | value |\n|---|---|\n| parallel | 4 |\n| queue | 16 |\n\n- a\n- b\n\n<script>window.__xss=3</script>\n';
 const XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -58,6 +61,15 @@ async function chat(req, res, body) {
     const reply = XSS + '\n```js\nlet a = "<b>x</b>";\n```\nend';
     res.write(sse('delta', { content: reply }));
     res.write(sse('done', done(reply, sid)));
+  } else if (body.message === 'markdown') {
+    res.write(sse('delta', { content: MARKDOWN.slice(0, 40) }));
+    await sleep(30);
+    res.write(sse('delta', { content: MARKDOWN.slice(40) }));
+    res.write(sse('done', done(MARKDOWN, sid)));
+  } else if (body.message === 'faq') {
+    const reply = 'Run `make run`.';
+    res.write(sse('delta', { content: reply }));
+    res.write(sse('done', { ...done(reply, sid), model: 'knowledge', source: { kind: 'faq', id: 'run', title: 'How do I start it? <b>' } }));
   } else if (body.message === 'cut') {
     res.write(sse('delta', { content: 'half' }));
     await sleep(50);
@@ -83,6 +95,10 @@ const server = http.createServer(async (req, res) => {
   if (req.method === 'GET' && url.pathname === '/') {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     return res.end(PAGE);
+  }
+  if (req.method === 'GET' && url.pathname === '/assets/marked.umd.js') {
+    res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8' });
+    return res.end(MARKED);
   }
   const m = url.pathname.match(/^\/api\/v1\/sessions\/([^/]+)\/messages$/);
   if (req.method === 'GET' && m) {
@@ -117,8 +133,8 @@ after(async () => {
   }
 });
 
-async function freshPage(sessionId) {
-  const context = await browser.newContext();
+async function freshPage(sessionId, options = {}) {
+  const context = await browser.newContext(options);
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
@@ -144,6 +160,68 @@ const msgs = (page) => page.$$eval('#messages > *', (els) => els.map((e) => ({
 })));
 
 describe('index.html against a fake API', () => {
+  test('a zh-CN browser gets the Chinese page; the switch changes and remembers the language', async () => {
+    const { page, errors, close } = await freshPage(null, { locale: 'zh-CN' });
+    try {
+      assert.equal(await page.getAttribute('html', 'lang'), 'zh-CN');
+      assert.equal(await page.textContent('#send'), '发送');
+      assert.equal(await page.getAttribute('#message', 'placeholder'), '给 ClawdBot 发消息');
+      assert.equal(await page.textContent('#new-session'), '新会话');
+      await page.selectOption('#lang', 'en');
+      assert.equal(await page.textContent('#send'), 'Send');
+      await page.reload();
+      assert.equal(await page.textContent('#send'), 'Send', 'the choice outlives a reload');
+      assert.equal(await page.getAttribute('html', 'lang'), 'en');
+      assert.deepEqual(errors, []);
+    } finally { await close(); }
+    const english = await freshPage(null, { locale: 'en-US' });
+    try {
+      assert.equal(await english.page.textContent('#send'), 'Send');
+    } finally { await english.close(); }
+  });
+
+  test('Markdown answers become elements: a table, lists, bold, code, safe links; <script> stays text', async () => {
+    const { page, errors, close } = await freshPage();
+    try {
+      await send(page, 'markdown');
+      const shape = await page.$eval('#messages .msg.assistant', (m) => ({
+        h: m.querySelector('h4')?.textContent,
+        ol: [...m.querySelectorAll('ol > li')].map((li) => li.textContent),
+        strong: m.querySelector('ol strong')?.textContent,
+        code: m.querySelector('ol code')?.textContent,
+        links: [...m.querySelectorAll('a')].map((a) => [a.textContent, a.getAttribute('href')]),
+        th: [...m.querySelectorAll('table thead th')].map((c) => c.textContent),
+        rows: [...m.querySelectorAll('table tbody tr')].map((r) => [...r.children].map((c) => c.textContent)),
+        ul: [...m.querySelectorAll('ul > li')].map((li) => li.textContent),
+        scripts: m.querySelectorAll('script').length,
+        text: m.textContent,
+      }));
+      assert.equal(shape.h, 'Steps');
+      assert.deepEqual(shape.ol, ['Install the operator', 'Apply the CRD and bad']);
+      assert.equal(shape.strong, 'Install');
+      assert.equal(shape.code, 'operator');
+      assert.deepEqual(shape.links, [['the CRD', 'https://example.com/crd']], 'javascript: links become plain text');
+      assert.deepEqual(shape.th, ['key', 'value']);
+      assert.deepEqual(shape.rows, [['parallel', '4'], ['queue', '16']]);
+      assert.deepEqual(shape.ul, ['a', 'b']);
+      assert.equal(shape.scripts, 0);
+      assert.ok(shape.text.includes('<script>window.__xss=3</script>'), shape.text);
+      assert.equal(await page.evaluate(() => window.__xss), undefined);
+      assert.deepEqual(errors, []);
+    } finally { await close(); }
+  });
+
+  test('an answer from the FAQ shows its source under it, as text', async () => {
+    const { page, errors, close } = await freshPage(null, { locale: 'zh-CN' });
+    try {
+      await send(page, 'faq');
+      const source = await page.textContent('#messages .msg.assistant .source');
+      assert.equal(source, '来源: How do I start it? <b>');
+      assert.equal(await page.$$eval('#messages .msg.assistant .source b', (b) => b.length), 0);
+      assert.deepEqual(errors, []);
+    } finally { await close(); }
+  });
+
   test('SSE split anywhere, CRLF, UTF-8 across chunks', async () => {
     const { page, errors, close } = await freshPage();
     try {

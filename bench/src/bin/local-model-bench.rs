@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use clap::Parser;
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -35,6 +35,13 @@ struct Args {
     /// Skip candle (it takes a while).
     #[arg(long)]
     no_candle: bool,
+    /// 8-bit key/value cache, as bot-runtime uses.
+    #[arg(long)]
+    kv_q8: bool,
+    /// Also decode this many sequences together (one batch per step) and
+    /// report their aggregate tokens/s.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
 }
 
 fn main() -> Result<()> {
@@ -48,12 +55,18 @@ fn main() -> Result<()> {
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
     let tokens = model.vocab().tokenize(prompt.as_bytes(), true, true);
     let ctx_len = (tokens.len() + args.decode + 16) as u32;
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(ctx_len.max(512)))
+    let mut params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(ctx_len.max(512) * args.parallel as u32))
+        .with_n_seq_max(args.parallel as u32)
         .with_n_batch(512)
         .with_n_ubatch(512)
         .with_n_threads(args.threads)
         .with_n_threads_batch(args.threads);
+    if args.kv_q8 {
+        params = params
+            .with_type_k(KvCacheType::Q8_0)
+            .with_type_v(KvCacheType::Q8_0);
+    }
     let mut ctx = model.new_context(&backend, params)?;
 
     // Warm-up: one short decode, then clear.
@@ -82,7 +95,14 @@ fn main() -> Result<()> {
         ctx.decode(&mut batch)?;
     }
     let decode_s = started.elapsed().as_secs_f64();
+    let short = &tokens[..tokens.len().min(64)];
+    let one = parallel_decode(&mut ctx, short, 1, args.decode)?;
+    let aggregate = parallel_decode(&mut ctx, short, args.parallel, args.decode)?;
     let raw = json!({
+        "one_short_tok_s": one,
+        "aggregate_tok_s": aggregate,
+        "parallel": args.parallel,
+        "kv_q8": args.kv_q8,
         "load_ms": load_ms,
         "prompt_tokens": tokens.len(),
         "prefill_tok_s": tokens.len() as f64 / prefill_s,
@@ -102,6 +122,39 @@ fn main() -> Result<()> {
         json!({"llama_cpp": raw, "candle": candle, "threads": args.threads})
     );
     Ok(())
+}
+
+/// `n` sequences, each with `prompt` (a short one), decoded together
+/// greedily for `steps` steps: aggregate tokens/s.
+fn parallel_decode(
+    ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
+    prompt: &[llama_cpp_2::token::LlamaToken],
+    n: usize,
+    steps: usize,
+) -> Result<f64> {
+    ctx.clear_kv_cache();
+    let mut batch = LlamaBatch::new(512.max(prompt.len() * n), n as i32);
+    for s in 0..n {
+        for (i, t) in prompt.iter().enumerate() {
+            batch.add(*t, i as i32, &[s as i32], i + 1 == prompt.len())?;
+        }
+    }
+    ctx.decode(&mut batch)?;
+    let mut samplers: Vec<LlamaSampler> = (0..n).map(|_| LlamaSampler::greedy()).collect();
+    let mut last: Vec<i32> = (0..n)
+        .map(|s| ((s + 1) * prompt.len() - 1) as i32)
+        .collect();
+    let started = Instant::now();
+    for step in 0..steps {
+        let next: Vec<_> = (0..n).map(|s| samplers[s].sample(ctx, last[s])).collect();
+        batch.clear();
+        for (s, t) in next.into_iter().enumerate() {
+            batch.add(t, (prompt.len() + step) as i32, &[s as i32], true)?;
+            last[s] = s as i32;
+        }
+        ctx.decode(&mut batch)?;
+    }
+    Ok((n * steps) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// candle's quantized llama on the same file and tokens (CPU, its own

@@ -138,38 +138,79 @@ impl Embedder {
     }
 }
 
-/// One vector per phrasing (question or alternative) of each entry.
+/// One vector per phrasing (question or alternative) of each entry, in
+/// one contiguous array so a search is a single pass over memory.
 pub struct DenseIndex {
-    rows: Vec<(usize, Arc<Vec<f32>>)>,
+    dim: usize,
+    vectors: Vec<f32>,
+    owners: Vec<usize>,
+    entries: usize,
 }
 
 impl DenseIndex {
     pub fn new(rows: Vec<(usize, Arc<Vec<f32>>)>) -> Self {
-        Self { rows }
-    }
-
-    /// `(entry, cosine)` pairs, best first, one per entry (its best
-    /// phrasing), at most `limit`.
-    pub fn search(&self, query: &[f32], limit: usize) -> Vec<(usize, f32)> {
-        let mut best: HashMap<usize, f32> = HashMap::new();
-        for (entry, v) in &self.rows {
-            let cos: f32 = v.iter().zip(query).map(|(a, b)| a * b).sum();
-            let slot = best.entry(*entry).or_insert(f32::MIN);
-            *slot = slot.max(cos);
+        let dim = rows.first().map_or(0, |(_, v)| v.len());
+        let entries = rows.iter().map(|(e, _)| e + 1).max().unwrap_or(0);
+        let mut vectors = Vec::with_capacity(rows.len() * dim);
+        let mut owners = Vec::with_capacity(rows.len());
+        for (entry, v) in rows.into_iter().filter(|(_, v)| v.len() == dim) {
+            vectors.extend_from_slice(&v);
+            owners.push(entry);
         }
-        let mut ranked: Vec<(usize, f32)> = best.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        ranked.truncate(limit);
-        ranked
+        Self {
+            dim,
+            vectors,
+            owners,
+            entries,
+        }
     }
 
-    pub fn cosine(&self, query: &[f32], entry: usize) -> f32 {
-        self.rows
-            .iter()
-            .filter(|(e, _)| *e == entry)
-            .map(|(_, v)| v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>())
-            .fold(0.0, f32::max)
+    /// Each entry's best cosine (over its phrasings) with `query`; entries
+    /// without a vector get -1.
+    pub fn cosines(&self, query: &[f32]) -> Vec<f32> {
+        let mut best = vec![-1.0f32; self.entries];
+        if self.dim == 0 || query.len() != self.dim {
+            return best;
+        }
+        for (row, &entry) in self.vectors.chunks_exact(self.dim).zip(&self.owners) {
+            let cos = dot(row, query);
+            if cos > best[entry] {
+                best[entry] = cos;
+            }
+        }
+        best
     }
+
+    /// Entries by cosine, best first, at most `limit`.
+    pub fn ranking(cosines: &[f32], limit: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..cosines.len()).filter(|&e| cosines[e] > -1.0).collect();
+        let by = |a: &usize, b: &usize| cosines[*b].total_cmp(&cosines[*a]).then(a.cmp(b));
+        if order.len() > limit {
+            order.select_nth_unstable_by(limit, by);
+            order.truncate(limit);
+        }
+        order.sort_by(by);
+        order
+    }
+}
+
+/// Dot product in eight lanes, so the compiler can vectorise it (a plain
+/// float sum must keep its order and cannot be).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Reciprocal rank fusion of rankings (entry indices, best first): each
@@ -202,8 +243,23 @@ mod tests {
     #[test]
     fn dense_search_keeps_each_entry_best_phrasing() {
         let v = |x: f32, y: f32| Arc::new(vec![x, y]);
-        let idx = DenseIndex::new(vec![(0, v(1.0, 0.0)), (0, v(0.0, 1.0)), (1, v(0.6, 0.8))]);
-        assert_eq!(idx.search(&[0.0, 1.0], 5), [(0, 1.0), (1, 0.8)]);
-        assert_eq!(idx.cosine(&[1.0, 0.0], 1), 0.6);
+        let idx = DenseIndex::new(vec![
+            (0, v(1.0, 0.0)),
+            (0, v(0.0, 1.0)),
+            (1, v(0.6, 0.8)),
+            (3, v(1.0, 0.0)),
+        ]);
+        let cos = idx.cosines(&[0.0, 1.0]);
+        assert_eq!(cos, [1.0, 0.8, -1.0, 0.0], "entry 2 has no vector");
+        assert_eq!(DenseIndex::ranking(&cos, 5), [0, 1, 3]);
+        assert_eq!(DenseIndex::ranking(&cos, 1), [0]);
+    }
+
+    #[test]
+    fn dot_matches_the_plain_sum() {
+        let a: Vec<f32> = (0..21).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..21).map(|i| 1.0 - i as f32 * 0.1).collect();
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - plain).abs() < 1e-3);
     }
 }

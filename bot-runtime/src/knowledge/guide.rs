@@ -70,10 +70,6 @@ impl Guide {
         }
     }
 
-    pub fn knowledge(&self) -> &KnowledgeBase {
-        &self.kb
-    }
-
     /// What to do with one request. The search embeds the question, so it
     /// runs on the blocking pool.
     pub async fn decide(&self, req: &ChatRequest) -> Decision {

@@ -146,13 +146,23 @@ impl LexicalIndex {
     /// query term by its rarity (IDF): 1.0 when every term appears, less
     /// for each missing one, most for rare ones (a term no entry has counts
     /// as rarest).
+    #[cfg(test)]
     pub fn coverage(&self, query: &str, entry: usize) -> f32 {
-        let q: HashSet<String> = self.terms.of(query).into_iter().collect();
+        self.coverage_of(&self.query_terms(query), entry)
+    }
+
+    /// The distinct terms of a question, for `coverage_of`.
+    pub fn query_terms(&self, query: &str) -> HashSet<String> {
+        self.terms.of(query).into_iter().collect()
+    }
+
+    /// `coverage` with the question's terms computed once for many entries.
+    pub fn coverage_of(&self, q: &HashSet<String>, entry: usize) -> f32 {
         let Some(own) = self.phrasing_terms.get(entry) else {
             return 0.0;
         };
         let (mut hit, mut total) = (0.0f32, 0.0f32);
-        for t in &q {
+        for t in q {
             let w = self.idf(t);
             total += w;
             if own.contains(t) {

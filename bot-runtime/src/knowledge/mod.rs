@@ -149,25 +149,23 @@ impl KnowledgeBase {
                 .ok(),
             _ => None,
         };
-        let ranked = match (&query, &index.dense) {
-            (Some(q), Some(dense)) => {
-                let dense_ranking: Vec<usize> =
-                    dense.search(q, POOL).into_iter().map(|(e, _)| e).collect();
-                dense::fuse(&[lexical, dense_ranking])
-            }
-            _ => lexical,
+        let cosines = match (&query, &index.dense) {
+            (Some(q), Some(dense)) => Some(dense.cosines(q)),
+            _ => None,
         };
+        let ranked = match &cosines {
+            Some(cos) => dense::fuse(&[lexical, DenseIndex::ranking(cos, POOL)]),
+            None => lexical,
+        };
+        let terms = index.lexical.query_terms(question);
         ranked
             .into_iter()
             .take(self.limit)
             .map(|i| {
-                let cosine = match (&query, &index.dense) {
-                    (Some(q), Some(dense)) => dense.cosine(q, i),
-                    _ => 0.0,
-                };
+                let cosine = cosines.as_ref().map_or(0.0, |c| c[i].max(0.0));
                 Hit {
                     entry: index.entries[i].clone(),
-                    confidence: index.lexical.coverage(question, i).max(cosine),
+                    confidence: index.lexical.coverage_of(&terms, i).max(cosine),
                 }
             })
             .collect()

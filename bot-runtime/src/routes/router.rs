@@ -38,6 +38,7 @@ pub fn router(st: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(st.clone(), api_guard));
     let mut app = Router::new()
         .route("/", get(web::index))
+        .route("/assets/marked.umd.js", get(web::marked))
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready));

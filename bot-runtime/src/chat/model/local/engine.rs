@@ -119,16 +119,16 @@ pub fn run(
         }
         let started = Instant::now();
         if let Err(e) = ctx.decode(&mut batch) {
+            // Which tokens made it into the cache is unknown: every
+            // conversation in flight ends with the error.
             tracing::error!(error = %e, tokens = decoded, "llama.cpp decode failed");
             for i in 0..slots.len() {
-                if slots[i].as_ref().is_some_and(|s| s.logits_at.is_some()) {
-                    fail(
-                        &mut slots,
-                        i,
-                        &mut ctx,
-                        ModelError::BadGateway(format!("local model decode failed: {e}")),
-                    );
-                }
+                fail(
+                    &mut slots,
+                    i,
+                    &mut ctx,
+                    ModelError::BadGateway(format!("local model decode failed: {e}")),
+                );
             }
             continue;
         }
@@ -152,6 +152,13 @@ pub fn run(
 }
 
 fn admit_at(slots: &mut [Option<Seq>], i: usize, mut job: Job, metrics: &LocalMetrics) {
+    if job.prompt.is_empty() {
+        // Nothing to decode would leave the slot waiting forever.
+        let _ = job.events.send(Event::Failed(ModelError::BadGateway(
+            "the prompt has no tokens".into(),
+        )));
+        return;
+    }
     metrics
         .queue_wait
         .observe(job.queued_at.elapsed().as_secs_f64());
