@@ -276,7 +276,12 @@ async fn four_chats_generate_together_and_a_fifth_beyond_capacity_gets_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_over_long_conversation_is_cut_to_the_context() {
-    let rt = start(local(|c| c.model.local.context_size = 256)).await;
+    // Also the 16-bit cache: the same answers, more memory.
+    let rt = start(local(|c| {
+        c.model.local.context_size = 256;
+        c.model.local.kv_cache = clawdbot_config::KvCache::F16;
+    }))
+    .await;
     let long = "The quick brown fox jumps over the lazy dog. ".repeat(300);
     let body = json!({
         "model": NAME,
@@ -296,6 +301,9 @@ async fn an_over_long_conversation_is_cut_to_the_context() {
         prompt > 100 && prompt <= 256 - 16,
         "prompt cut to the window less the answer: {prompt}"
     );
+    // The latest turn keeps its end: the question survives the cut.
+    let answer = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(answer.contains("Paris"), "{answer}");
     rt.stop().await;
 }
 

@@ -46,6 +46,8 @@ pub enum Event {
 
 pub struct EngineConfig {
     pub context_per_sequence: u32,
+    /// 8-bit keys and values (else 16-bit).
+    pub kv_q8: bool,
     pub parallel: u32,
     pub threads: i32,
     /// Most tokens decoded in one step (prefill chunks are cut to fit).
@@ -78,13 +80,18 @@ pub fn run(
         .with_n_batch(cfg.batch)
         .with_n_ubatch(cfg.batch)
         .with_n_threads(cfg.threads)
-        .with_n_threads_batch(cfg.threads)
-        // 8-bit keys and values halve the cache (4 conversations of 2048
-        // tokens: 94 MB instead of 188 MB for SmolLM2-135M) at no
-        // measurable quality cost; llama.cpp's flash attention (on by
-        // default where supported) reads them.
-        .with_type_k(KvCacheType::Q8_0)
-        .with_type_v(KvCacheType::Q8_0);
+        .with_n_threads_batch(cfg.threads);
+    // 8-bit keys and values halve the cache (4 conversations of 2048
+    // tokens: 94 MB instead of 188 MB for SmolLM2-135M) at no measurable
+    // quality cost, but prompts are read slower (model.local.kv_cache);
+    // llama.cpp's flash attention (on by default where supported) reads them.
+    let params = if cfg.kv_q8 {
+        params
+            .with_type_k(KvCacheType::Q8_0)
+            .with_type_v(KvCacheType::Q8_0)
+    } else {
+        params
+    };
     let mut ctx = match model.new_context(super::backend(), params) {
         Ok(ctx) => ctx,
         Err(e) => {

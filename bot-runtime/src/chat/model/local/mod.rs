@@ -94,6 +94,7 @@ impl LocalModel {
         let threads = cfg.threads.map_or_else(default_threads, |t| t as i32);
         let engine = EngineConfig {
             context_per_sequence: cfg.context_size,
+            kv_q8: cfg.kv_cache == clawdbot_config::KvCache::Q8_0,
             parallel: cfg.parallel,
             threads,
             batch: BATCH,

@@ -52,19 +52,29 @@ pub fn fit(mut turns: Vec<Turn>, budget: usize, count: impl Fn(&[Turn]) -> usize
         if longest == 0 {
             break;
         }
-        // Binary search on characters for the longest prefix that fits.
-        let (mut lo, mut hi) = (0usize, longest);
+        // Binary search on characters for the longest part that fits: the
+        // end of the latest turn (where the question usually is), the start
+        // of any other (a system prompt's instructions come first).
+        let keep_end = i + 1 == turns.len();
         let original = turns[i].content.clone();
+        let part = |n: usize| -> String {
+            if keep_end {
+                original.chars().skip(longest - n).collect()
+            } else {
+                original.chars().take(n).collect()
+            }
+        };
+        let (mut lo, mut hi) = (0usize, longest);
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            turns[i].content = original.chars().take(mid).collect();
+            turns[i].content = part(mid);
             if count(&turns) <= budget {
                 lo = mid;
             } else {
                 hi = mid - 1;
             }
         }
-        turns[i].content = original.chars().take(lo).collect();
+        turns[i].content = part(lo);
         if lo == 0 {
             // Emptied and still too long: the next longest goes next.
             continue;
@@ -144,7 +154,28 @@ mod tests {
         let got = fit(vec![t("system", "sys"), t("user", &long)], 100, count);
         assert_eq!(got[0], t("system", "sys"));
         assert_eq!(count(&got), 100);
-        assert!(long.starts_with(&got[1].content));
+        // The latest turn keeps its end, where the question is.
+        let asked = format!("{}Where is Paris?", "x".repeat(500));
+        let got = fit(vec![t("system", "sys"), t("user", &asked)], 100, count);
+        assert!(
+            got[1].content.ends_with("Where is Paris?"),
+            "{:?}",
+            got[1].content
+        );
+        // Any other message keeps its start.
+        let got = fit(
+            vec![
+                t("system", &format!("Rules first. {long}")),
+                t("user", "hi"),
+            ],
+            100,
+            count,
+        );
+        assert!(
+            got[0].content.starts_with("Rules first."),
+            "{:?}",
+            got[0].content
+        );
         // Multi-byte text is cut on character boundaries.
         let got = fit(vec![t("user", &"中".repeat(50))], 13, count);
         assert_eq!(got, [t("user", &"中".repeat(10))]);
