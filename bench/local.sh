@@ -5,11 +5,8 @@
 # section in place (appends it when missing).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-OUT_MD=${BENCH_OUT:-docs/benchmarks.md}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 scripts/fetch-models.sh --eval
 cargo build --release -p bot-runtime -p clawdbot-bench --bins --examples

@@ -4,11 +4,8 @@
 # PostgreSQL, each followed by 60 idle seconds; rewrites that section in
 # place. Bounded in time (the benchmark gives up after 15 min per burst).
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-OUT_MD=${BENCH_OUT:-docs/benchmarks.md}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 "$ROOT/scripts/install-test-tools.sh" >/dev/null

@@ -9,11 +9,8 @@
 #      BENCH_WEBHOOK_REPLIES_PER_SECOND).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-OUT_MD=${BENCH_OUT:-docs/benchmarks.md}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cargo build --release -p bot-runtime -p clawdbot-bench
 RESULT=$(mktemp "${TMPDIR:-/tmp}/clawdbot-webhooks.XXXXXX.json")

@@ -63,24 +63,27 @@ def mock_upstream(tmp_path_factory: pytest.TempPathFactory) -> str:
     ph.stop(service.proc)
 
 
-@pytest.fixture(scope="session")
-def runtime(mock_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Runtime:
+def _runtime(name: str, settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+    """bot-runtime with `settings` on a free port, API key API_KEY; yields
+    it and stops it at the end of the session."""
     binary = ph.require_binary("BOT_RUNTIME_BIN", "bot-runtime", "target/debug/bot-runtime", _fail)
     port = ph.free_port()
     env = ph.runtime_env()
-    env.update(
-        MODEL_ENDPOINT=f"http://{mock_upstream}/v1",
-        MODEL_NAME=MODEL,
-        MODEL_API_KEY=UPSTREAM_KEY,
-        CLAWDBOT_LISTEN=f"127.0.0.1:{port}",
-        CLAWDBOT_API_KEYS=API_KEY,
-    )
-    workdir = tmp_path_factory.mktemp("bot-runtime")
-    service = ph.start_until_ready("bot-runtime", [binary], workdir, port, env, _fail)
-    _SERVICES["bot-runtime"] = service
+    env.update(settings, CLAWDBOT_LISTEN=f"127.0.0.1:{port}", CLAWDBOT_API_KEYS=API_KEY)
+    service = ph.start_until_ready(name, [binary], tmp_path_factory.mktemp(name), port, env, _fail)
+    _SERVICES[name] = service
     yield Runtime(service=service, port=port)
-    _SERVICES.pop("bot-runtime", None)
+    _SERVICES.pop(name, None)
     ph.stop(service.proc)
+
+
+@pytest.fixture(scope="session")
+def runtime(mock_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Runtime:
+    yield from _runtime("bot-runtime", {
+        "MODEL_ENDPOINT": f"http://{mock_upstream}/v1",
+        "MODEL_NAME": MODEL,
+        "MODEL_API_KEY": UPSTREAM_KEY,
+    }, tmp_path_factory)
 
 
 # The default local model, fetched by `make test` (scripts/fetch-models.sh).
@@ -95,23 +98,12 @@ def local_runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
     sequences and no queue, so a third concurrent request is refused."""
     if not LOCAL_MODEL_FILE.is_file():
         _fail(f"{LOCAL_MODEL_FILE} is missing: run scripts/fetch-models.sh (make test does)")
-    binary = ph.require_binary("BOT_RUNTIME_BIN", "bot-runtime", "target/debug/bot-runtime", _fail)
-    port = ph.free_port()
-    env = ph.runtime_env()
-    env.update(
-        MODEL_BACKEND="local",
-        MODEL_PATH=str(LOCAL_MODEL_FILE),
-        CLAWDBOT_MODEL__LOCAL__PARALLEL=str(LOCAL_PARALLEL),
-        CLAWDBOT_MODEL__LOCAL__QUEUE="0",
-        CLAWDBOT_LISTEN=f"127.0.0.1:{port}",
-        CLAWDBOT_API_KEYS=API_KEY,
-    )
-    workdir = tmp_path_factory.mktemp("bot-runtime-local")
-    service = ph.start_until_ready("bot-runtime-local", [binary], workdir, port, env, _fail)
-    _SERVICES["bot-runtime-local"] = service
-    yield Runtime(service=service, port=port)
-    _SERVICES.pop("bot-runtime-local", None)
-    ph.stop(service.proc)
+    yield from _runtime("bot-runtime-local", {
+        "MODEL_BACKEND": "local",
+        "MODEL_PATH": str(LOCAL_MODEL_FILE),
+        "CLAWDBOT_MODEL__LOCAL__PARALLEL": str(LOCAL_PARALLEL),
+        "CLAWDBOT_MODEL__LOCAL__QUEUE": "0",
+    }, tmp_path_factory)
 
 
 # --- attach the services' logs to failing tests ------------------------------

@@ -7,6 +7,7 @@
 //! Without a model (`backend: none`) a miss says it does not know (with no
 //! knowledge base at all, the "no model" reply says how to set one up).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use clawdbot_config::KnowledgeConfig;
@@ -25,15 +26,15 @@ use crate::chat::model::{
 
 /// What the bot does with one message.
 #[derive(Debug)]
-pub enum Decision {
+pub enum Decision<'a> {
     /// Answer with this text, from this source, without a model.
     Reply {
         text: String,
         source: Option<Source>,
         model: &'static str,
     },
-    /// Ask the model this (possibly with FAQ context added).
-    Model(ChatRequest),
+    /// Ask the model this: the request as it came, or with FAQ context.
+    Model(Cow<'a, ChatRequest>),
 }
 
 pub struct Guide {
@@ -72,7 +73,7 @@ impl Guide {
 
     /// What to do with one request. The search embeds the question, so it
     /// runs on the blocking pool.
-    pub async fn decide(&self, req: &ChatRequest) -> Decision {
+    pub async fn decide<'a>(&self, req: &'a ChatRequest) -> Decision<'a> {
         let question = req
             .messages
             .iter()
@@ -116,7 +117,7 @@ impl Guide {
             .collect();
         // No model: with a knowledge base the bot says it does not know;
         // without one the "no model" provider says how to configure one.
-        if self.inner.label() == "none" && self.kb.folder().is_some() {
+        if !self.inner.has_model() && self.kb.folder().is_some() {
             self.count("miss");
             return Decision::Reply {
                 text: dont_know(&question, &context),
@@ -126,10 +127,10 @@ impl Guide {
         }
         if context.is_empty() {
             self.count("miss");
-            return Decision::Model(req.clone());
+            return Decision::Model(Cow::Borrowed(req));
         }
         self.count("augmented");
-        Decision::Model(with_context(req, &context))
+        Decision::Model(Cow::Owned(with_context(req, &context)))
     }
 
     fn count(&self, outcome: &str) {

@@ -44,6 +44,10 @@ pub trait Provider: Send + Sync + 'static {
     /// `auto`, what was found (logged at start, shown by `/health` and
     /// `/v1/models`).
     fn reason(&self) -> &str;
+    /// False for the provider that stands in when no model is configured.
+    fn has_model(&self) -> bool {
+        true
+    }
     /// Each upstream endpoint (host and port, never a key) and whether its
     /// circuit breaker is open now; read when `/metrics` is scraped.
     fn circuits(&self) -> Vec<(String, bool)> {

@@ -37,6 +37,10 @@ impl Provider for NoModel {
         &self.reason
     }
 
+    fn has_model(&self) -> bool {
+        false
+    }
+
     fn complete<'a>(
         &'a self,
         _req: &'a ChatRequest,

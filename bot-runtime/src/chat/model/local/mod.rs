@@ -59,7 +59,6 @@ pub struct LocalModel {
     timeout: Duration,
     metrics: LocalMetrics,
     reason: String,
-    path: PathBuf,
 }
 
 /// What would stop the local model from starting, found without loading
@@ -145,12 +144,7 @@ impl LocalModel {
             timeout,
             metrics,
             reason,
-            path,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     async fn start(
