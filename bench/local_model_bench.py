@@ -34,10 +34,11 @@ import benchutil as bu
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / 'models' / 'SmolLM2-135M-Instruct.Q4_1.gguf'
 CANDIDATES = [MODEL, ROOT / 'models' / 'gemma-3-270m-q4_k_m.gguf']
-EMBEDDINGS = ROOT / 'models' / 'all-MiniLM-L6-v2'
+EMBEDDINGS = ROOT / 'models' / 'all-MiniLM-L6-v2.Q8_0.gguf'
 SECTION = '## Local model and knowledge base'
 DECODE = 128
 SYSTEM = 'You are a helpful assistant for ClawdBot users. Answer briefly.'
+ROUNDS = 3
 
 
 def faq_context() -> str:
@@ -82,7 +83,10 @@ def stream(base: str, model: str, system: str, user: str, max_tokens: int) -> di
     return {'start': started, 'first': first, 'last': last, 'usage': usage}
 
 
-def run_runtime(release: Path) -> dict:
+def run_runtime(release: Path, reference) -> dict:
+    """bot-runtime's figures; `reference()` runs the plain llama.cpp loop,
+    called between bot-runtime's rounds so both see the same machine (this
+    2-vCPU host's speed drifts by 10-20% over minutes)."""
     work = Path(tempfile.mkdtemp(prefix='local-bench-'))
     port = bu.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(('CLAWDBOT_', 'MODEL_'))}
@@ -100,8 +104,8 @@ def run_runtime(release: Path) -> dict:
         loaded = [json.loads(l) for l in log.read_text().splitlines() if 'local model loaded' in l]
         load_ms = loaded[0]['load_ms'] if loaded else None
         stream(base, name, SYSTEM, 'Hello', 8)  # warm-up
-        singles = []
-        for _ in range(3):
+        singles, refs, rounds = [], [], []
+        for _ in range(ROUNDS):
             r = stream(base, name, SYSTEM + '\n\n' + faq_context(), QUESTION, DECODE)
             ttft = r['first'] - r['start']
             n = r['usage']['completion_tokens']
@@ -112,45 +116,61 @@ def run_runtime(release: Path) -> dict:
                 'decode_tok_s': (n - 1) / (r['last'] - r['first']),
                 'completion_tokens': n,
             })
-        results = []
-
-        def one():
-            results.append(stream(base, name, SYSTEM, QUESTION, DECODE))
-        threads = [threading.Thread(target=one) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        span = max(r['last'] for r in results) - min(r['first'] for r in results)
-        tokens = sum(r['usage']['completion_tokens'] - 1 for r in results)
-        one_alone = stream(base, name, SYSTEM, QUESTION, DECODE)
-        alone = (one_alone['usage']['completion_tokens'] - 1) / (one_alone['last'] - one_alone['first'])
+            refs.append(reference())
+            rounds.append(concurrent(base, name))
         return {
             'ready_ms': ready_ms,
             'load_ms': load_ms,
             'peak_rss_mb': bu.status_kb(proc.pid, 'VmHWM') * 1024 / 1e6,
             'single': {k: statistics.median(s[k] for s in singles) for k in singles[0]},
-            'aggregate4_tok_s': tokens / span,
-            'one_stream_tok_s': alone,
-            'prompt_file': chatml(SYSTEM + '\n\n' + faq_context(), QUESTION),
+            'decode_ratios': [s['decode_tok_s'] / r['decode_tok_s'] for s, r in zip(singles, refs)],
+            'prefill_ratios': [s['prefill_tok_s'] / r['prefill_tok_s'] for s, r in zip(singles, refs)],
+            'reference_rounds': refs,
+            'aggregate4_tok_s': statistics.median(a for a, _ in rounds),
+            'one_stream_tok_s': statistics.median(o for _, o in rounds),
+            'aggregate_ratios': [a / o for a, o in rounds],
         }
     finally:
         bu.stop(proc)
 
 
+def concurrent(base: str, name: str) -> tuple[float, float]:
+    """Aggregate decode tokens/s of 4 concurrent streams, and of one alone."""
+    results = []
+
+    def one():
+        results.append(stream(base, name, SYSTEM, QUESTION, DECODE))
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    span = max(r['last'] for r in results) - min(r['first'] for r in results)
+    tokens = sum(r['usage']['completion_tokens'] - 1 for r in results)
+    one_alone = stream(base, name, SYSTEM, QUESTION, DECODE)
+    alone = (one_alone['usage']['completion_tokens'] - 1) / (one_alone['last'] - one_alone['first'])
+    return tokens / span, alone
+
+
 def main() -> None:
     release, out = Path(sys.argv[1]), Path(sys.argv[2])
-    result = {'runtime': run_runtime(release)}
     prompt = Path(tempfile.mkstemp(suffix='.txt')[1])
-    prompt.write_text(result['runtime'].pop('prompt_file'))
+    prompt.write_text(chatml(SYSTEM + '\n\n' + faq_context(), QUESTION))
     env = dict(os.environ, RAYON_NUM_THREADS='2')
     bench = [str(release / 'local-model-bench'), str(MODEL), str(prompt), '--threads', '2', '--decode', str(DECODE)]
-    # The same cache settings as bot-runtime (8-bit keys and values), and
-    # llama.cpp's default (16-bit) for the record.
-    result['reference'] = json.loads(subprocess.run(bench + ['--kv-q8'], check=True, capture_output=True,
-                                                    text=True, env=env).stdout)
-    result['reference_f16'] = json.loads(subprocess.run(bench + ['--no-candle'], check=True, capture_output=True,
-                                                        text=True, env=env).stdout)['llama_cpp']
+
+    def run(*flags: str) -> dict:
+        return json.loads(subprocess.run(bench + list(flags), check=True, capture_output=True,
+                                         text=True, env=env).stdout)
+    # The same cache settings as bot-runtime (8-bit keys and values).
+    result = {'runtime': run_runtime(release, lambda: run('--kv-q8', '--no-candle')['llama_cpp'])}
+    refs = result['runtime'].pop('reference_rounds')
+    # The medians of the interleaved rounds, the batching ceiling and candle
+    # from one more run; llama.cpp's default 16-bit cache for the record.
+    extra = run('--kv-q8')
+    extra['llama_cpp'].update({k: statistics.median(r[k] for r in refs) for k in ('prefill_tok_s', 'decode_tok_s')})
+    result['reference'] = extra
+    result['reference_f16'] = run('--no-candle')['llama_cpp']
     kb = subprocess.run([str(release / 'examples' / 'knowledge_bench'), str(EMBEDDINGS), '10000'],
                         check=True, capture_output=True, text=True)
     result['knowledge'] = json.loads(kb.stdout.strip().splitlines()[-1])
@@ -170,9 +190,11 @@ def markdown(path: Path) -> str:
     r = json.loads(path.read_text())
     rt, ref, kb = r['runtime'], r['reference'], r['knowledge']
     s, raw, cdl, f16 = rt['single'], ref['llama_cpp'], ref['candle'], r['reference_f16']
-    pre_ratio = s['prefill_tok_s'] / raw['prefill_tok_s']
-    dec_ratio = s['decode_tok_s'] / raw['decode_tok_s']
-    agg = rt['aggregate4_tok_s'] / rt['one_stream_tok_s']
+    # Each ratio is the median of the rounds' ratios (bot-runtime and the
+    # plain loop measured back to back in each round).
+    pre_ratio = statistics.median(rt['prefill_ratios'])
+    dec_ratio = statistics.median(rt['decode_ratios'])
+    agg = statistics.median(rt['aggregate_ratios'])
     rows = [
         ('Prefill tokens/s, bot-runtime end to end vs a raw llama.cpp loop', '≥ 0.9×',
          f"{pre_ratio:.2f}× ({s['prefill_tok_s']:.0f} vs {raw['prefill_tok_s']:.0f})", pre_ratio >= 0.9),
@@ -183,20 +205,30 @@ def markdown(path: Path) -> str:
          rt['peak_rss_mb'] <= 350),
         ('Aggregate decode tokens/s, 4 concurrent streams vs 1', '≥ 1.5×',
          f"{agg:.2f}× ({rt['aggregate4_tok_s']:.0f} vs {rt['one_stream_tok_s']:.0f})", agg >= 1.5),
-        ('Knowledge retrieval p99 at 10,000 entries, English (BM25, embedding the question, cosine scan, fusion)',
-         '≤ 5 ms', f"{kb['search_en_p99_ms']:.2f} ms", kb['search_en_p99_ms'] <= 5),
+        ('Knowledge retrieval p99 at 10,000 entries, English, the index search given the question\'s vector '
+         '(BM25, cosine scan over every phrasing, fusion)', '≤ 5 ms',
+         f"{kb['search_en_given_vector_p99_ms']:.2f} ms", kb['search_en_given_vector_p99_ms'] <= 5),
         ('Knowledge retrieval p99 at 10,000 entries, Chinese (BM25 over jieba words)', '≤ 5 ms',
          f"{kb['search_zh_p99_ms']:.2f} ms", kb['search_zh_p99_ms'] <= 5),
+        ('Knowledge retrieval p99 at 10,000 entries, English end to end: embedding the question '
+         '(MiniLM on llama.cpp, one thread) plus the search', '≤ 5 ms',
+         f"{kb['search_en_p99_ms']:.2f} ms (the embedding alone: p50 {kb['embed_question_p50_ms']:.2f}, "
+         f"p99 {kb['embed_question_p99_ms']:.2f} ms)", kb['search_en_p99_ms'] <= 5),
     ]
     out = [SECTION, '',
            'Generated by `bash bench/local.sh` (also part of `make bench`; `bench/local_model_bench.py`), '
            f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(path.stat().st_mtime))}, "
            f"2 CPUs, model `{MODEL.name}`.", '',
+           f'Ratios are medians of {ROUNDS} rounds; in each round bot-runtime and the plain llama.cpp loop '
+           'run back to back (the rounds: ' + ', '.join(
+               f"{n} {' / '.join(f'{x:.2f}' for x in rt[k])}" for n, k in
+               (('prefill', 'prefill_ratios'), ('decode', 'decode_ratios'), ('4 streams', 'aggregate_ratios')))
+           + ').', '',
            '| Target (issue 17) | Goal | Measured | Result |', '| --- | --- | --- | --- |']
     out += [f'| {a} | {b} | {c} | {verdict(d)} |' for a, b, c, d in rows]
     out += ['',
             f"Time to first token for the {s['prompt_tokens']:.0f}-token retrieval-augmented prompt: "
-            f"**{s['ttft_ms']:.0f} ms** (median of 3, greedy, through `/v1/chat/completions` streaming, "
+            f"**{s['ttft_ms']:.0f} ms** (median of {ROUNDS}, greedy, through `/v1/chat/completions` streaming, "
             f"model already warm). Start to ready with the model: {rt['ready_ms']:.0f} ms.", '',
             '| Engine, same file and prompt tokens, 2 threads | load | prefill tok/s | decode tok/s |',
             '| --- | --- | --- | --- |',
@@ -218,8 +250,15 @@ def markdown(path: Path) -> str:
             f"Knowledge base, {kb['entries']:,} synthetic bilingual entries (`knowledge_bench` example): index "
             f"build {kb['build_s']:.1f} s (BM25 and {'the embeddings of every English phrasing' if kb['dense'] else 'no embeddings'}); "
             f"search p50/p99: English {kb['search_en_p50_ms']:.2f}/{kb['search_en_p99_ms']:.2f} ms (includes embedding the "
-            f"question), the same English questions without the embedding model {kb['search_en_lexical_p50_ms']:.2f}/"
-            f"{kb['search_en_lexical_p99_ms']:.2f} ms, Chinese (lexical only) {kb['search_zh_p50_ms']:.2f}/{kb['search_zh_p99_ms']:.2f} ms.", '',
+            f"question; the embedding alone {kb['embed_question_p50_ms']:.2f}/{kb['embed_question_p99_ms']:.2f} ms, the "
+            f"search given the vector {kb['search_en_given_vector_p50_ms']:.2f}/{kb['search_en_given_vector_p99_ms']:.2f} ms), "
+            f"the same English questions without the embedding model {kb['search_en_lexical_p50_ms']:.2f}/"
+            f"{kb['search_en_lexical_p99_ms']:.2f} ms, Chinese (lexical only) {kb['search_zh_p50_ms']:.2f}/{kb['search_zh_p99_ms']:.2f} ms. "
+            "The question's embedding costs the same at any number of entries: MiniLM is about 300 MFLOP for a "
+            "dozen word pieces, which one core of this machine does in 3-4 ms (8-bit weights). It runs on one "
+            "llama.cpp thread per question: with two, the median halves but every tenth question waited 20 ms "
+            "for the other vCPU at a layer barrier. Before this, candle's BERT (F32) took 20-30 ms per question "
+            "and BM25 was the `bm25` crate's own `SearchEngine` (p99 4.2 ms English, 7.1 ms Chinese at 10,000 entries).", '',
             '### Choosing the default model', '',
             'Rule and questions: `bench/model_eval.json` (a dozen English and Chinese questions a company bot '
             'gets; an answer scores when it holds one keyword of every group). Run by `bench/model_eval.py` '

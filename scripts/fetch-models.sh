@@ -80,6 +80,24 @@ PY
     mv "$out.part" "$out"
 fi
 
+# llama.cpp runs the embedding model from a GGUF file, written here once
+# from the safetensors by the pinned gguf package (deterministic: the file's
+# hash is in SHA256SUMS like the downloaded ones).
+EMBEDDINGS=$DEST/all-MiniLM-L6-v2.Q8_0.gguf
+if ! (cd "$DEST" && grep ' all-MiniLM-L6-v2.Q8_0.gguf$' "$OLDPWD/scripts/models/SHA256SUMS" \
+        | sha256sum --quiet --check --status 2>/dev/null); then
+    VENV=.cache/model-venv
+    if [[ ! -x $VENV/bin/python ]]; then
+        log "installing the GGUF converter into $VENV"
+        python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    fi
+    "$VENV/bin/python" -m pip install --quiet --no-deps --require-hashes \
+        -r scripts/models/requirements-convert.txt || die "pip install of the GGUF converter failed"
+    log "writing $EMBEDDINGS"
+    "$VENV/bin/python" scripts/models/minilm_to_gguf.py "$DEST/all-MiniLM-L6-v2" "$EMBEDDINGS" --type q8_0 \
+        || die "converting all-MiniLM-L6-v2 to GGUF failed"
+fi
+
 for sums in "${SUMS[@]}"; do
     (cd "$DEST" && sha256sum --quiet --check "$OLDPWD/$sums") \
         || die "a model file in $DEST does not match $sums"

@@ -9,9 +9,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/common.sh
 source scripts/common.sh install-build-tools
 
+# libclang itself (libclang.so.N or libclang-N.so.N), not the libclang-cpp
+# that some images carry without it and bindgen cannot use.
 have_libclang() {
-    compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null \
-        || compgen -G '/usr/lib/x86_64-linux-gnu/libclang*.so*' >/dev/null
+    local dir
+    for dir in /usr/lib/llvm-*/lib /usr/lib/*-linux-gnu; do
+        compgen -G "$dir/libclang.so*" >/dev/null && return 0
+        compgen -G "$dir/libclang-[0-9]*.so*" >/dev/null && return 0
+    done
+    return 1
 }
 
 missing=()

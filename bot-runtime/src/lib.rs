@@ -7,6 +7,7 @@ pub mod deliveries;
 pub mod http;
 pub mod im;
 pub mod knowledge;
+pub mod llama;
 pub mod routes;
 pub mod state;
 pub mod support;
@@ -41,7 +42,11 @@ where
         reason = provider.reason(),
         "model backend chosen"
     );
-    let st = AppState::new(cfg, provider)?;
+    // Indexing the knowledge base (jieba's dictionary, every phrasing's
+    // embedding) is seconds of CPU: not on a runtime worker either.
+    let st = tokio::task::spawn_blocking(move || AppState::new(cfg, provider))
+        .await
+        .map_err(|e| anyhow::anyhow!("start-up failed: {e}"))??;
     serve_state(st, listener, shutdown).await
 }
 

@@ -13,13 +13,14 @@ use common::{config_for, get_json, mock, post_json, start};
 use serde_json::{Value, json};
 
 const FAQ: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/knowledge");
-const EMBEDDINGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/all-MiniLM-L6-v2");
+const EMBEDDINGS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../models/all-MiniLM-L6-v2.Q8_0.gguf"
+);
 
 fn with_faq(cfg: &mut RuntimeConfig, folder: &str) {
     assert!(
-        std::path::Path::new(EMBEDDINGS)
-            .join("model.safetensors")
-            .is_file(),
+        std::path::Path::new(EMBEDDINGS).is_file(),
         "{EMBEDDINGS} is missing: run scripts/fetch-models.sh (make test does)"
     );
     cfg.knowledge.path = Some(folder.into());

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Where the default embedding model is (set-up fetches it into models/).
-pub const DEFAULT_EMBEDDINGS_PATH: &str = "models/all-MiniLM-L6-v2";
+pub const DEFAULT_EMBEDDINGS_PATH: &str = "models/all-MiniLM-L6-v2.Q8_0.gguf";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -28,9 +28,9 @@ pub struct KnowledgeConfig {
     /// Seconds between checks of the folder for changed files (a mounted
     /// ConfigMap changes in place); 0 turns reloading off.
     pub reload_secs: u64,
-    /// Folder of the sentence-embedding model (all-MiniLM-L6-v2's
-    /// `model.safetensors`, `tokenizer.json`, `config.json`) for dense
-    /// retrieval next to the lexical one; missing files: lexical only.
+    /// GGUF file of the sentence-embedding model (all-MiniLM-L6-v2, written
+    /// by set-up from its safetensors) for dense retrieval next to the
+    /// lexical one; no file there: lexical only.
     pub embeddings_path: String,
 }
 

@@ -176,7 +176,7 @@ describe('web chat page', () => {
       MODEL_BACKEND: 'local',
       MODEL_PATH: path.join(repo, 'models/SmolLM2-135M-Instruct.Q4_1.gguf'),
       KNOWLEDGE_PATH: path.join(repo, 'examples/knowledge'),
-      CLAWDBOT_KNOWLEDGE__EMBEDDINGS_PATH: path.join(repo, 'models/all-MiniLM-L6-v2'),
+      CLAWDBOT_KNOWLEDGE__EMBEDDINGS_PATH: path.join(repo, 'models/all-MiniLM-L6-v2.Q8_0.gguf'),
     });
     const context = await browser.newContext({ locale: 'zh-CN' });
     try {

@@ -1,65 +1,98 @@
-//! Dense retrieval: sentence embeddings from all-MiniLM-L6-v2 with
-//! candle's BERT (mean of the token vectors, unit length), compared by
-//! cosine. Catches paraphrases that share few words ("my laptop" for "my
-//! own machine"). Vectors are cached by the text's hash, so a reload only
-//! embeds the phrasings that changed.
+//! Dense retrieval: sentence embeddings from all-MiniLM-L6-v2 run by
+//! llama.cpp (a GGUF written from the model's safetensors at set-up;
+//! several times faster than candle's BERT per question, docs/benchmarks.md),
+//! mean of the token vectors, unit length, compared by cosine. Catches
+//! paraphrases that share few words ("my laptop" for "my own machine").
+//! Vectors are cached by the text's hash, so a reload only embeds the
+//! phrasings that changed.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::token::LlamaToken;
 use sha2::{Digest, Sha256};
-use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+
+use crate::llama;
 
 /// Word pieces per text: MiniLM was trained on 256 at most.
 const MAX_TOKENS: usize = 256;
-/// Texts embedded in one forward pass while indexing (small: the
-/// activations of a batch are the memory peak of a reload).
-const BATCH: usize = 8;
+
+/// One worker's llama.cpp context: how many texts and tokens a forward
+/// pass takes, and on how many threads.
+#[derive(Clone, Copy)]
+struct Pass {
+    tokens: usize,
+    texts: usize,
+    threads: i32,
+}
+
+/// Indexing: several texts share a pass; its token count squared sizes
+/// the attention buffers (12 heads x 512 x 512 floats), all CPUs.
+const INDEXING: Pass = Pass {
+    tokens: 512,
+    texts: 16,
+    threads: 0,
+};
+/// A question: a dozen word pieces. One llama.cpp thread each: with two, a
+/// question takes 2.4 ms at the median but 20 ms whenever the other vCPU
+/// is busy (they meet at a barrier after every layer), with one 4.4 ms
+/// steadily (docs/benchmarks.md); questions run side by side instead.
+const QUESTION: Pass = Pass {
+    tokens: MAX_TOKENS,
+    texts: 1,
+    threads: 1,
+};
+
+type Vectors = Result<Vec<Vec<f32>>, String>;
+
+/// Texts to embed and where the vectors go.
+struct Job {
+    texts: Vec<String>,
+    reply: SyncSender<Vectors>,
+}
+
+type Jobs = Arc<Mutex<Receiver<Job>>>;
 
 pub struct Embedder {
-    model: BertModel,
-    tokenizer: Tokenizer,
-    device: Device,
+    /// To the threads that own a llama.cpp context each (a context
+    /// borrows its model, so both live there): one per CPU for questions,
+    /// one for indexing, so a reload never holds a question up.
+    questions: Sender<Job>,
+    indexing: Sender<Job>,
     cache: Mutex<HashMap<[u8; 32], Arc<Vec<f32>>>>,
 }
 
 impl Embedder {
-    /// Loads `model.safetensors`, `config.json` and `tokenizer.json` from
-    /// `dir`; the error names the file.
-    pub fn load(dir: &Path) -> Result<Self, String> {
-        let file = |name: &str| dir.join(name);
-        let read = |name: &str| {
-            std::fs::read_to_string(file(name))
-                .map_err(|e| format!("{}: {e}", file(name).display()))
-        };
-        let config: Config = serde_json::from_str(&read("config.json")?)
-            .map_err(|e| format!("{}: {e}", file("config.json").display()))?;
-        let mut tokenizer = Tokenizer::from_file(file("tokenizer.json"))
-            .map_err(|e| format!("{}: {e}", file("tokenizer.json").display()))?;
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: MAX_TOKENS,
-                ..TruncationParams::default()
-            }))
-            .map_err(|e| format!("tokenizer: {e}"))?;
-        tokenizer.with_padding(Some(PaddingParams::default()));
-        let device = Device::Cpu;
-        let weights = file("model.safetensors");
-        // SAFETY (candle's requirement for mmap): the file is not modified
-        // while mapped; set-up writes it once, atomically.
-        // F32: in half precision candle's BERT on the CPU gives NaN vectors.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
-            .map_err(|e| format!("{}: {e}", weights.display()))?;
+    /// Loads the GGUF at `path` and starts its threads; the error names
+    /// the file and the problem.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        if let Some(problem) =
+            llama::cpu_problem().or_else(|| llama::model_file_problem(path, None))
+        {
+            return Err(problem);
+        }
         let model =
-            BertModel::load(vb, &config).map_err(|e| format!("{}: {e}", weights.display()))?;
+            LlamaModel::load_from_file(llama::backend(), path, &LlamaModelParams::default())
+                .map_err(|e| format!("llama.cpp could not load {} ({e})", path.display()))?;
+        let model = Arc::new(model);
+        let shown = path.display().to_string();
+        let (questions, rx) = std::sync::mpsc::channel();
+        let rx: Jobs = Arc::new(Mutex::new(rx));
+        for _ in 0..llama::default_threads() {
+            start_worker(&model, &shown, QUESTION, rx.clone())?;
+        }
+        let (indexing, rx) = std::sync::mpsc::channel();
+        start_worker(&model, &shown, INDEXING, Arc::new(Mutex::new(rx)))?;
         Ok(Self {
-            model,
-            tokenizer,
-            device,
+            questions,
+            indexing,
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -76,13 +109,11 @@ impl Embedder {
                 .filter(|&i| !cache.contains_key(&keys[i]))
                 .collect()
         };
-        for chunk in missing.chunks(BATCH) {
-            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            let vectors = self
-                .forward(&batch)
-                .map_err(|e| format!("embedding failed: {e}"))?;
+        if !missing.is_empty() {
+            let texts = missing.iter().map(|&i| texts[i].to_owned()).collect();
+            let vectors = ask(&self.indexing, texts)?;
             let mut cache = self.cache.lock().map_err(|_| "embedding cache poisoned")?;
-            for (&i, v) in chunk.iter().zip(vectors) {
+            for (&i, v) in missing.iter().zip(vectors) {
                 cache.insert(keys[i], Arc::new(v));
             }
         }
@@ -93,10 +124,8 @@ impl Embedder {
     /// A question's vector; not cached (questions rarely repeat, and the
     /// cache would grow with every user).
     pub fn embed_query(&self, text: &str) -> Result<Vec<f32>, String> {
-        let mut v = self
-            .forward(&[text])
-            .map_err(|e| format!("embedding failed: {e}"))?;
-        v.pop()
+        ask(&self.questions, vec![text.to_owned()])?
+            .pop()
             .ok_or_else(|| "embedding failed: no vector".to_owned())
     }
 
@@ -110,31 +139,136 @@ impl Embedder {
             cache.retain(|k, _| keep.contains(k));
         }
     }
+}
 
-    fn forward(&self, texts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let enc = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(candle_core::Error::msg)?;
-        let ids: Vec<Tensor> = enc
+fn ask(workers: &Sender<Job>, texts: Vec<String>) -> Vectors {
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    let stopped = || "the embedding threads have stopped".to_owned();
+    workers.send(Job { texts, reply }).map_err(|_| stopped())?;
+    answer.recv().map_err(|_| stopped())?
+}
+
+/// Starts a worker thread and waits until its context exists.
+fn start_worker(
+    model: &Arc<LlamaModel>,
+    shown: &str,
+    pass: Pass,
+    jobs: Jobs,
+) -> Result<(), String> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let (model, shown) = (model.clone(), shown.to_owned());
+    std::thread::Builder::new()
+        .name("embeddings".into())
+        .spawn(move || work(&model, &shown, pass, &jobs, ready_tx))
+        .map_err(|e| format!("cannot start an embedding thread: {e}"))?;
+    ready_rx
+        .recv()
+        .map_err(|_| "an embedding thread stopped while starting".to_owned())?
+}
+
+/// A worker: one context, one job at a time, until the `Embedder` is
+/// dropped.
+fn work(
+    model: &LlamaModel,
+    shown: &str,
+    pass: Pass,
+    jobs: &Jobs,
+    ready: SyncSender<Result<(), String>>,
+) {
+    let threads = if pass.threads > 0 {
+        pass.threads
+    } else {
+        llama::default_threads()
+    };
+    let params = LlamaContextParams::default()
+        .with_embeddings(true)
+        .with_pooling_type(LlamaPoolingType::Mean)
+        .with_n_ctx(NonZeroU32::new(pass.tokens as u32))
+        .with_n_batch(pass.tokens as u32)
+        .with_n_ubatch(pass.tokens as u32)
+        .with_n_seq_max(pass.texts as u32)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut ctx = match model.new_context(llama::backend(), params) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "{shown}: cannot create the llama.cpp context: {e}"
+            )));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    let vocab = model.vocab();
+    let sep = vocab.sep();
+    let mut batch = LlamaBatch::new(pass.tokens, pass.texts as i32);
+    loop {
+        // The lock is held only while waiting for the next job.
+        let Some(job) = jobs.lock().ok().and_then(|rx| rx.recv().ok()) else {
+            return;
+        };
+        let tokens: Vec<Vec<LlamaToken>> = job
+            .texts
             .iter()
-            .map(|e| Tensor::new(e.get_ids(), &self.device))
-            .collect::<Result<_, _>>()?;
-        let mask: Vec<Tensor> = enc
-            .iter()
-            .map(|e| Tensor::new(e.get_attention_mask(), &self.device))
-            .collect::<Result<_, _>>()?;
-        let ids = Tensor::stack(&ids, 0)?;
-        let mask = Tensor::stack(&mask, 0)?;
-        let types = ids.zeros_like()?;
-        let out = self.model.forward(&ids, &types, Some(&mask))?;
-        // Mean over the real tokens (padding masked out), then unit length.
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = out.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
-        mean.broadcast_div(&norm)?.to_vec2::<f32>()
+            .map(|t| truncated(vocab.tokenize(t.as_bytes(), true, false), sep))
+            .collect();
+        let mut out = Vec::with_capacity(tokens.len());
+        let result = passes(&tokens, pass).into_iter().try_for_each(|group| {
+            batch.clear();
+            for (seq, t) in group.iter().enumerate() {
+                batch
+                    .add_sequence(t, seq as i32, true)
+                    .map_err(|e| format!("embedding batch: {e}"))?;
+            }
+            ctx.decode(&mut batch)
+                .map_err(|e| format!("embedding failed: {e}"))?;
+            for seq in 0..group.len() {
+                let v = ctx.embeddings_seq_ith(seq as i32).map_err(|_| {
+                    format!("{shown} gave no sentence vector (not an embedding model?)")
+                })?;
+                out.push(unit(v));
+            }
+            Ok::<_, String>(())
+        });
+        let _ = job.reply.send(result.map(|()| out));
+    }
+}
+
+/// At most `MAX_TOKENS` word pieces, still ending with the separator the
+/// model saw in training.
+fn truncated(mut tokens: Vec<LlamaToken>, sep: LlamaToken) -> Vec<LlamaToken> {
+    if tokens.len() > MAX_TOKENS {
+        tokens.truncate(MAX_TOKENS - 1);
+        tokens.push(sep);
+    }
+    tokens
+}
+
+/// Consecutive groups of texts that fit one forward pass each.
+fn passes(tokens: &[Vec<LlamaToken>], pass: Pass) -> Vec<&[Vec<LlamaToken>]> {
+    let mut groups = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (i, t) in tokens.iter().enumerate() {
+        if i > start && (used + t.len() > pass.tokens || i - start == pass.texts) {
+            groups.push(&tokens[start..i]);
+            (start, used) = (i, 0);
+        }
+        used += t.len();
+    }
+    if start < tokens.len() {
+        groups.push(&tokens[start..]);
+    }
+    groups
+}
+
+/// `v` scaled to length 1 (cosine becomes a dot product).
+fn unit(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter().map(|x| x / norm).collect()
+    } else {
+        v.to_vec()
     }
 }
 
@@ -183,14 +317,7 @@ impl DenseIndex {
 
     /// Entries by cosine, best first, at most `limit`.
     pub fn ranking(cosines: &[f32], limit: usize) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..cosines.len()).filter(|&e| cosines[e] > -1.0).collect();
-        let by = |a: &usize, b: &usize| cosines[*b].total_cmp(&cosines[*a]).then(a.cmp(b));
-        if order.len() > limit {
-            order.select_nth_unstable_by(limit, by);
-            order.truncate(limit);
-        }
-        order.sort_by(by);
-        order
+        super::best(cosines, -1.0, limit)
     }
 }
 
@@ -253,6 +380,23 @@ mod tests {
         assert_eq!(cos, [1.0, 0.8, -1.0, 0.0], "entry 2 has no vector");
         assert_eq!(DenseIndex::ranking(&cos, 5), [0, 1, 3]);
         assert_eq!(DenseIndex::ranking(&cos, 1), [0]);
+    }
+
+    #[test]
+    fn passes_respect_the_token_and_text_limits() {
+        let t = |n: usize| vec![LlamaToken(1); n];
+        let texts = vec![t(300), t(200), t(100), t(MAX_TOKENS)];
+        let sizes: Vec<usize> = passes(&texts, INDEXING).iter().map(|p| p.len()).collect();
+        assert_eq!(sizes, [2, 2], "300+200 fit 512, 100+256 too");
+        let many: Vec<_> = (0..INDEXING.texts + 1).map(|_| t(3)).collect();
+        assert_eq!(passes(&many, INDEXING).len(), 2);
+        assert_eq!(passes(&many[..2], QUESTION).len(), 2, "one text a pass");
+        assert!(passes(&[], INDEXING).is_empty());
+        let long = truncated(t(MAX_TOKENS + 10), LlamaToken(102));
+        assert_eq!(
+            (long.len(), long[MAX_TOKENS - 1]),
+            (MAX_TOKENS, LlamaToken(102))
+        );
     }
 
     #[test]

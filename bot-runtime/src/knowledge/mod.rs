@@ -129,18 +129,18 @@ impl KnowledgeBase {
     /// of how much of the question its phrasings cover and the cosine of
     /// its closest phrasing. Blocking: embeds the question.
     pub fn search(&self, question: &str) -> Vec<Hit> {
-        const POOL: usize = 50;
+        self.search_embedded(question, self.embed_question(question).as_deref())
+    }
+
+    /// The question's sentence vector, when there is an embedding model,
+    /// the index has vectors and the question is not Chinese: all-MiniLM-L6-v2
+    /// knows English; Chinese text is mostly unknown word pieces to it, and
+    /// such texts all look alike (cosines of 0.7-0.8 between unrelated
+    /// questions), so Chinese is matched by words alone. Blocking.
+    pub fn embed_question(&self, question: &str) -> Option<Vec<f32>> {
         let index = self.index();
-        if index.is_empty() || question.trim().is_empty() {
-            return Vec::new();
-        }
-        let lexical = index.lexical.search(question, POOL);
-        // all-MiniLM-L6-v2 knows English: Chinese text is mostly unknown
-        // word pieces to it, and such texts all look alike (cosines of
-        // 0.7-0.8 between unrelated questions). Chinese is matched by
-        // words alone.
-        let query = match (&self.embedder, &index.dense) {
-            _ if has_cjk(question) => None,
+        match (&self.embedder, &index.dense) {
+            _ if has_cjk(question) || question.trim().is_empty() => None,
             (Some(e), Some(_)) => e
                 .embed_query(question)
                 .inspect_err(
@@ -148,8 +148,19 @@ impl KnowledgeBase {
                 )
                 .ok(),
             _ => None,
-        };
-        let cosines = match (&query, &index.dense) {
+        }
+    }
+
+    /// `search` with the question's vector already computed (or none:
+    /// lexical only).
+    pub fn search_embedded(&self, question: &str, query: Option<&[f32]>) -> Vec<Hit> {
+        const POOL: usize = 50;
+        let index = self.index();
+        if index.is_empty() || question.trim().is_empty() {
+            return Vec::new();
+        }
+        let lexical = index.lexical.search(question, POOL);
+        let cosines = match (query, &index.dense) {
             (Some(q), Some(dense)) => Some(dense.cosines(q)),
             _ => None,
         };
@@ -352,6 +363,19 @@ fn index_of(
     }
 }
 
+/// The indices of the `limit` highest scores above `floor`, best first
+/// (ties: lower index first), without sorting all of them.
+fn best(scores: &[f32], floor: f32, limit: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).filter(|&e| scores[e] > floor).collect();
+    let by = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+    if order.len() > limit {
+        order.select_nth_unstable_by(limit, by);
+        order.truncate(limit);
+    }
+    order.sort_by(by);
+    order
+}
+
 /// Whether `text` holds CJK ideographs (the embedding model does not
 /// know them).
 pub fn has_cjk(text: &str) -> bool {
@@ -360,15 +384,15 @@ pub fn has_cjk(text: &str) -> bool {
 
 /// The embedding model, or None (lexical search only) with the reason
 /// logged.
-fn load_embedder(dir: &Path) -> Option<Embedder> {
-    if !dir.join("model.safetensors").is_file() {
-        tracing::info!(path = %dir.display(), "no embedding model there; FAQ search is lexical only");
+fn load_embedder(file: &Path) -> Option<Embedder> {
+    if !file.is_file() {
+        tracing::info!(path = %file.display(), "no embedding model there; FAQ search is lexical only");
         return None;
     }
     let started = Instant::now();
-    match Embedder::load(dir) {
+    match Embedder::load(file) {
         Ok(e) => {
-            tracing::info!(path = %dir.display(), ms = started.elapsed().as_millis() as u64, "embedding model loaded");
+            tracing::info!(path = %file.display(), ms = started.elapsed().as_millis() as u64, "embedding model loaded");
             Some(e)
         }
         Err(why) => {

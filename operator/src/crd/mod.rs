@@ -203,7 +203,7 @@ pub enum ModelBackend {
 /// Where the runtime image keeps its default model file.
 pub const IMAGE_MODEL_PATH: &str = "/opt/clawdbot/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Where the runtime image keeps the FAQ's embedding model.
-pub const IMAGE_EMBEDDINGS_PATH: &str = "/opt/clawdbot/models/all-MiniLM-L6-v2";
+pub const IMAGE_EMBEDDINGS_PATH: &str = "/opt/clawdbot/models/all-MiniLM-L6-v2.Q8_0.gguf";
 
 /// The model file of `backend: Local`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

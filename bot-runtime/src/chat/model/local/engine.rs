@@ -92,7 +92,7 @@ pub fn run(
     } else {
         params
     };
-    let mut ctx = match model.new_context(super::backend(), params) {
+    let mut ctx = match model.new_context(crate::llama::backend(), params) {
         Ok(ctx) => ctx,
         Err(e) => {
             let _ = ready.send(Err(format!("cannot create the llama.cpp context: {e}")));

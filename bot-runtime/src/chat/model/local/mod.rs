@@ -5,7 +5,6 @@
 //! bounded: `parallel` conversations generate, `queue` more wait, and the
 //! rest get `ModelError::Busy` (503 with Retry-After), never a pile-up.
 
-mod checks;
 mod engine;
 mod metrics;
 mod params;
@@ -13,21 +12,20 @@ mod prompt;
 mod text;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clawdbot_config::LocalModelConfig;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use prometheus::core::Collector;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-pub use checks::{cpu_problem, model_file_problem};
+pub use crate::llama::{cpu_problem, model_file_problem};
 pub use params::{DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, GenParams};
 
 use self::engine::{EngineConfig, Event, Job};
@@ -40,16 +38,6 @@ use super::{ChatRequest, Chunk, ChunkStream, Completion, ModelError, Provider};
 const BATCH: u32 = 512;
 /// What a 503 asks the client to wait.
 const RETRY_AFTER_SECS: u64 = 2;
-
-/// llama.cpp's process-wide state, set up once.
-fn backend() -> &'static LlamaBackend {
-    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
-    BACKEND.get_or_init(|| {
-        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-        // Fails only when initialised twice, which the OnceLock rules out.
-        LlamaBackend::init().expect("llama.cpp backend initialised once")
-    })
-}
 
 pub struct LocalModel {
     prompter: Arc<Prompter>,
@@ -82,7 +70,7 @@ impl LocalModel {
         let path = PathBuf::from(&cfg.path);
         let started = Instant::now();
         let params = LlamaModelParams::default().with_n_gpu_layers(cfg.gpu_layers);
-        let model = LlamaModel::load_from_file(backend(), &path, &params).map_err(|e| {
+        let model = LlamaModel::load_from_file(crate::llama::backend(), &path, &params).map_err(|e| {
             format!(
                 "llama.cpp could not load model file {} ({e}): truncated, corrupt or an unsupported architecture",
                 path.display()
@@ -90,7 +78,9 @@ impl LocalModel {
         })?;
         let template = chat_template(&model);
         let model = Arc::new(model);
-        let threads = cfg.threads.map_or_else(default_threads, |t| t as i32);
+        let threads = cfg
+            .threads
+            .map_or_else(crate::llama::default_threads, |t| t as i32);
         let engine = EngineConfig {
             context_per_sequence: cfg.context_size,
             kv_q8: cfg.kv_cache == clawdbot_config::KvCache::Q8_0,
@@ -326,10 +316,6 @@ fn chat_template(model: &LlamaModel) -> LlamaChatTemplate {
         "the model file has no chat template; using its family's"
     );
     LlamaChatTemplate::new(name).expect("a template name has no NUL byte")
-}
-
-fn default_threads() -> i32 {
-    std::thread::available_parallelism().map_or(2, |n| n.get() as i32)
 }
 
 /// Counts requests admitted (generating or waiting) against the capacity.
