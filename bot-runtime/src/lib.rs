@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod chat;
 pub mod convlog;
+pub mod crypto;
 pub mod deliveries;
 pub mod http;
 pub mod im;

@@ -73,6 +73,12 @@ fn main() -> ExitCode {
                     _ => {}
                 }
             }
+            // The keyring with its key file: a bad key is refused here,
+            // naming it, not in a crash loop later.
+            if let Err(why) = bot_runtime::crypto::Keyring::from_config(&cfg.encryption) {
+                eprintln!("config error: {why}");
+                return ExitCode::from(2);
+            }
             println!(
                 "config OK: listen {}, model backend {:?} ({}), {} API key(s)",
                 cfg.server.listen,
@@ -166,17 +172,29 @@ fn export(cfg: &RuntimeConfig, since: &str, until: &str, format: &str) -> ExitCo
         }
     };
     let result = runtime.block_on(async {
+        let keyring = bot_runtime::crypto::Keyring::from_config(&cfg.encryption)
+            .map_err(anyhow::Error::msg)?;
         let store =
             bot_runtime::convlog::LogStore::open_lazy(&bot_runtime::convlog::database_url(cfg))?;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let n = bot_runtime::convlog::export::export(&store, since_ms, until_ms, format, &mut out)
-            .await;
+        let n = bot_runtime::convlog::export::export(
+            &store, &keyring, since_ms, until_ms, format, &mut out,
+        )
+        .await;
         store.close().await;
         n.map_err(|e| anyhow::anyhow!("{e} (database {})", store.target()))
     });
     match result {
-        Ok(n) => {
-            eprintln!("export: {n} exchange(s)");
+        Ok(done) if done.unreadable_fields > 0 => {
+            eprintln!(
+                "export: {} exchange(s); {} text field(s) could not be decrypted (key not in the \
+                 keyring, or tampered) and were written empty",
+                done.rows, done.unreadable_fields
+            );
+            ExitCode::FAILURE
+        }
+        Ok(done) => {
+            eprintln!("export: {} exchange(s)", done.rows);
             ExitCode::SUCCESS
         }
         Err(e) => {

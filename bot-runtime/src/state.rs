@@ -60,8 +60,9 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// Fails only on a log database URL sqlx cannot use or an SQLite
-    /// directory that cannot be created; nothing connects here.
+    /// Fails only on a log database URL sqlx cannot use, an SQLite
+    /// directory that cannot be created or a keyring that does not parse
+    /// (the error names the key); nothing connects here.
     pub fn new(cfg: RuntimeConfig, provider: Arc<dyn Provider>) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
         metrics.register_all(provider.collectors());
@@ -76,11 +77,22 @@ impl AppState {
         let store = LogStore::open_lazy(&crate::convlog::database_url(&cfg))?;
         // One pool per database: the IM delivery table shares it.
         let deliveries = Arc::new(Deliveries::from_config(&cfg, &metrics, store.clone())?);
-        let logs = LogWriter::new(
+        let keyring = Arc::new(
+            crate::crypto::Keyring::from_config(&cfg.encryption).map_err(anyhow::Error::msg)?,
+        );
+        if keyring.enabled() {
+            tracing::info!(
+                active_key = cfg.encryption.active.as_deref().unwrap_or(""),
+                "encryption at rest: conversation logs and the spill file are encrypted; \
+                 Redis session history and IM delivery payloads are not yet"
+            );
+        }
+        let logs = LogWriter::encrypting(
             store,
             crate::convlog::spill::Spill::new(crate::convlog::spill_path(&cfg)),
             &cfg.logs,
             metrics.log_writer(),
+            keyring,
         );
         let trusted_proxies = cfg
             .server

@@ -146,10 +146,11 @@ async fn export_writes_the_range_in_time_order_as_jsonl_and_csv() {
         store.insert_batch(&rows).await.unwrap();
 
         let mut out = Vec::new();
-        let n = export(&store, base + 3, base + 1203, Format::Jsonl, &mut out)
+        let off = bot_runtime::crypto::Keyring::off();
+        let n = export(&store, &off, base + 3, base + 1203, Format::Jsonl, &mut out)
             .await
             .unwrap();
-        assert_eq!(n, 1200, "{engine:?}");
+        assert_eq!((n.rows, n.unreadable_fields), (1200, 0), "{engine:?}");
         let lines: Vec<serde_json::Value> = String::from_utf8(out)
             .unwrap()
             .lines()
@@ -172,10 +173,10 @@ async fn export_writes_the_range_in_time_order_as_jsonl_and_csv() {
         );
 
         let mut csv = Vec::new();
-        let n = export(&store, base, base + 2, Format::Csv, &mut csv)
+        let n = export(&store, &off, base, base + 2, Format::Csv, &mut csv)
             .await
             .unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(n.rows, 2);
         let csv = String::from_utf8(csv).unwrap();
         assert!(
             csv.starts_with("id,session_id,user_id,channel,user_input,"),

@@ -213,6 +213,50 @@ async fn the_drain_deadline_bounds_shutdown() {
     }
 }
 
+#[test]
+fn a_bad_keyring_is_refused_naming_the_key_and_never_showing_it() {
+    // 32 bytes given to SM4, which takes 16.
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let keyring = format!("k2026:sm4-gcm:{key}");
+    let out = clean_command()
+        .arg("check-config")
+        .env("CLAWDBOT_ENCRYPTION__ENABLED", "true")
+        .env("CLAWDBOT_ENCRYPTION__KEYS", &keyring)
+        .env("CLAWDBOT_ENCRYPTION__ACTIVE", "k2026")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"k2026\"") && err.contains("16-byte key"),
+        "{err}"
+    );
+    assert!(!err.contains(key), "{err}");
+    // The server refuses before it listens; an unknown algorithm likewise.
+    let out = clean_command()
+        .env("CLAWDBOT_ENCRYPTION__ENABLED", "true")
+        .env("CLAWDBOT_ENCRYPTION__KEYS", format!("old:des:{key}"))
+        .env("CLAWDBOT_ENCRYPTION__ACTIVE", "old")
+        .env("CLAWDBOT_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"old\": unknown algorithm \"des\""), "{err}");
+    // A key file whose keys do not include the active one.
+    let file = write_config(&format!("# rotated\nk1:aes-256-gcm:{key}\n"));
+    let out = clean_command()
+        .arg("check-config")
+        .env("CLAWDBOT_ENCRYPTION__ENABLED", "true")
+        .env("CLAWDBOT_ENCRYPTION__KEY_FILE", &file.0)
+        .env("CLAWDBOT_ENCRYPTION__ACTIVE", "k2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("active: no key \"k2\""), "{err}");
+}
+
 /// SIGTERM, then everything the process wrote once it exited.
 #[test]
 fn a_local_model_that_cannot_load_is_refused_naming_the_file() {

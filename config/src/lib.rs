@@ -3,6 +3,7 @@
 //!
 //! No server dependencies here: serde, schemars and a YAML parser.
 
+pub mod encryption;
 mod env;
 pub mod knowledge;
 mod secret;

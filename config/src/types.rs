@@ -57,6 +57,8 @@ pub struct RuntimeConfig {
     pub knowledge: crate::knowledge::KnowledgeConfig,
     /// Fixed replies to fixed phrases, before any FAQ or model.
     pub dialog: crate::knowledge::DialogConfig,
+    /// Encryption at rest of conversation text (SM4-GCM or AES-256-GCM).
+    pub encryption: crate::encryption::EncryptionConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

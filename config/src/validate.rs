@@ -187,6 +187,20 @@ fn validate_inner(cfg: &RuntimeConfig, credentials: bool) -> Vec<Issue> {
             "must not be empty (leave it unset for no FAQ)".into(),
         );
     }
+    // The keyring's own entries; a key file is read (and its keys checked
+    // against `active`) by check-config and at start.
+    let e = &cfg.encryption;
+    if let Some(keys) = &e.keys
+        && let Err(why) = crate::encryption::parse_keyring(keys.expose())
+    {
+        bad("encryption.keys", why);
+    }
+    if e.enabled && e.active.as_deref().is_none_or(|a| a.trim().is_empty()) {
+        bad(
+            "encryption.active",
+            "name the key new values are written with".into(),
+        );
+    }
     for (i, r) in cfg.dialog.rules.iter().enumerate() {
         let key = format!("dialog.rules[{i}]");
         if r.name.trim().is_empty() {

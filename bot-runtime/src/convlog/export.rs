@@ -7,7 +7,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::{Exchange, LogStore, Page};
+use super::{Exchange, FieldError, LogStore, Page};
+use crate::crypto::Keyring;
 use crate::support::timefmt::rfc3339;
 
 const PAGE_ROWS: u32 = 1000;
@@ -29,7 +30,9 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// The exchange as the API and exports show it: times in RFC 3339.
+/// The exchange as the API and exports show it: times in RFC 3339; text
+/// fields that could not be decrypted are empty and named in
+/// `field_errors` (absent when there are none).
 #[derive(Serialize)]
 pub struct ExchangeView<'a> {
     pub id: &'a str,
@@ -43,10 +46,13 @@ pub struct ExchangeView<'a> {
     pub completion_tokens: i64,
     pub latency_ms: i64,
     pub created_at: String,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    pub field_errors: &'a [FieldError],
 }
 
-impl<'a> From<&'a Exchange> for ExchangeView<'a> {
-    fn from(e: &'a Exchange) -> Self {
+impl<'a> ExchangeView<'a> {
+    /// An exchange already opened, with the errors `Exchange::opened` gave.
+    pub fn new(e: &'a Exchange, field_errors: &'a [FieldError]) -> Self {
         Self {
             id: &e.id,
             session_id: &e.session_id,
@@ -59,6 +65,7 @@ impl<'a> From<&'a Exchange> for ExchangeView<'a> {
             completion_tokens: e.completion_tokens,
             latency_ms: e.latency_ms,
             created_at: time_of(e.created_at),
+            field_errors,
         }
     }
 }
@@ -70,15 +77,26 @@ pub fn time_of(ms: i64) -> String {
 const CSV_HEADER: &str = "id,session_id,user_id,channel,user_input,bot_response,model,\
                           prompt_tokens,completion_tokens,latency_ms,created_at";
 
-/// Writes every exchange with `since <= created_at < until`; returns the
-/// number of rows.
+/// What an export wrote.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Exported {
+    pub rows: u64,
+    /// Text fields that could not be decrypted (their key is not in the
+    /// keyring, or they fail authentication): written empty; the JSON lines
+    /// name them in `field_errors`.
+    pub unreadable_fields: u64,
+}
+
+/// Writes every exchange with `since <= created_at < until`, its text
+/// decrypted with `keyring`.
 pub async fn export(
     store: &LogStore,
+    keyring: &Keyring,
     since: i64,
     until: i64,
     format: Format,
     out: &mut impl Write,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Exported> {
     if format == Format::Csv {
         writeln!(out, "{CSV_HEADER}")?;
     }
@@ -88,28 +106,30 @@ pub async fn export(
         limit: PAGE_ROWS,
         ..Page::default()
     };
-    let mut n = 0;
+    let mut done = Exported::default();
     loop {
         let rows = store.page(&page).await?;
-        for e in &rows {
+        let next = rows.last().map(|last| (last.created_at, last.id.clone()));
+        let full = rows.len() == PAGE_ROWS as usize;
+        for row in rows {
+            let (e, errors) = row.opened(keyring);
+            done.unreadable_fields += errors.len() as u64;
             match format {
                 Format::Jsonl => {
-                    serde_json::to_writer(&mut *out, &ExchangeView::from(e))?;
+                    serde_json::to_writer(&mut *out, &ExchangeView::new(&e, &errors))?;
                     out.write_all(b"\n")?;
                 }
-                Format::Csv => writeln!(out, "{}", csv_row(e))?,
+                Format::Csv => writeln!(out, "{}", csv_row(&e))?,
             }
+            done.rows += 1;
         }
-        n += rows.len() as u64;
-        match rows.last() {
-            Some(last) if rows.len() == PAGE_ROWS as usize => {
-                page.after = Some((last.created_at, last.id.clone()));
-            }
+        match next {
+            Some(after) if full => page.after = Some(after),
             _ => break,
         }
     }
     out.flush()?;
-    Ok(n)
+    Ok(done)
 }
 
 fn csv_row(e: &Exchange) -> String {

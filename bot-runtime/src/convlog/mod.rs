@@ -13,6 +13,8 @@ pub mod writer;
 use std::path::PathBuf;
 
 use clawdbot_config::RuntimeConfig;
+
+use crate::crypto::Keyring;
 use serde::{Deserialize, Serialize};
 
 pub use store::{LogStore, Page, StoreError};
@@ -42,6 +44,68 @@ pub struct Exchange {
     pub latency_ms: i64,
     /// Milliseconds since the Unix epoch, UTC.
     pub created_at: i64,
+}
+
+/// The text fields that may hold what users wrote (encrypted at rest when
+/// `encryption.enabled`); ids, times, counts and names stay clear.
+const TEXT_FIELDS: [&str; 2] = ["user_input", "bot_response"];
+
+/// A stored field that could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub error: String,
+}
+
+impl Exchange {
+    fn text_mut(&mut self, field: &str) -> &mut String {
+        if field == "user_input" {
+            &mut self.user_input
+        } else {
+            &mut self.bot_response
+        }
+    }
+
+    /// Associated data of a field's ciphertext: the table, the field and
+    /// the exchange id, so a value copied elsewhere fails to open.
+    fn aad(&self, field: &str) -> Vec<u8> {
+        format!("conversations.{field}:{}", self.id).into_bytes()
+    }
+
+    /// The exchange as stored: its text sealed with the keyring's active
+    /// key (unchanged when encryption is off).
+    pub fn sealed(mut self, ring: &Keyring) -> Self {
+        if ring.enabled() {
+            for field in TEXT_FIELDS {
+                let aad = self.aad(field);
+                let text = self.text_mut(field);
+                *text = ring.seal(text, &aad);
+            }
+        }
+        self
+    }
+
+    /// The exchange as read: text opened with the key each value names
+    /// (plaintext rows read as they are). A field that cannot be opened is
+    /// left empty and reported, never returned as ciphertext.
+    pub fn opened(mut self, ring: &Keyring) -> (Self, Vec<FieldError>) {
+        let mut errors = Vec::new();
+        for field in TEXT_FIELDS {
+            let aad = self.aad(field);
+            let text = self.text_mut(field);
+            match ring.open(text, &aad) {
+                Ok(plain) => *text = plain,
+                Err(e) => {
+                    text.clear();
+                    errors.push(FieldError {
+                        field,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        (self, errors)
+    }
 }
 
 /// A fresh exchange id: 128 bits from the thread-local CSPRNG, as hex.

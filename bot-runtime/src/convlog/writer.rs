@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::spill::{Spill, SpillReader};
 use super::{Exchange, LogStore};
+use crate::crypto::Keyring;
 
 /// How long a submit waits for room in a full queue before spilling:
 /// backpressure slows a burst down a little instead of growing memory.
@@ -55,6 +56,7 @@ struct Shared {
     spill: Arc<Spill>,
     store: LogStore,
     metrics: WriterMetrics,
+    keyring: Arc<Keyring>,
     batch_size: usize,
     flush_interval: Duration,
     max_backoff: Duration,
@@ -63,6 +65,19 @@ struct Shared {
 impl LogWriter {
     /// A writer that queues at once; the worker starts with `start`.
     pub fn new(store: LogStore, spill: Spill, cfg: &LogsConfig, metrics: WriterMetrics) -> Self {
+        Self::encrypting(store, spill, cfg, metrics, Arc::new(Keyring::off()))
+    }
+
+    /// As `new`, sealing each exchange's text with `keyring`'s active key
+    /// before it is queued, so the queue, the spill file and the database
+    /// only ever hold ciphertext.
+    pub fn encrypting(
+        store: LogStore,
+        spill: Spill,
+        cfg: &LogsConfig,
+        metrics: WriterMetrics,
+        keyring: Arc<Keyring>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         Self(Arc::new(Shared {
             tx,
@@ -73,6 +88,7 @@ impl LogWriter {
             spill: Arc::new(spill),
             store,
             metrics,
+            keyring,
             batch_size: cfg.batch_size.max(1),
             flush_interval: Duration::from_millis(cfg.flush_interval_ms.max(1)),
             max_backoff: Duration::from_millis(cfg.max_retry_backoff_ms.max(50)),
@@ -81,6 +97,11 @@ impl LogWriter {
 
     pub fn store(&self) -> &LogStore {
         &self.0.store
+    }
+
+    /// The keys stored text is read with.
+    pub fn keyring(&self) -> &Keyring {
+        &self.0.keyring
     }
 
     /// Starts the worker (once): migrations, spill replay, then batches.
@@ -105,6 +126,7 @@ impl LogWriter {
     /// file, so the caller may then acknowledge it to the client.
     pub async fn submit(&self, ex: Exchange) {
         let sh = &self.0;
+        let ex = ex.sealed(&sh.keyring);
         if sh.accepting.load(Ordering::SeqCst) {
             let permit = match sh.tx.try_reserve() {
                 Ok(p) => Some(p),

@@ -58,6 +58,10 @@ pub struct ChatReply {
 pub struct MessagesReply {
     session_id: String,
     messages: Vec<StoredMessage>,
+    /// Logged text that could not be decrypted (its message is empty):
+    /// which exchange, which field, why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    field_errors: Vec<serde_json::Value>,
 }
 
 fn session_error(e: SessionError) -> ApiError {
@@ -324,9 +328,14 @@ pub async fn messages(
         }
     };
     let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let mut field_errors = Vec::new();
     let messages = exchanges
         .into_iter()
-        .flat_map(|e| {
+        .flat_map(|row| {
+            let (e, errors) = row.opened(st.logs.keyring());
+            field_errors.extend(errors.into_iter().map(
+                |f| serde_json::json!({"exchange_id": e.id, "field": f.field, "error": f.error}),
+            ));
             [
                 StoredMessage {
                     role: Role::User,
@@ -344,6 +353,7 @@ pub async fn messages(
     Ok(Json(MessagesReply {
         session_id: id,
         messages,
+        field_errors,
     }))
 }
 
@@ -353,5 +363,6 @@ async fn live_messages(st: &AppState, caller: &Caller, id: &str) -> ApiResult<Js
     Ok(Json(MessagesReply {
         session_id: s.id,
         messages,
+        field_errors: Vec::new(),
     }))
 }

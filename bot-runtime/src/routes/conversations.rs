@@ -41,7 +41,14 @@ pub async fn list(
         }
         _ => None,
     };
-    let data: Vec<ExchangeView> = rows.iter().map(ExchangeView::from).collect();
+    let opened: Vec<_> = rows
+        .into_iter()
+        .map(|r| r.opened(st.logs.keyring()))
+        .collect();
+    let data: Vec<ExchangeView> = opened
+        .iter()
+        .map(|(e, errors)| ExchangeView::new(e, errors))
+        .collect();
     Ok(Json(json!({"data": data, "next_cursor": next_cursor})))
 }
 
