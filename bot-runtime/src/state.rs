@@ -83,8 +83,8 @@ impl AppState {
         if keyring.enabled() {
             tracing::info!(
                 active_key = cfg.encryption.active.as_deref().unwrap_or(""),
-                "encryption at rest: conversation logs and the spill file are encrypted; \
-                 Redis session history and IM delivery payloads are not yet"
+                "encryption at rest: conversation logs, the spill file and Redis session \
+                 history are encrypted; stored IM delivery payloads are not yet"
             );
         }
         let logs = LogWriter::encrypting(
@@ -92,7 +92,7 @@ impl AppState {
             crate::convlog::spill::Spill::new(crate::convlog::spill_path(&cfg)),
             &cfg.logs,
             metrics.log_writer(),
-            keyring,
+            keyring.clone(),
         );
         let trusted_proxies = cfg
             .server
@@ -105,7 +105,7 @@ impl AppState {
             deliveries,
             outbound: Arc::new(Outbound::new(&cfg)?),
             notifier: OnceLock::new(),
-            sessions: Arc::new(SessionStore::from_config(&cfg, &metrics)?),
+            sessions: Arc::new(SessionStore::from_config(&cfg, &metrics, keyring.clone())?),
             metrics,
             logs,
             keys: KeyStore::new(&cfg.auth.api_keys),

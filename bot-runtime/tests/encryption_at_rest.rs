@@ -362,3 +362,70 @@ async fn every_read_path_decrypts_and_a_retired_key_is_reported_per_field() {
         rt.stop().await;
     }
 }
+
+#[tokio::test]
+async fn redis_session_history_holds_no_plaintext_and_still_carries_the_conversation() {
+    use bot_runtime::chat::sessions::SessionStore;
+    use clawdbot_config::Secret;
+    let mock = common::mock().await;
+    let prefix = common::Prefix::fresh();
+    let cfg = common::config_for(Some(&mock), |c| {
+        c.redis.url = Some(Secret::new(common::redis_url()));
+        c.redis.key_prefix = prefix.0.clone();
+        c.encryption.enabled = true;
+        c.encryption.keys = Some(Secret::new(keyring_text(&["2025", "2026"])));
+        c.encryption.active = Some("2026".into());
+    });
+    let rt = common::start(cfg.clone()).await;
+    let (s, first) = common::post_json(&rt.url("/api/v1/chat"), json!({"message": SECRET})).await;
+    assert_eq!(s, 200, "{first}");
+    let sid = first["session_id"].as_str().unwrap().to_owned();
+    let (s, _) = common::post_json(
+        &rt.url("/api/v1/chat"),
+        json!({"message": "and again", "session_id": sid}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // The second turn's prompt carried the first question, decrypted.
+    let prompt = mock.last_request().unwrap().to_string();
+    assert!(prompt.contains("salary"), "{prompt}");
+    rt.stop().await;
+
+    // Every key under the prefix, read raw: no message text anywhere.
+    let mut c = redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", prefix.0))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let history: Vec<String> = redis::cmd("LRANGE")
+        .arg(
+            keys.iter()
+                .find(|k| k.ends_with(":history"))
+                .expect("a history key"),
+        )
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 4);
+    for entry in &history {
+        assert!(
+            !entry.contains("salary") && !entry.contains("again"),
+            "{entry}"
+        );
+        assert!(entry.contains("$cb1$2026$"), "{entry}");
+    }
+
+    // Another replica with the same keyring reads the history back.
+    let metrics = bot_runtime::telemetry::metrics::Metrics::new();
+    let store = SessionStore::from_config(&cfg, &metrics, ring(Some("2026"))).unwrap();
+    let messages = store.messages(&sid).await.unwrap();
+    assert_eq!(messages[0].content, SECRET);
+    assert_eq!(messages[2].content, "and again");
+}

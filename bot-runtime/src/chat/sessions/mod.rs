@@ -5,6 +5,7 @@
 mod memory;
 mod redis_store;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use clawdbot_config::RuntimeConfig;
@@ -105,13 +106,20 @@ pub enum SessionStore {
 
 impl SessionStore {
     /// Redis when `redis.url` is set, else memory.
-    pub fn from_config(cfg: &RuntimeConfig, metrics: &Metrics) -> anyhow::Result<Self> {
+    /// `keyring` seals history text in Redis (the in-memory store keeps
+    /// plaintext: it is never written anywhere).
+    pub fn from_config(
+        cfg: &RuntimeConfig,
+        metrics: &Metrics,
+        keyring: Arc<crate::crypto::Keyring>,
+    ) -> anyhow::Result<Self> {
         Ok(match &cfg.redis.url {
             Some(url) => Self::Redis(RedisStore::connect(
                 url.expose(),
                 &cfg.redis,
                 &cfg.sessions,
                 metrics.redis_errors.clone(),
+                keyring,
             )?),
             None => Self::Memory(MemoryStore::new(&cfg.sessions)),
         })

@@ -1,11 +1,13 @@
 //! How sessions are written in Redis: metadata and history entries as
-//! compact JSON, times as epoch milliseconds.
+//! compact JSON, times as epoch milliseconds. With encryption at rest on,
+//! an entry's text is sealed, bound to its session and role.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::super::{Role, SessionError, SessionInfo, StoredMessage};
+use crate::crypto::Keyring;
 
 #[derive(Serialize, Deserialize)]
 struct Meta {
@@ -52,22 +54,46 @@ pub(super) fn info(id: &str, meta: Option<String>) -> Result<SessionInfo, Sessio
     })
 }
 
-pub(super) fn entry(role: Role, content: String, at: SystemTime) -> String {
+/// Associated data of an entry's text: a value copied into another
+/// session's history, or from an answer to a question, fails to open.
+fn aad(session: &str, role: Role) -> Vec<u8> {
+    let role = match role {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    };
+    format!("session_history:{session}:{role}").into_bytes()
+}
+
+pub(super) fn entry(
+    ring: &Keyring,
+    session: &str,
+    role: Role,
+    content: &str,
+    at: SystemTime,
+) -> String {
     serde_json::to_string(&Entry {
         role,
-        content,
+        content: ring.seal(content, &aad(session, role)),
         at_ms: epoch_ms(at),
     })
     .expect("entry serializes")
 }
 
-/// Entries that do not parse (written by something else) are skipped.
-pub(super) fn messages(raw: Vec<String>) -> Vec<StoredMessage> {
+/// Entries that do not parse (written by something else) are skipped; one
+/// whose text cannot be opened (its key left the keyring, or it was
+/// tampered with) stays in place with empty text and a warning naming the
+/// session and the reason.
+pub(super) fn messages(ring: &Keyring, session: &str, raw: Vec<String>) -> Vec<StoredMessage> {
     raw.iter()
         .filter_map(|m| serde_json::from_str::<Entry>(m).ok())
         .map(|e| StoredMessage {
             role: e.role,
-            content: e.content,
+            content: ring
+                .open(&e.content, &aad(session, e.role))
+                .unwrap_or_else(|why| {
+                    tracing::warn!(session_id = session, error = %why, "session history entry unreadable");
+                    String::new()
+                }),
             created_at: from_epoch_ms(e.at_ms),
         })
         .collect()
@@ -92,12 +118,47 @@ mod tests {
             info("x", Some("{".into())).err(),
             Some(SessionError::NotFound)
         );
-        let m = messages(vec![
-            entry(Role::Assistant, "hi".into(), at),
-            "not json".into(),
-        ]);
+        let off = Keyring::off();
+        let m = messages(
+            &off,
+            "x",
+            vec![
+                entry(&off, "x", Role::Assistant, "hi", at),
+                "not json".into(),
+            ],
+        );
         assert_eq!(m.len(), 1);
         assert_eq!((m[0].role, m[0].content.as_str()), (Role::Assistant, "hi"));
         assert_eq!(m[0].created_at, at);
+    }
+
+    #[test]
+    fn sealed_entries_open_only_in_their_session_and_role() {
+        use clawdbot_config::encryption::{Algorithm, KeySpec};
+        let ring = Keyring::new(
+            &[KeySpec {
+                id: "k".into(),
+                algorithm: Algorithm::Sm4Gcm,
+                key: vec![3; 16],
+            }],
+            Some("k".into()),
+        );
+        let at = from_epoch_ms(1);
+        let stored = entry(&ring, "s1", Role::User, "转人工", at);
+        assert!(
+            !stored.contains("转人工") && stored.contains("$cb1$k$"),
+            "{stored}"
+        );
+        assert_eq!(
+            messages(&ring, "s1", vec![stored.clone()])[0].content,
+            "转人工"
+        );
+        // Moved to another session, or relabelled as the bot's answer.
+        assert_eq!(messages(&ring, "s2", vec![stored.clone()])[0].content, "");
+        let relabelled = stored.replace("\"user\"", "\"assistant\"");
+        assert_eq!(messages(&ring, "s1", vec![relabelled])[0].content, "");
+        // Written before encryption was on: read as it is.
+        let plain = entry(&Keyring::off(), "s1", Role::User, "hello", at);
+        assert_eq!(messages(&ring, "s1", vec![plain])[0].content, "hello");
     }
 }

@@ -80,8 +80,9 @@ impl Hold {
         self.keepalive.abort();
         let sh = self.shared.clone();
         let keys = sh.keys(&self.id);
-        let user = codec::entry(Role::User, user, SystemTime::now());
-        let assistant = codec::entry(Role::Assistant, assistant, SystemTime::now());
+        let now = SystemTime::now();
+        let user = codec::entry(&sh.keyring, &self.id, Role::User, &user, now);
+        let assistant = codec::entry(&sh.keyring, &self.id, Role::Assistant, &assistant, now);
         let mut conn = sh.conn.clone();
         let recorded: i64 = RECORD
             .key(&keys.lock)

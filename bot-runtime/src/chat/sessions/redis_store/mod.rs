@@ -27,6 +27,7 @@ use redis::RedisError;
 use super::memory::KEEP_AT_LEAST;
 use super::{Hold as TurnHold, SessionError, SessionInfo, StoredMessage, Turn, new_session_id};
 use crate::auth::Caller;
+use crate::crypto::Keyring;
 use conn::Conn;
 pub(super) use hold::Hold;
 
@@ -42,6 +43,8 @@ struct Shared {
     window: usize,
     keep: usize,
     errors: IntCounterVec,
+    /// Seals history text (a no-op with encryption off).
+    keyring: Arc<Keyring>,
 }
 
 struct Keys {
@@ -79,6 +82,7 @@ impl RedisStore {
         redis: &RedisConfig,
         sessions: &SessionsConfig,
         errors: IntCounterVec,
+        keyring: Arc<Keyring>,
     ) -> anyhow::Result<Self> {
         Ok(Self(Arc::new(Shared {
             conn: Conn::new(url, redis)?,
@@ -89,6 +93,7 @@ impl RedisStore {
             window: sessions.history_messages,
             keep: sessions.history_messages.max(KEEP_AT_LEAST),
             errors,
+            keyring,
         })))
     }
 
@@ -133,7 +138,7 @@ impl RedisStore {
             .await
             .map_err(|e| sh.fail("messages", &e))?;
         codec::info(id, meta)?;
-        Ok(codec::messages(raw))
+        Ok(codec::messages(&sh.keyring, id, raw))
     }
 
     pub(super) async fn begin_turn(
@@ -278,7 +283,7 @@ impl RedisStore {
         }
         Ok(Turn {
             session,
-            history: codec::messages(raw),
+            history: codec::messages(&sh.keyring, id, raw),
             hold: TurnHold::Redis(hold),
         })
     }

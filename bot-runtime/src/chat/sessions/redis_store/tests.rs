@@ -79,7 +79,8 @@ fn store_with(url: &str, o: Opt) -> TestStore {
     };
     let errors = IntCounterVec::new(Opts::new("e", "e"), &["op"]).unwrap();
     TestStore {
-        store: RedisStore::connect(url, &redis, &sessions, errors).unwrap(),
+        store: RedisStore::connect(url, &redis, &sessions, errors, Arc::new(Keyring::off()))
+            .unwrap(),
         prefix,
     }
 }
