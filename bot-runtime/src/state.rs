@@ -74,19 +74,24 @@ impl AppState {
             &cfg.knowledge,
         );
         metrics.register_all(guide.collectors());
-        let store = LogStore::open_lazy(&crate::convlog::database_url(&cfg))?;
-        // One pool per database: the IM delivery table shares it.
-        let deliveries = Arc::new(Deliveries::from_config(&cfg, &metrics, store.clone())?);
         let keyring = Arc::new(
             crate::crypto::Keyring::from_config(&cfg.encryption).map_err(anyhow::Error::msg)?,
         );
         if keyring.enabled() {
             tracing::info!(
                 active_key = cfg.encryption.active.as_deref().unwrap_or(""),
-                "encryption at rest: conversation logs, the spill file and Redis session \
-                 history are encrypted; stored IM delivery payloads are not yet"
+                "encryption at rest: conversation logs, the spill file, Redis session history \
+                 and stored IM deliveries are encrypted"
             );
         }
+        let store = LogStore::open_lazy(&crate::convlog::database_url(&cfg))?;
+        // One pool per database: the IM delivery table shares it.
+        let deliveries = Arc::new(Deliveries::from_config(
+            &cfg,
+            &metrics,
+            store.clone(),
+            keyring.clone(),
+        )?);
         let logs = LogWriter::encrypting(
             store,
             crate::convlog::spill::Spill::new(crate::convlog::spill_path(&cfg)),

@@ -714,8 +714,44 @@ async fn redis_dedupes_concurrent_records() {
     assert_eq!(stray, None, "a duplicate leaves no marker behind");
 }
 
+/// The payloads a store holds, raw: the SQL table's `payload` column or
+/// the Redis stream's entries.
+async fn raw_payloads(store: &Store, db: Option<&TestDb>, prefix: &Prefix) -> Vec<String> {
+    use sqlx::Connection;
+    let sql = "SELECT payload FROM channel_deliveries WHERE payload IS NOT NULL";
+    match (store, db.map(|d| d.engine)) {
+        (Store::Shared(_), Some(logdb::Engine::Postgres)) => {
+            let mut c = sqlx::PgConnection::connect(&db.unwrap().url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+        }
+        (Store::Shared(_), _) => {
+            let mut c = sqlx::MySqlConnection::connect(&db.unwrap().url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+        }
+        _ => {
+            let client = redis::Client::open(redis_url()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(format!("{}deliveries", prefix.0))
+                .arg("-")
+                .arg("+")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            entries
+                .into_iter()
+                .flat_map(|(_, fields)| fields.into_iter().map(|(_, v)| v))
+                .collect()
+        }
+    }
+}
+
 /// A replica records (acks) a delivery and dies before answering; another
-/// replica sharing the store answers it after the lease.
+/// replica sharing the store answers it after the lease. Encryption at
+/// rest is on: the store holds no message text, and the other replica
+/// opens the record with the shared keyring.
 #[tokio::test]
 async fn a_dead_replicas_delivery_is_answered_by_another() {
     for store in [
@@ -733,6 +769,11 @@ async fn a_dead_replicas_delivery_is_answered_by_another() {
         let setup = |c: &mut RuntimeConfig| {
             slack_config(c, &base);
             c.channels.claim_lease_secs = 5;
+            c.encryption.enabled = true;
+            c.encryption.keys = Some(Secret::new(
+                "k1:sm4-gcm:AAECAwQFBgcICQoLDA0ODw==".to_owned(),
+            ));
+            c.encryption.active = Some("k1".into());
             match store {
                 Store::Sql => {}
                 Store::Shared(_) => {
@@ -754,13 +795,20 @@ async fn a_dead_replicas_delivery_is_answered_by_another() {
             &a_cfg,
             &bot_runtime::telemetry::metrics::Metrics::new(),
             a_store,
+            Arc::new(bot_runtime::crypto::Keyring::from_config(&a_cfg.encryption).unwrap()),
         )
         .unwrap();
-        let fresh = a
-            .accept(inbound(&format!("E{:x}", rand::random::<u32>()), None))
-            .await
-            .unwrap();
+        let mut message = inbound(&format!("E{:x}", rand::random::<u32>()), None);
+        message.text = "my badge number is 4711".into();
+        let fresh = a.accept(message).await.unwrap();
         assert_eq!(fresh, Accepted::New);
+        let raw = raw_payloads(&store, db.as_ref(), &prefix).await;
+        assert_eq!(raw.len(), 1, "{store:?}: {raw:?}");
+        assert!(
+            !raw[0].contains("4711") && !raw[0].contains("C42") && raw[0].contains("$cb1$k1$"),
+            "{store:?}: {}",
+            raw[0]
+        );
         if let Store::Redis = store {
             let q = RedisQueue::new(&redis_url(), &a_cfg.redis, "replica-a".into()).unwrap();
             q.ensure_group().await.unwrap();

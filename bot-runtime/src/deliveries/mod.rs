@@ -16,6 +16,7 @@
 //! file answers all it holds, since no other replica can.
 
 mod answer;
+mod payload;
 mod redis;
 mod sql;
 mod sql_writes;
@@ -23,6 +24,7 @@ mod workers;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clawdbot_config::{ChannelsConfig, RuntimeConfig};
@@ -31,6 +33,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::convlog::LogStore;
+use crate::crypto::Keyring;
 use crate::im::{Accepted, Inbound, InboundSink, SignatureBinding, SinkError, SinkFuture};
 use crate::support::timefmt::now_ms;
 use crate::telemetry::metrics::Metrics;
@@ -161,6 +164,8 @@ pub struct Deliveries {
     /// polling.
     local_tx: mpsc::Sender<Claimed>,
     local_rx: Mutex<Option<mpsc::Receiver<Claimed>>>,
+    /// Seals stored payloads (a no-op with encryption off).
+    keyring: Arc<Keyring>,
 }
 
 /// Deliveries this replica claims ahead of its workers, per worker: kept
@@ -174,6 +179,7 @@ impl Deliveries {
         cfg: &RuntimeConfig,
         metrics: &Metrics,
         store: LogStore,
+        keyring: Arc<Keyring>,
     ) -> anyhow::Result<Self> {
         let replica = replica_name();
         let store: Box<dyn DeliveryStore> = match &cfg.redis.url {
@@ -190,6 +196,7 @@ impl Deliveries {
             metrics: metrics.webhook_requests.clone(),
             local_tx,
             local_rx: Mutex::new(Some(local_rx)),
+            keyring,
         })
     }
 
@@ -216,8 +223,7 @@ impl Deliveries {
             inbound: m,
             received_ms: now_ms(),
         };
-        let payload = serde_json::to_string(&delivery)
-            .map_err(|e| QueueError(format!("cannot encode the delivery: {e}")))?;
+        let payload = payload::seal(&self.keyring, &keys[0], &delivery).map_err(QueueError)?;
         // Room in this replica's short work queue: the delivery is claimed
         // here. Otherwise it is recorded due at once, for whichever
         // replica's poller gets to it first (no second statement).

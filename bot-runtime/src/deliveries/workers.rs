@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::answer::Answerer;
+use super::payload;
 use super::{Claimed, Deliveries, Delivery};
 
 type LocalQueue = Option<mpsc::Receiver<Claimed>>;
@@ -261,7 +262,7 @@ impl Deliveries {
                 }
             }
         }
-        let delivery: Delivery = match serde_json::from_str(&claimed.payload) {
+        let delivery: Delivery = match payload::open(&self.keyring, &claimed.payload) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "unreadable IM delivery record dropped");
