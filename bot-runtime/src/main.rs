@@ -37,6 +37,17 @@ enum Command {
         #[arg(long, default_value = "jsonl")]
         format: String,
     },
+    /// Rewrite the conversation logs' text sealed with an old key under the
+    /// active one, so the old key can be retired (docs/encryption.md).
+    /// Safe to stop and rerun: it continues with what is left.
+    Rekey {
+        /// The id of the key to retire.
+        #[arg(long)]
+        from: String,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +105,7 @@ fn main() -> ExitCode {
             until,
             format,
         } => export(&cfg, &since, &until, &format),
+        Command::Rekey { from, batch } => rekey(&cfg, &from, batch),
         Command::ConfigSchema => unreachable!("handled above"),
     }
 }
@@ -146,6 +158,75 @@ fn serve(cfg: RuntimeConfig) -> ExitCode {
 
 /// `export`: rows go to stdout, problems to stderr (no log lines, which
 /// would mix into the export).
+fn rekey(cfg: &RuntimeConfig, from: &str, batch: u32) -> ExitCode {
+    let keyring = match bot_runtime::crypto::Keyring::from_config(&cfg.encryption) {
+        Ok(k) => k,
+        Err(why) => {
+            eprintln!("rekey: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    let problem = match keyring.active() {
+        None => {
+            Some("encryption is off: set encryption.enabled and an active key first".to_owned())
+        }
+        Some(active) if active == from => Some(format!(
+            "key {from:?} is the active one: make the new key active first"
+        )),
+        _ if !keyring.has(from) => Some(format!(
+            "key {from:?} is not in the keyring: it is needed to read what it sealed"
+        )),
+        _ => None,
+    };
+    if let Some(why) = problem {
+        eprintln!("rekey: {why}");
+        return ExitCode::from(2);
+    }
+    bot_runtime::support::tls::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rekey: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let store =
+            bot_runtime::convlog::LogStore::open_lazy(&bot_runtime::convlog::database_url(cfg))?;
+        store.migrate().await?;
+        let done = bot_runtime::convlog::rekey::rekey(&store, &keyring, from, batch, |p| {
+            eprintln!("rekey: {} row(s) rewritten so far", p.rewritten)
+        })
+        .await;
+        store.close().await;
+        done.map_err(|e| anyhow::anyhow!("{e} (database {})", store.target()))
+    });
+    match result {
+        Ok(done) if done.unreadable > 0 => {
+            eprintln!(
+                "rekey: {} row(s) rewritten; {} row(s) naming {from:?} failed authentication and \
+                 were left as they are: do not retire the key yet",
+                done.rewritten, done.unreadable
+            );
+            ExitCode::FAILURE
+        }
+        Ok(done) => {
+            eprintln!(
+                "rekey: {} row(s) rewritten; no conversation log text names {from:?} any more",
+                done.rewritten
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rekey: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn export(cfg: &RuntimeConfig, since: &str, until: &str, format: &str) -> ExitCode {
     use bot_runtime::support::timefmt::parse_rfc3339_ms;
     let (Some(since_ms), Some(until_ms)) = (parse_rfc3339_ms(since), parse_rfc3339_ms(until))

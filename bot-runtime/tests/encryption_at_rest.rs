@@ -429,3 +429,81 @@ async fn redis_session_history_holds_no_plaintext_and_still_carries_the_conversa
     assert_eq!(messages[0].content, SECRET);
     assert_eq!(messages[2].content, "and again");
 }
+
+#[tokio::test]
+async fn rekey_moves_old_rows_to_the_active_key_in_resumable_batches() {
+    use bot_runtime::convlog::rekey::{Rekeyed, rekey};
+    for engine in ENGINES {
+        let db = TestDb::create(engine).await;
+        let plain = secret_exchange(0);
+        write_all(&db, Arc::new(Keyring::off()), std::slice::from_ref(&plain)).await;
+        let old: Vec<Exchange> = (1..=3).map(secret_exchange).collect();
+        write_all(&db, ring(Some("2025")), &old).await;
+        write_all(&db, ring(Some("2026")), &[secret_exchange(4)]).await;
+        // Row 3 tampered with: row 2's question pasted in.
+        let raw = raw_rows(&db).await;
+        set_user_input(&db, &raw[3].0, &raw[2].1).await;
+
+        let store = db.store().await;
+        let mut batches = Vec::new();
+        let done = rekey(&store, &ring(Some("2026")), "2025", 2, |p| batches.push(p))
+            .await
+            .unwrap();
+        let expected = Rekeyed {
+            rewritten: 2,
+            unreadable: 1,
+        };
+        assert_eq!(done, expected, "{engine:?}");
+        assert_eq!(batches.len(), 2, "{engine:?}: two batches of two");
+        let raw = raw_rows(&db).await;
+        let named: Vec<Option<&str>> = raw.iter().map(|(_, i, _)| Keyring::key_of(i)).collect();
+        assert_eq!(
+            named,
+            [None, Some("2026"), Some("2026"), Some("2025"), Some("2026")],
+            "{engine:?}"
+        );
+        assert!(Keyring::key_of(&raw[1].2) == Some("2026"), "both fields");
+        // Idempotent: a second run finds only the row it cannot open.
+        let again = rekey(&store, &ring(Some("2026")), "2025", 2, |_| {})
+            .await
+            .unwrap();
+        assert_eq!((again.rewritten, again.unreadable), (0, 1));
+        // With 2025 gone, everything but the tampered row reads.
+        let only_new = Keyring::new(&keys()[1..], Some("2026".into()));
+        let read = read_back(&db, &only_new).await;
+        let bad: Vec<usize> = (0..read.len()).filter(|&i| !read[i].1.is_empty()).collect();
+        assert_eq!(bad, [3], "{engine:?}");
+        assert_eq!(read[1].0.user_input, old[0].user_input);
+        assert_eq!(read[0].0.user_input, plain.user_input);
+    }
+}
+
+#[tokio::test]
+async fn the_rekey_command_refuses_what_would_lose_data_and_reports_its_work() {
+    let db = TestDb::create(Engine::Sqlite).await;
+    write_all(&db, ring(Some("2025")), &[secret_exchange(1)]).await;
+    let run = |active: &str, ids: &[&str], from: &str| {
+        common::runtime_command()
+            .args(["rekey", "--from", from])
+            .env("DATABASE_URL", &db.url)
+            .env("CLAWDBOT_ENCRYPTION__ENABLED", "true")
+            .env("CLAWDBOT_ENCRYPTION__KEYS", keyring_text(ids))
+            .env("CLAWDBOT_ENCRYPTION__ACTIVE", active)
+            .output()
+            .unwrap()
+    };
+    let out = run("2025", &["2025", "2026"], "2025");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the active one"));
+    let out = run("2026", &["2026"], "2025");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the keyring"));
+    let out = run("2026", &["2025", "2026"], "2025");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("1 row(s) rewritten; no conversation log text names \"2025\""),
+        "{err}"
+    );
+    assert_eq!(Keyring::key_of(&raw_rows(&db).await[0].1), Some("2026"));
+}

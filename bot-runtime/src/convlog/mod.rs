@@ -5,6 +5,7 @@
 
 mod checkpoint;
 pub mod export;
+pub mod rekey;
 pub mod retention;
 pub mod spill;
 pub mod store;

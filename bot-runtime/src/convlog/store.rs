@@ -28,7 +28,7 @@ static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
 /// (SQLite allows 32766 parameters; a row has 11).
 const ROWS_PER_STATEMENT: usize = 1000;
 
-const COLUMNS: &str = "id, session_id, user_id, channel, user_input, bot_response, model, \
+pub(crate) const COLUMNS: &str = "id, session_id, user_id, channel, user_input, bot_response, model, \
                        prompt_tokens, completion_tokens, latency_ms, created_at";
 
 #[derive(Debug, thiserror::Error)]
@@ -392,12 +392,12 @@ impl LogStore {
         }))
     }
 
-    /// `?` placeholders as the engine wants them (`$1`, `$2`, ... on PostgreSQL).
     /// The pool, for the delivery store that shares it.
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
     }
 
+    /// `?` placeholders as the engine wants them (`$1`, `$2`, ... on PostgreSQL).
     pub(crate) fn sql(&self, text: &str) -> String {
         if !matches!(self.pool, Pool::Postgres(_)) {
             return text.to_owned();

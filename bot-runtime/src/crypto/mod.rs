@@ -22,7 +22,8 @@ use rand::RngCore;
 /// SM4 in GCM with the 96-bit nonce of RFC 8998.
 type Sm4Gcm = AesGcm<sm4::Sm4, U12>;
 
-const PREFIX: &str = "$cb1$";
+/// What every sealed value starts with.
+pub const PREFIX: &str = "$cb1$";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
@@ -113,6 +114,16 @@ impl Keyring {
     /// No keys: values are written and read as plaintext.
     pub fn off() -> Self {
         Self::new(&[], None)
+    }
+
+    /// Whether the keyring holds key `id`.
+    pub fn has(&self, id: &str) -> bool {
+        self.ciphers.contains_key(id)
+    }
+
+    /// The key new values are sealed with; None when encryption is off.
+    pub fn active(&self) -> Option<&str> {
+        self.active.as_deref()
     }
 
     /// Whether new values are encrypted.
