@@ -156,8 +156,37 @@ fn serve(cfg: RuntimeConfig) -> ExitCode {
     }
 }
 
-/// `export`: rows go to stdout, problems to stderr (no log lines, which
-/// would mix into the export).
+/// Runs `work` on the conversation log database, on a one-thread runtime
+/// (the offline commands); an error is printed as `COMMAND: why (database
+/// ...)` and becomes the exit code.
+fn on_log_store<T, F, Fut>(cfg: &RuntimeConfig, command: &str, work: F) -> Result<T, ExitCode>
+where
+    F: FnOnce(bot_runtime::convlog::LogStore) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    bot_runtime::support::tls::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("{command}: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })?;
+    runtime
+        .block_on(async {
+            let store = bot_runtime::convlog::LogStore::open_lazy(
+                &bot_runtime::convlog::database_url(cfg),
+            )?;
+            let done = work(store.clone()).await;
+            store.close().await;
+            done.map_err(|e| anyhow::anyhow!("{e} (database {})", store.target()))
+        })
+        .map_err(|e| {
+            eprintln!("{command}: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn rekey(cfg: &RuntimeConfig, from: &str, batch: u32) -> ExitCode {
     let keyring = match bot_runtime::crypto::Keyring::from_config(&cfg.encryption) {
         Ok(k) => k,
@@ -182,29 +211,16 @@ fn rekey(cfg: &RuntimeConfig, from: &str, batch: u32) -> ExitCode {
         eprintln!("rekey: {why}");
         return ExitCode::from(2);
     }
-    bot_runtime::support::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rekey: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let store =
-            bot_runtime::convlog::LogStore::open_lazy(&bot_runtime::convlog::database_url(cfg))?;
+    let result = on_log_store(cfg, "rekey", |store| async move {
         store.migrate().await?;
         let done = bot_runtime::convlog::rekey::rekey(&store, &keyring, from, batch, |p| {
             eprintln!("rekey: {} row(s) rewritten so far", p.rewritten)
         })
-        .await;
-        store.close().await;
-        done.map_err(|e| anyhow::anyhow!("{e} (database {})", store.target()))
+        .await?;
+        Ok(done)
     });
     match result {
+        Err(code) => code,
         Ok(done) if done.unreadable > 0 => {
             eprintln!(
                 "rekey: {} row(s) rewritten; {} row(s) naming {from:?} failed authentication and \
@@ -220,13 +236,11 @@ fn rekey(cfg: &RuntimeConfig, from: &str, batch: u32) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("rekey: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 
+/// `export`: rows go to stdout, problems to stderr (no log lines, which
+/// would mix into the export).
 fn export(cfg: &RuntimeConfig, since: &str, until: &str, format: &str) -> ExitCode {
     use bot_runtime::support::timefmt::parse_rfc3339_ms;
     let (Some(since_ms), Some(until_ms)) = (parse_rfc3339_ms(since), parse_rfc3339_ms(until))
@@ -241,31 +255,15 @@ fn export(cfg: &RuntimeConfig, since: &str, until: &str, format: &str) -> ExitCo
             return ExitCode::from(2);
         }
     };
-    bot_runtime::support::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("export: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    let result = on_log_store(cfg, "export", |store| async move {
         let keyring = bot_runtime::crypto::Keyring::from_config(&cfg.encryption)
             .map_err(anyhow::Error::msg)?;
-        let store =
-            bot_runtime::convlog::LogStore::open_lazy(&bot_runtime::convlog::database_url(cfg))?;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let n = bot_runtime::convlog::export::export(
-            &store, &keyring, since_ms, until_ms, format, &mut out,
-        )
-        .await;
-        store.close().await;
-        n.map_err(|e| anyhow::anyhow!("{e} (database {})", store.target()))
+        bot_runtime::convlog::export::export(&store, &keyring, since_ms, until_ms, format, &mut out)
+            .await
     });
     match result {
+        Err(code) => code,
         Ok(done) if done.unreadable_fields > 0 => {
             eprintln!(
                 "export: {} exchange(s); {} text field(s) could not be decrypted (key not in the \
@@ -277,10 +275,6 @@ fn export(cfg: &RuntimeConfig, since: &str, until: &str, format: &str) -> ExitCo
         Ok(done) => {
             eprintln!("export: {} exchange(s)", done.rows);
             ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("export: {e}");
-            ExitCode::FAILURE
         }
     }
 }

@@ -133,17 +133,23 @@ async fn read_back(
     rows.into_iter().map(|r| r.opened(keyring)).collect()
 }
 
+/// The history of a rotation: one row from before encryption, three
+/// sealed with key 2025, then `new` with 2026. Returns them in that order.
+async fn rotated_rows(db: &TestDb, new: i64) -> (Exchange, Vec<Exchange>, Vec<Exchange>) {
+    let plain = secret_exchange(0);
+    write_all(db, Arc::new(Keyring::off()), std::slice::from_ref(&plain)).await;
+    let old: Vec<Exchange> = (1..=3).map(secret_exchange).collect();
+    write_all(db, ring(Some("2025")), &old).await;
+    let later: Vec<Exchange> = (4..4 + new).map(secret_exchange).collect();
+    write_all(db, ring(Some("2026")), &later).await;
+    (plain, old, later)
+}
+
 #[tokio::test]
 async fn stored_text_is_ciphertext_and_reads_back_through_rotation() {
     for engine in ENGINES {
         let db = TestDb::create(engine).await;
-        // Before encryption was turned on, then key 2025, then 2026.
-        let plain = secret_exchange(0);
-        write_all(&db, Arc::new(Keyring::off()), std::slice::from_ref(&plain)).await;
-        let old: Vec<Exchange> = (1..=3).map(secret_exchange).collect();
-        write_all(&db, ring(Some("2025")), &old).await;
-        let new: Vec<Exchange> = (4..=5).map(secret_exchange).collect();
-        write_all(&db, ring(Some("2026")), &new).await;
+        let (plain, old, new) = rotated_rows(&db, 2).await;
 
         let raw = raw_rows(&db).await;
         assert_eq!(raw.len(), 6, "{engine:?}");
@@ -435,11 +441,7 @@ async fn rekey_moves_old_rows_to_the_active_key_in_resumable_batches() {
     use bot_runtime::convlog::rekey::{Rekeyed, rekey};
     for engine in ENGINES {
         let db = TestDb::create(engine).await;
-        let plain = secret_exchange(0);
-        write_all(&db, Arc::new(Keyring::off()), std::slice::from_ref(&plain)).await;
-        let old: Vec<Exchange> = (1..=3).map(secret_exchange).collect();
-        write_all(&db, ring(Some("2025")), &old).await;
-        write_all(&db, ring(Some("2026")), &[secret_exchange(4)]).await;
+        let (plain, old, _) = rotated_rows(&db, 1).await;
         // Row 3 tampered with: row 2's question pasted in.
         let raw = raw_rows(&db).await;
         set_user_input(&db, &raw[3].0, &raw[2].1).await;
