@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod crd;
 pub mod credentials;
+pub mod encryption;
 pub mod http;
 pub mod labels;
 pub mod leader;

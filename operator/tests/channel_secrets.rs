@@ -49,15 +49,9 @@ async fn a_channel_secret_without_a_required_key_holds_the_rollout() {
         !run.wrote("PATCH", &deployment),
         "no pods that cannot start"
     );
-    let warned = |run: &Run| {
-        run.warnings()
-            .iter()
-            .filter(|(r, _)| r == "ChannelCredentialsMissing")
-            .count()
-    };
-    assert_eq!(warned(&run), 1);
+    assert_eq!(run.warned("ChannelCredentialsMissing"), 1);
     run.reconcile(spec(), Apis::all(), &[]).await;
-    assert_eq!(warned(&run), 1, "said once");
+    assert_eq!(run.warned("ChannelCredentialsMissing"), 1, "said once");
 
     // The key added: the bot rolls out.
     run.seed(

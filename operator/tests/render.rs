@@ -1024,9 +1024,14 @@ fn fake_value(var: &str) -> String {
         "CLAWDBOT_API_KEYS" => "key-admin-123456:admin,key-user-1234567".into(),
         "REDIS_URL" => "redis://:pw@redis.redis.svc:6379/0".into(),
         "DATABASE_URL" => "postgres://u:pw@db.databases.svc:5432/clawdbot".into(),
+        ENCRYPTION_KEYS => "k2026:aes-256-gcm:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
         other => format!("value-of-{other}"),
     }
 }
+
+/// The one generic `CLAWDBOT_<PATH>` name the operator sets (the issue's
+/// and the docs' name for the keyring), beside the documented aliases.
+const ENCRYPTION_KEYS: &str = "CLAWDBOT_ENCRYPTION__KEYS";
 
 #[test]
 fn env_names_are_runtime_config_keys() {
@@ -1115,11 +1120,15 @@ fn env_names_are_runtime_config_keys() {
             .collect();
         for (var, _) in &env {
             assert!(
-                aliases.contains_key(var.as_str()) || fallback_vars.contains(var),
+                aliases.contains_key(var.as_str())
+                    || fallback_vars.contains(var)
+                    || var == ENCRYPTION_KEYS,
                 "{name}: {var} is neither a runtime env alias nor a fallback's api_key_env"
             );
             assert!(
-                !var.starts_with("CLAWDBOT_") || var == "CLAWDBOT_API_KEYS",
+                !var.starts_with("CLAWDBOT_")
+                    || var == "CLAWDBOT_API_KEYS"
+                    || var == ENCRYPTION_KEYS,
                 "{name}: {var}"
             );
         }
@@ -1153,6 +1162,16 @@ fn env_names_are_runtime_config_keys() {
             "{name}: CLAWDBOT_API_KEYS parsed"
         );
         assert_eq!(cfg.auth.api_keys[0].scope, clawdbot_config::Scope::Admin);
+        assert_eq!(
+            cfg.encryption.keys.as_ref().map(|k| k.expose().to_owned()),
+            get(ENCRYPTION_KEYS),
+            "{name}"
+        );
+        assert_eq!(
+            cfg.encryption.enabled,
+            get(ENCRYPTION_KEYS).is_some(),
+            "{name}"
+        );
     }
 }
 

@@ -78,7 +78,7 @@ async fn reconcile_with(
     ctx.secrets.index(ns, &bot, read);
     // A channel Secret lacking a key the runtime requires would make every
     // new pod refuse to start: say which, and leave the running pods be.
-    let channel_problems: Vec<Problem> =
+    let mut channel_problems: Vec<Problem> =
         crate::credentials::missing_channel_keys(cb, |name| ctx.secrets.keys(ns, name))
             .into_iter()
             .map(|message| Problem {
@@ -86,6 +86,15 @@ async fn reconcile_with(
                 message,
             })
             .collect();
+    // Likewise a keyring the runtime would refuse.
+    channel_problems.extend(
+        crate::encryption::keyring_problem(cb, |name, key| ctx.secrets.keyring(ns, name, key)).map(
+            |message| Problem {
+                reason: "EncryptionKeyringInvalid",
+                message,
+            },
+        ),
+    );
 
     let digest_of = |c: &Component| match c {
         Component::Ready { digest, .. } => digest.clone(),

@@ -3,7 +3,7 @@
 //! the Secret -> ClawdBots index that maps a Secret's watch event to the
 //! bots that read it, kept up to date by each reconcile.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, RwLock};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::children::Meta;
 use super::{Context, Error};
+use crate::encryption::{Keyring, keyring_of};
 use crate::render;
 
 type Key = (String, String);
@@ -25,12 +26,15 @@ pub struct SecretCache {
 }
 
 /// What was read of one Secret version: its resourceVersion, content
-/// digest, and the keys that hold a value (for the channel checks).
+/// digest, the keys that hold a value (for the channel checks) and, per
+/// key, what its value is as an encryption keyring: the key ids, or why it
+/// is not one (never key bytes: the values themselves are not kept).
 #[derive(Clone)]
 struct Read {
     rv: String,
     digest: String,
     keys: BTreeSet<String>,
+    keyrings: BTreeMap<String, Keyring>,
 }
 
 impl Read {
@@ -44,6 +48,15 @@ impl Read {
         Self {
             rv,
             digest: render::secrets_digest([(name, s)]),
+            keyrings: data
+                .clone()
+                .map(|(k, v)| (k.clone(), keyring_of(&v.0)))
+                .chain(
+                    strings
+                        .clone()
+                        .map(|(k, v)| (k.clone(), keyring_of(v.as_bytes()))),
+                )
+                .collect(),
             keys: data
                 .map(|(k, _)| k.clone())
                 .chain(strings.map(|(k, _)| k.clone()))
@@ -99,6 +112,17 @@ impl SecretCache {
             .unwrap_or_else(|e| e.into_inner())
             .get(&(ns.to_owned(), name.to_owned()))
             .map(|r| r.keys.clone())
+    }
+
+    /// Key `key` of a Secret [`SecretCache::digest`] read, as a keyring:
+    /// None when the Secret was not read, Some(None) when it has no such
+    /// key.
+    pub fn keyring(&self, ns: &str, name: &str, key: &str) -> Option<Option<Keyring>> {
+        self.digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(ns.to_owned(), name.to_owned()))
+            .map(|r| r.keyrings.get(key).cloned())
     }
 
     /// Digest of the named Secrets' contents and the names of missing ones.

@@ -104,6 +104,10 @@ pub struct ClawdBotSpec {
     /// (`name`) or a PersistentVolumeClaim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knowledge: Option<KnowledgeSpec>,
+    /// Encryption at rest of conversation text (docs/encryption.md): the
+    /// keyring comes from a Secret, never from the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSpec>,
     /// IM platforms the bot answers on.
     #[serde(default)]
     pub channels: ChannelsSpec,
@@ -238,6 +242,18 @@ pub struct LocalModelSpec {
 
 /// The knowledge base: a ConfigMap (up to 1 MiB) or, for more, a
 /// PersistentVolumeClaim; exactly one.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionSpec {
+    /// The Secret key holding the keyring: `ID:ALGORITHM:BASE64KEY` entries
+    /// (sm4-gcm: 16-byte keys, aes-256-gcm: 32-byte keys), comma or newline
+    /// separated. Updating it rolls the pods.
+    pub keys_secret_ref: SecretKeyRef,
+    /// The id of the key new values are sealed with; the others only read.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
+    pub active: String,
+}
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.name) != has(self.persistentVolumeClaim)").message("knowledge needs exactly one of name (a ConfigMap) and persistentVolumeClaim"))]

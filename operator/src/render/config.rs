@@ -76,6 +76,11 @@ pub fn runtime_config(cb: &ClawdBot) -> RuntimeConfig {
         }
     }
     cfg.knowledge.embeddings_path = IMAGE_EMBEDDINGS_PATH.into();
+    // The keys arrive from the Secret as CLAWDBOT_ENCRYPTION__KEYS.
+    if let Some(e) = &cb.spec.encryption {
+        cfg.encryption.enabled = true;
+        cfg.encryption.active = Some(e.active.clone());
+    }
     cfg.knowledge.path = spec.knowledge.as_ref().map(|k| {
         if k.persistent_volume_claim.is_some() {
             KNOWLEDGE_CLAIM_DIR.into()
@@ -168,6 +173,12 @@ pub fn secret_env(cb: &ClawdBot) -> (Vec<EnvVar>, Vec<EnvFromSource>) {
     }
     if let Some(r) = database_url_ref(cb) {
         env.push(secret_key_env("DATABASE_URL", &r));
+    }
+    if let Some(e) = &spec.encryption {
+        env.push(secret_key_env(
+            "CLAWDBOT_ENCRYPTION__KEYS",
+            &e.keys_secret_ref,
+        ));
     }
     let ch = &spec.channels;
     let mut env_from = Vec::new();

@@ -196,6 +196,11 @@ impl Run {
             .any(|(m, p)| m == method && p == path)
     }
 
+    /// How many Warning events gave `reason`.
+    pub fn warned(&self, reason: &str) -> usize {
+        self.warnings().iter().filter(|(r, _)| r == reason).count()
+    }
+
     pub fn warnings(&self) -> Vec<(String, String)> {
         self.fake
             .lock()
