@@ -1,9 +1,12 @@
 //! API keys: who is calling and with what scope. Keys are kept as SHA-256
-//! digests and compared in constant time, every key every time, so neither
-//! timing nor early exit tells an attacker how close a guess was.
+//! (or, with `encryption.digest: sm3`, SM3) digests and compared in
+//! constant time, every key every time, so neither timing nor early exit
+//! tells an attacker how close a guess was.
 
+use clawdbot_config::encryption::DigestAlgorithm;
 use clawdbot_config::{ApiKey, Scope};
 use sha2::{Digest, Sha256};
+use sm3::Sm3;
 use subtle::ConstantTimeEq;
 
 /// The authenticated caller, stored in request extensions.
@@ -40,6 +43,15 @@ struct StoredKey {
 
 pub struct KeyStore {
     keys: Vec<StoredKey>,
+    algorithm: DigestAlgorithm,
+}
+
+/// The 32-byte digest of `bytes` with `algorithm`.
+fn digest(algorithm: DigestAlgorithm, bytes: &[u8]) -> [u8; 32] {
+    match algorithm {
+        DigestAlgorithm::Sha256 => Sha256::digest(bytes).into(),
+        DigestAlgorithm::Sm3 => Sm3::digest(bytes).into(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,16 +81,21 @@ impl AuthFailure {
 
 impl KeyStore {
     pub fn new(keys: &[ApiKey]) -> Self {
+        Self::with_digest(keys, DigestAlgorithm::Sha256)
+    }
+
+    pub fn with_digest(keys: &[ApiKey], algorithm: DigestAlgorithm) -> Self {
         Self {
             keys: keys
                 .iter()
                 .enumerate()
                 .map(|(i, k)| StoredKey {
-                    digest: Sha256::digest(k.key.expose().as_bytes()).into(),
+                    digest: digest(algorithm, k.key.expose().as_bytes()),
                     name: k.effective_name(i),
                     scope: k.scope,
                 })
                 .collect(),
+            algorithm,
         }
     }
 
@@ -93,7 +110,7 @@ impl KeyStore {
         }
         let header = header.ok_or(AuthFailure::Missing)?;
         let token = bearer_token(header).ok_or(AuthFailure::Malformed)?;
-        let digest: [u8; 32] = Sha256::digest(token).into();
+        let digest = digest(self.algorithm, token);
         let mut found: Option<&StoredKey> = None;
         for k in &self.keys {
             if bool::from(k.digest.ct_eq(&digest)) {
@@ -147,6 +164,30 @@ mod tests {
         let a = s.authenticate(Some(b"bearer admin-key-456")).unwrap();
         assert!(a.is_admin());
         assert_eq!(a.key_name.as_deref(), Some("key-2"));
+    }
+
+    #[test]
+    fn sm3_digests_match_gb_t_32905_and_authenticate() {
+        // GB/T 32905-2016, example 1: SM3("abc").
+        assert_eq!(
+            hex::encode(digest(DigestAlgorithm::Sm3, b"abc")),
+            "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
+        );
+        assert_ne!(
+            digest(DigestAlgorithm::Sm3, b"abc"),
+            digest(DigestAlgorithm::Sha256, b"abc")
+        );
+        let keys = [ApiKey {
+            key: Secret::new("user-key-123"),
+            scope: Scope::User,
+            name: Some("web".into()),
+        }];
+        let s = KeyStore::with_digest(&keys, DigestAlgorithm::Sm3);
+        assert!(s.authenticate(Some(b"Bearer user-key-123")).is_ok());
+        assert_eq!(
+            s.authenticate(Some(b"Bearer user-key-124")),
+            Err(AuthFailure::Unknown)
+        );
     }
 
     #[test]

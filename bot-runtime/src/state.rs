@@ -113,7 +113,7 @@ impl AppState {
             sessions: Arc::new(SessionStore::from_config(&cfg, &metrics, keyring.clone())?),
             metrics,
             logs,
-            keys: KeyStore::new(&cfg.auth.api_keys),
+            keys: KeyStore::with_digest(&cfg.auth.api_keys, cfg.encryption.digest),
             limiter: RateLimiter::new(
                 cfg.server.rate_limit.requests_per_second,
                 cfg.server.rate_limit.burst,

@@ -31,6 +31,18 @@ pub struct EncryptionConfig {
     /// read. Required when `enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<String>,
+    /// The hash API keys are kept as in memory and compared by: `sha256`,
+    /// or `sm3` (GB/T 32905) where the national algorithms are required.
+    /// Applies whether or not `enabled` is set.
+    pub digest: DigestAlgorithm,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DigestAlgorithm {
+    #[default]
+    Sha256,
+    Sm3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
