@@ -1,24 +1,86 @@
 """Encryption at rest, for docs/benchmarks.md ("Encryption at rest"):
-SM4-GCM and AES-256-GCM throughput on one core, side by side, through
-bot-runtime's own keyring (`crypto_bench` example). Standard library only.
+- SM4-GCM and AES-256-GCM throughput on one core, side by side, through
+  bot-runtime's own keyring (`crypto_bench` example);
+- the chat path with encryption off and on (SM4-GCM, the slower cipher)
+  in the same run: `/v1/chat/completions` in front of the mock upstream,
+  each answer logged (and sealed) on SQLite; fixed 1,000 RPS rounds
+  alternating direct / off / on, then max RPS of each.
+Standard library only.
 
-    crypto_bench.py RELEASE_DIR MD_PATH
+    crypto_bench.py RELEASE_DIR MD_PATH [SECS]
 """
 
 import json
 import os
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import benchutil as bu
 
 SECTION = '## Encryption at rest'
+RATE = 1000
+ROUNDS = 3
+KEYRING = 'bench:sm4-gcm:AAECAwQFBgcICQoLDA0ODw=='
+
+
+def loadgen(bin_dir: Path, url: str, body: Path, secs: int, rate: int | None) -> dict:
+    args = ['taskset', '-c', '0', str(bin_dir / 'loadgen'), '--json', '--url', url, '--body-file', str(body),
+            '--duration-secs', str(secs)]
+    args += ['--rate', str(rate), '--connections', '64', '--warmup-secs', '2'] if rate else \
+        ['--connections', '32', '--warmup-secs', '1']
+    return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+
+
+def chat_path(bin_dir: Path, secs: int) -> dict:
+    work = Path(tempfile.mkdtemp(prefix='crypto-bench-'))
+    procs = []
+    try:
+        mock = subprocess.Popen(['taskset', '-c', '1', str(bin_dir / 'mock-upstream'), '--threads', '1',
+                                 '--model', 'mock-model'], stdout=subprocess.PIPE, text=True)
+        procs.append(mock)
+        addr = mock.stdout.readline().strip().removeprefix('listening on http://')
+        body = work / 'body.json'
+        body.write_text(json.dumps({'model': 'mock-model', 'messages': [{'role': 'user', 'content': 'hi'}]}))
+        urls = {'direct': f'http://{addr}/v1/chat/completions'}
+        for mode, extra in (('off', {}), ('on', {'CLAWDBOT_ENCRYPTION__ENABLED': 'true',
+                                                 'CLAWDBOT_ENCRYPTION__KEYS': KEYRING,
+                                                 'CLAWDBOT_ENCRYPTION__ACTIVE': 'bench'})):
+            port = bu.free_port()
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith(('CLAWDBOT_', 'MODEL_')) and k not in ('DATABASE_URL', 'REDIS_URL')}
+            env.update(CLAWDBOT_LISTEN=f'127.0.0.1:{port}', MODEL_ENDPOINT=f'http://{addr}/v1',
+                       MODEL_NAME='mock-model', CLAWDBOT_SERVER__RATE_LIMIT__REQUESTS_PER_SECOND='0',
+                       CLAWDBOT_SERVER__DATA_DIR=str(work / mode), RUST_LOG='warn', **extra)
+            rt = subprocess.Popen([str(bin_dir / 'bot-runtime')], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=open(work / f'{mode}.log', 'w'))
+            procs.append(rt)
+            bu.wait_ready(f'http://127.0.0.1:{port}', rt, work / f'{mode}.log')
+            urls[mode] = f'http://127.0.0.1:{port}/v1/chat/completions'
+        fixed = {m: [] for m in urls}
+        for _ in range(ROUNDS):
+            for m, url in urls.items():
+                fixed[m].append(loadgen(bin_dir, url, body, secs, RATE))
+        peak = {m: loadgen(bin_dir, urls[m], body, secs, None) for m in ('off', 'on')}
+        for p in procs[1:]:
+            bu.stop(p, timeout=15)
+
+        def has_answer_text(mode: str) -> bool:
+            # The database file and its write-ahead log.
+            return any(b'Hello from the mock' in f.read_bytes() for f in (work / mode).glob('clawdbot.db*'))
+        return {'fixed': fixed, 'max': peak, 'plaintext': {m: has_answer_text(m) for m in ('off', 'on')}}
+    finally:
+        for p in procs:
+            bu.stop(p, timeout=15)
 
 
 def main() -> None:
     release, md = Path(sys.argv[1]), Path(sys.argv[2])
+    secs = int(sys.argv[3]) if len(sys.argv) > 3 else 10
+    chat = chat_path(release, secs)
     r = json.loads(subprocess.run([str(release / 'examples' / 'crypto_bench')], check=True,
                                   capture_output=True, text=True).stdout)
     out = [SECTION, '',
@@ -35,8 +97,25 @@ def main() -> None:
     per_msg = 200 / r['sm4-gcm_200']['seal_mb_s']
     out += ['', f'A 200-byte chat message costs about {per_msg:.1f} µs to seal with SM4-GCM and '
             f"{200 / r['aes-256-gcm_200']['seal_mb_s']:.1f} µs with AES-256-GCM (AES-NI and carry-less multiply "
-            'where the CPU has them, found at run time; SM4 is plain Rust). The chat benchmark with encryption '
-            'on vs off (added p99 at 1,000 RPS, max RPS) is not measured yet: the rest of issue 18.', '']
+            'where the CPU has them, found at run time; SM4 is plain Rust).', '']
+    p99 = {m: statistics.median(x['p99_ms'] for x in runs) for m, runs in chat['fixed'].items()}
+    added = {m: p99[m] - p99['direct'] for m in ('off', 'on')}
+    ratio = chat['max']['on']['rps'] / chat['max']['off']['rps']
+    verdict = lambda ok: '**PASS**' if ok else '**FAIL**'  # noqa: E731
+    out += ['The chat path with encryption off and on (SM4-GCM), same run: `/v1/chat/completions` in front of the '
+            f'mock upstream, every answer logged on SQLite (sealed when on); {ROUNDS} rounds of {secs} s at '
+            f'{RATE:,} RPS alternating direct / off / on (median of the rounds\' p99), then {secs} s of max RPS '
+            '(32 connections) each.', '',
+            '| Target (issue 18) | Goal | Measured | Result |', '| --- | --- | --- | --- |',
+            f"| Added p99 at 1,000 RPS with encryption on | ≤ 1 ms | +{added['on']:.3f} ms (off: +{added['off']:.3f} ms) "
+            f"| {verdict(added['on'] <= 1)} |",
+            f"| Max RPS with encryption on vs off | within 10% | {ratio:.2f}× ({chat['max']['on']['rps']:.0f} vs "
+            f"{chat['max']['off']['rps']:.0f}) | {verdict(ratio >= 0.9)} |", '',
+            'p99 per round (ms): ' + '; '.join(
+                m + ' ' + ' / '.join('%.3f' % x['p99_ms'] for x in runs) for m, runs in chat['fixed'].items()) + '. '
+            + f"The mock's answer text in the database files (with their write-ahead log): off "
+            f"{'found' if chat['plaintext']['off'] else 'not found'}, on "
+            f"{'**found**' if chat['plaintext']['on'] else 'not found'}.", '']
     bu.replace_section(md, SECTION, '\n'.join(out))
 
 

@@ -16,8 +16,9 @@
 #   BENCH_SKIP_LOCAL=1    skip the local model and knowledge base benchmark
 #                         (bench/local_model_bench.py, about 5 minutes;
 #                         `bash bench/local.sh` runs it alone)
-#   BENCH_SKIP_CRYPTO=1   skip SM4-GCM / AES-256-GCM throughput (`bash bench/crypto.sh`
-#                         runs it alone)
+#   BENCH_SKIP_CRYPTO=1   skip encryption at rest: SM4-GCM / AES-256-GCM throughput
+#                         and the chat path off vs on (about 3 minutes;
+#                         `bash bench/crypto.sh` runs it alone)
 #   BENCH_ROUNDS=3        direct/bot-runtime latency runs alternate this many
 #                         times; the report takes the median (noise on 2 cores)
 # All load is on 127.0.0.1 and every run is bounded in time.
@@ -333,8 +334,8 @@ if [[ ${BENCH_SKIP_LOCAL:-0} != 1 && $SKIP_BOT != 1 ]]; then
     python3 "$ROOT/bench/local_model_bench.py" --update "$WORK/local.json" "$OUT_MD"
 fi
 if [[ ${BENCH_SKIP_CRYPTO:-0} != 1 && $SKIP_BOT != 1 ]]; then
-    log "encryption at rest: SM4-GCM and AES-256-GCM throughput"
-    cargo build --release -p bot-runtime --examples
-    python3 "$ROOT/bench/crypto_bench.py" "$BIN" "$OUT_MD"
+    log "encryption at rest: cipher throughput, and the chat path with encryption off and on"
+    cargo build --release -p bot-runtime -p clawdbot-bench --bins --examples
+    python3 "$ROOT/bench/crypto_bench.py" "$BIN" "$OUT_MD" "$SECS"
 fi
 log "wrote $OUT_MD"
