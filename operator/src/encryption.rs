@@ -56,6 +56,7 @@ mod tests {
                         key: "keyring".into(),
                     },
                     active: active.into(),
+                    digest: None,
                 }),
                 ..Default::default()
             },

@@ -22,7 +22,7 @@ fn secret(keyring: &str, rv: &str) -> Value {
 }
 
 fn spec(active: &str) -> Value {
-    json!({"encryption": {"keysSecretRef": {"name": "keys", "key": "keyring"}, "active": active}})
+    json!({"encryption": {"keysSecretRef": {"name": "keys", "key": "keyring"}, "active": active, "digest": "SM3"}})
 }
 
 #[tokio::test]
@@ -88,4 +88,5 @@ async fn a_bad_keyring_is_degraded_by_key_id_and_holds_the_rollout() {
     let config = run.get(&format!("{CORE}/configmaps/hello-config"));
     let text = config["data"]["config.yaml"].as_str().unwrap();
     assert!(text.contains("active: k2") && !text.contains(SM4), "{text}");
+    assert!(text.contains("digest: sm3"), "{text}");
 }

@@ -252,6 +252,17 @@ pub struct EncryptionSpec {
     /// The id of the key new values are sealed with; the others only read.
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
     pub active: String,
+    /// How the runtime hashes API keys for comparison: `SHA256` (default)
+    /// or `SM3` (GB/T 32905).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<KeyDigest>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum KeyDigest {
+    Sha256,
+    Sm3,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -80,6 +80,10 @@ pub fn runtime_config(cb: &ClawdBot) -> RuntimeConfig {
     if let Some(e) = &cb.spec.encryption {
         cfg.encryption.enabled = true;
         cfg.encryption.active = Some(e.active.clone());
+        cfg.encryption.digest = match e.digest {
+            Some(crate::crd::KeyDigest::Sm3) => rc::encryption::DigestAlgorithm::Sm3,
+            _ => rc::encryption::DigestAlgorithm::Sha256,
+        };
     }
     cfg.knowledge.path = spec.knowledge.as_ref().map(|k| {
         if k.persistent_volume_claim.is_some() {
