@@ -403,14 +403,15 @@ async fn redis_session_history_holds_no_plaintext_and_still_carries_the_conversa
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
+    let redis_keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}*", prefix.0))
         .query_async(&mut c)
         .await
         .unwrap();
     let history: Vec<String> = redis::cmd("LRANGE")
         .arg(
-            keys.iter()
+            redis_keys
+                .iter()
                 .find(|k| k.ends_with(":history"))
                 .expect("a history key"),
         )
@@ -434,6 +435,16 @@ async fn redis_session_history_holds_no_plaintext_and_still_carries_the_conversa
     let messages = store.messages(&sid).await.unwrap();
     assert_eq!(messages[0].content, SECRET);
     assert_eq!(messages[2].content, "and again");
+    assert!(messages.iter().all(|m| m.error.is_none()));
+    // One whose keyring lost 2026 says so per message, never shows ciphertext.
+    let retired = Arc::new(Keyring::new(&keys()[..1], Some("2025".into())));
+    let store = SessionStore::from_config(&cfg, &metrics, retired).unwrap();
+    let messages = store.messages(&sid).await.unwrap();
+    assert_eq!(messages[0].content, "");
+    let why = messages[0].error.as_deref().unwrap();
+    assert!(why.contains("\"2026\""), "{why}");
+    let json = serde_json::to_value(&messages[0]).unwrap();
+    assert_eq!(json["error"], why);
 }
 
 #[tokio::test]

@@ -340,11 +340,13 @@ pub async fn messages(
                 StoredMessage {
                     role: Role::User,
                     created_at: at(e.created_at - e.latency_ms),
+                    error: None,
                     content: e.user_input,
                 },
                 StoredMessage {
                     role: Role::Assistant,
                     created_at: at(e.created_at),
+                    error: None,
                     content: e.bot_response,
                 },
             ]

@@ -125,11 +125,13 @@ impl Hold {
                 role: Role::User,
                 content: user,
                 created_at: SystemTime::now(),
+                error: None,
             });
             h.push_back(StoredMessage {
                 role: Role::Assistant,
                 content: assistant,
                 created_at: SystemTime::now(),
+                error: None,
             });
             while h.len() > self.keep {
                 h.pop_front();

@@ -31,6 +31,10 @@ pub struct StoredMessage {
     pub content: String,
     #[serde(serialize_with = "ser_time")]
     pub created_at: SystemTime,
+    /// Why `content` is empty: stored encrypted and it could not be opened
+    /// (its key is not in the keyring, or it was tampered with).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {

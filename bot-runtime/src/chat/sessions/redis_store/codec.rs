@@ -81,20 +81,25 @@ pub(super) fn entry(
 
 /// Entries that do not parse (written by something else) are skipped; one
 /// whose text cannot be opened (its key left the keyring, or it was
-/// tampered with) stays in place with empty text and a warning naming the
-/// session and the reason.
+/// tampered with) stays in place with empty text, the reason in `error`,
+/// and a warning naming the session.
 pub(super) fn messages(ring: &Keyring, session: &str, raw: Vec<String>) -> Vec<StoredMessage> {
     raw.iter()
         .filter_map(|m| serde_json::from_str::<Entry>(m).ok())
-        .map(|e| StoredMessage {
-            role: e.role,
-            content: ring
-                .open(&e.content, &aad(session, e.role))
-                .unwrap_or_else(|why| {
+        .map(|e| {
+            let (content, error) = match ring.open(&e.content, &aad(session, e.role)) {
+                Ok(text) => (text, None),
+                Err(why) => {
                     tracing::warn!(session_id = session, error = %why, "session history entry unreadable");
-                    String::new()
-                }),
-            created_at: from_epoch_ms(e.at_ms),
+                    (String::new(), Some(why.to_string()))
+                }
+            };
+            StoredMessage {
+                role: e.role,
+                content,
+                created_at: from_epoch_ms(e.at_ms),
+                error,
+            }
         })
         .collect()
 }
@@ -154,7 +159,15 @@ mod tests {
             "转人工"
         );
         // Moved to another session, or relabelled as the bot's answer.
-        assert_eq!(messages(&ring, "s2", vec![stored.clone()])[0].content, "");
+        let moved = &messages(&ring, "s2", vec![stored.clone()])[0];
+        assert_eq!(moved.content, "");
+        assert!(
+            moved
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("failed authentication")
+        );
         let relabelled = stored.replace("\"user\"", "\"assistant\"");
         assert_eq!(messages(&ring, "s1", vec![relabelled])[0].content, "");
         // Written before encryption was on: read as it is.
