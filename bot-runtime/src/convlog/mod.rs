@@ -92,6 +92,9 @@ impl Exchange {
     pub fn opened(mut self, ring: &Keyring) -> (Self, Vec<FieldError>) {
         let mut errors = Vec::new();
         for field in TEXT_FIELDS {
+            if !Keyring::is_sealed(self.text_mut(field)) {
+                continue; // plaintext: read as it is, no copy
+            }
             let aad = self.aad(field);
             let text = self.text_mut(field);
             match ring.open(text, &aad) {

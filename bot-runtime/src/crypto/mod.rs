@@ -172,6 +172,13 @@ impl Keyring {
         String::from_utf8(plain).map_err(|_| OpenError::Malformed)
     }
 
+    /// Whether a stored value is sealed (else plaintext, read as it is):
+    /// callers that own the text skip `open`, its copy and their
+    /// associated data for the common unencrypted case.
+    pub fn is_sealed(stored: &str) -> bool {
+        stored.starts_with(PREFIX)
+    }
+
     /// The key id a stored value names; None for plaintext.
     pub fn key_of(stored: &str) -> Option<&str> {
         stored

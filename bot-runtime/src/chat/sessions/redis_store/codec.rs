@@ -68,12 +68,17 @@ pub(super) fn entry(
     ring: &Keyring,
     session: &str,
     role: Role,
-    content: &str,
+    content: String,
     at: SystemTime,
 ) -> String {
+    let content = if ring.enabled() {
+        ring.seal(&content, &aad(session, role))
+    } else {
+        content
+    };
     serde_json::to_string(&Entry {
         role,
-        content: ring.seal(content, &aad(session, role)),
+        content,
         at_ms: epoch_ms(at),
     })
     .expect("entry serializes")
@@ -87,7 +92,12 @@ pub(super) fn messages(ring: &Keyring, session: &str, raw: Vec<String>) -> Vec<S
     raw.iter()
         .filter_map(|m| serde_json::from_str::<Entry>(m).ok())
         .map(|e| {
-            let (content, error) = match ring.open(&e.content, &aad(session, e.role)) {
+            let opened = if Keyring::is_sealed(&e.content) {
+                ring.open(&e.content, &aad(session, e.role))
+            } else {
+                Ok(e.content)
+            };
+            let (content, error) = match opened {
                 Ok(text) => (text, None),
                 Err(why) => {
                     tracing::warn!(session_id = session, error = %why, "session history entry unreadable");
@@ -128,7 +138,7 @@ mod tests {
             &off,
             "x",
             vec![
-                entry(&off, "x", Role::Assistant, "hi", at),
+                entry(&off, "x", Role::Assistant, "hi".into(), at),
                 "not json".into(),
             ],
         );
@@ -149,7 +159,7 @@ mod tests {
             Some("k".into()),
         );
         let at = from_epoch_ms(1);
-        let stored = entry(&ring, "s1", Role::User, "转人工", at);
+        let stored = entry(&ring, "s1", Role::User, "转人工".into(), at);
         assert!(
             !stored.contains("转人工") && stored.contains("$cb1$k$"),
             "{stored}"
@@ -171,7 +181,7 @@ mod tests {
         let relabelled = stored.replace("\"user\"", "\"assistant\"");
         assert_eq!(messages(&ring, "s1", vec![relabelled])[0].content, "");
         // Written before encryption was on: read as it is.
-        let plain = entry(&Keyring::off(), "s1", Role::User, "hello", at);
+        let plain = entry(&Keyring::off(), "s1", Role::User, "hello".into(), at);
         assert_eq!(messages(&ring, "s1", vec![plain])[0].content, "hello");
     }
 }

@@ -81,8 +81,8 @@ impl Hold {
         let sh = self.shared.clone();
         let keys = sh.keys(&self.id);
         let now = SystemTime::now();
-        let user = codec::entry(&sh.keyring, &self.id, Role::User, &user, now);
-        let assistant = codec::entry(&sh.keyring, &self.id, Role::Assistant, &assistant, now);
+        let user = codec::entry(&sh.keyring, &self.id, Role::User, user, now);
+        let assistant = codec::entry(&sh.keyring, &self.id, Role::Assistant, assistant, now);
         let mut conn = sh.conn.clone();
         let recorded: i64 = RECORD
             .key(&keys.lock)
