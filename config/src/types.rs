@@ -439,6 +439,12 @@ pub struct LoggingConfig {
     pub level: String,
     /// `json` (one object per line, for log collectors) or `text`.
     pub format: LogFormat,
+    /// Log to a file with size-based rotation instead of stdout (hosts
+    /// without journald or a log collector).
+    // Left out of rendered config while unset, so that the operator's
+    // config hash (and every bot's pods) did not change when it was added.
+    #[serde(skip_serializing_if = "LogFileConfig::is_default")]
+    pub file: LogFileConfig,
 }
 
 impl Default for LoggingConfig {
@@ -446,6 +452,39 @@ impl Default for LoggingConfig {
         Self {
             level: "info".into(),
             format: LogFormat::Json,
+            file: LogFileConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogFileConfig {
+    /// The log file, e.g. `/var/log/clawdbot/bot-runtime.log`; unset logs
+    /// to stdout. Rotated files sit beside it as `NAME.1` (newest) ..
+    /// `NAME.<max_files>`. Its folder must exist and be writable.
+    pub path: Option<String>,
+    /// Rotate once the file has grown past this many MiB (whole lines are
+    /// kept together).
+    #[schemars(range(min = 1, max = 102400))]
+    pub max_size_mb: u64,
+    /// Rotated files kept; older ones are deleted.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_files: usize,
+}
+
+impl LogFileConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for LogFileConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            max_size_mb: 100,
+            max_files: 30,
         }
     }
 }

@@ -40,6 +40,30 @@ fn validate_inner(cfg: &RuntimeConfig, credentials: bool) -> Vec<Issue> {
         })
     };
 
+    let log_file = &cfg.logging.file;
+    if log_file
+        .path
+        .as_deref()
+        .is_some_and(|p| p.trim().is_empty())
+    {
+        bad(
+            "logging.file.path",
+            "is empty: name a file, or leave it unset to log to stdout".into(),
+        );
+    }
+    if !(1..=102_400).contains(&log_file.max_size_mb) {
+        bad(
+            "logging.file.max_size_mb",
+            format!("{} is outside 1..=102400", log_file.max_size_mb),
+        );
+    }
+    if !(1..=1000).contains(&log_file.max_files) {
+        bad(
+            "logging.file.max_files",
+            format!("{} is outside 1..=1000", log_file.max_files),
+        );
+    }
+
     if cfg.server.listen.parse::<SocketAddr>().is_err() {
         bad(
             "server.listen",

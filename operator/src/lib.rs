@@ -10,6 +10,7 @@ pub mod labels;
 pub mod leader;
 pub mod liveness;
 pub mod metrics;
+pub mod permissions;
 pub mod render;
 pub mod status;
 pub mod validate;

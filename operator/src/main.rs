@@ -29,6 +29,8 @@ enum Command {
     Run(RunArgs),
     /// Print the ClawdBot CustomResourceDefinition as YAML.
     Crd,
+    /// Print the API permissions the operator needs (JSON), for RBAC checks.
+    Permissions,
     /// Print every object the controller would apply for a ClawdBot, offline.
     Render {
         /// The ClawdBot manifest (YAML).
@@ -91,6 +93,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Permissions) => {
+            let all = clawdbot_operator::permissions::required();
+            match serde_json::to_string_pretty(&all) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cannot print the permissions: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Render { file }) => render_file(&file),
         Some(Command::Run(args)) => run(args),
         None => run(RunArgs::parse_from(["clawdbot-operator"])),

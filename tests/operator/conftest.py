@@ -7,6 +7,7 @@
 The emulator is session-scoped (one process for the whole run): give every test its own namespace
 (the `namespace` fixture) or unique names. Deleting a namespace deletes everything in it.
 """
+import contextlib
 import http.client
 import http.server
 import json
@@ -175,6 +176,13 @@ class Emulator:
     def clear_writes(self):
         self._ok('DELETE', '/_emulator/writes')
 
+    def requests(self):
+        """Every request so far, reads and watches included: dicts with method, path, query, userAgent."""
+        return self.get('/_emulator/requests')
+
+    def clear_requests(self):
+        self._ok('DELETE', '/_emulator/requests')
+
     @staticmethod
     def wait_for(predicate, timeout=10.0, interval=0.05, message='condition'):
         """Poll until predicate() is truthy; returns its value."""
@@ -194,12 +202,14 @@ def _kubectl_bin():
     return str(candidate) if candidate.exists() else shutil.which('kubectl')
 
 
-@pytest.fixture(scope='session')
-def emulator(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp('emulator')
+@contextlib.contextmanager
+def spawn_emulator(workdir, crds=()):
+    """An emulator process serving `crds` (files; default: the ClawdBot CRD) until the block ends."""
     kubeconfig = workdir / 'kubeconfig'
     log = open(workdir / 'emulator.log', 'w')
-    proc = subprocess.Popen([sys.executable, str(HERE / 'emulator.py'), '--port', '0', '--kubeconfig', str(kubeconfig)],
+    crd_args = [a for c in crds for a in ('--crd', str(c))]
+    proc = subprocess.Popen([sys.executable, str(HERE / 'emulator.py'), '--port', '0', '--kubeconfig', str(kubeconfig),
+                             *crd_args],
                             stdout=subprocess.PIPE, stderr=log, text=True,
                             env={**os.environ, 'PYTHONUNBUFFERED': '1'})
     try:
@@ -215,6 +225,12 @@ def emulator(tmp_path_factory):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope='session')
+def emulator(tmp_path_factory):
+    with spawn_emulator(tmp_path_factory.mktemp('emulator')) as emu:
+        yield emu
 
 
 @pytest.fixture

@@ -168,6 +168,7 @@ class Emulator(kmock.KubernetesEmulator):
         self.events = []  # (rv, resource, type, object, previous object): all watch events ever, for resuming
         self.tick = asyncio.Event()  # replaced after every commit; watchers wait on it
         self.writes = []  # the test-observable log of writes
+        self.requests = []  # every request, reads and watches included (the chart's RBAC test)
         self.dry_run = False  # set while serving a ?dryRun=All request: compute the answer, commit nothing
         self.schemas = {}  # resource -> its CRD's openAPIV3Schema (for defaulting); none for built-in types
 
@@ -248,6 +249,12 @@ class Emulator(kmock.KubernetesEmulator):
             if raw.method == 'DELETE':
                 self.writes.clear()
             return aiohttp.web.json_response(self.writes)
+        if raw.path == '/_emulator/requests':
+            if raw.method == 'DELETE':
+                self.requests.clear()
+            return aiohttp.web.json_response(self.requests)
+        self.requests.append({'method': raw.method, 'path': raw.path, 'query': raw.query_string,
+                              'userAgent': raw.headers.get('User-Agent', '')})
         if raw.path in ('/healthz', '/livez', '/readyz'):
             return aiohttp.web.Response(text='ok')
         if raw.path.startswith('/openapi/v3'):

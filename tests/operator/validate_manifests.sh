@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Offline checks of the example manifests (examples/*.yaml holding a ClawdBot):
+# Offline checks of the example manifests (examples/*.yaml and
+# examples/gitops/bots/*.yaml holding a ClawdBot):
 #
 #   1. `clawdbot-operator render` of each example's ClawdBot and of each
 #      edge-case fixture (operator/tests/fixtures), and the other documents of
@@ -154,7 +155,7 @@ PY
 
 # --- 1. rendered children and example Secrets ------------------------------------
 examples=()
-for f in examples/*.yaml; do
+for f in examples/*.yaml examples/gitops/bots/*.yaml; do
     grep -q '^kind: ClawdBot' "$f" && examples+=("$f")
 done
 (( ${#examples[@]} > 0 )) || die "no ClawdBot examples in examples/"

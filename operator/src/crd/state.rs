@@ -88,7 +88,7 @@ pub struct DatabaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<ManagedPostgres>,
     /// A CloudNativePG Cluster `<name>-db` (needs the CloudNativePG operator):
-    /// replicas, failover and backups by CloudNativePG.
+    /// replicas and failover by CloudNativePG (backups: configure them on the Cluster).
     #[serde(
         default,
         rename = "cloudNativePG",
