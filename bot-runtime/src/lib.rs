@@ -64,6 +64,12 @@ where
              may chat and read every conversation; set auth.api_keys (CLAWDBOT_API_KEYS)"
         );
     }
+    if st.cfg.server.cors_allowed_origins.iter().any(|o| o == "*") {
+        tracing::warn!(
+            "server.cors_allowed_origins has \"*\": every website may call this API from its \
+             visitors' browsers; list the origins that serve your pages instead"
+        );
+    }
     let f = &st.cfg.feishu;
     if f.enabled
         && f.mode == clawdbot_config::FeishuMode::Webhook

@@ -238,3 +238,12 @@ impl Drop for Prefix {
         }
     }
 }
+
+/// SIGTERM, then everything the process wrote.
+pub fn stop_and_collect(child: std::process::Child) -> std::process::Output {
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
