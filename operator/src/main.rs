@@ -41,9 +41,11 @@ enum Command {
 
 #[derive(Parser, Clone)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all
+    /// namespaces). Each gets watches of its own, so the operator needs
+    /// access to those namespaces only.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Namespace of the leader-election Lease (default: POD_NAMESPACE, else "default").
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -276,20 +278,27 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     {
         warn_old_server(&recorder, &version.git_version).await;
     }
-    let mut ctx = Context::new(
-        client.clone(),
-        recorder,
-        metrics.clone(),
-        Apis::default(),
-        args.runtime_image.clone(),
-    );
-    ctx.operator_namespace = std::env::var("POD_NAMESPACE").ok();
-    ctx.probe_url = args.probe_url.clone();
-    ctx.liveness = liveness;
-    let ctx = Arc::new(ctx);
+    let scopes = watch_scopes(&args.namespaces);
+    tracing::info!(namespaces = ?scopes, "watching (None: every namespace)");
+    let contexts: Vec<_> = scopes
+        .iter()
+        .map(|scope| {
+            let mut ctx = Context::new(
+                client.clone(),
+                recorder.clone(),
+                metrics.clone(),
+                Apis::default(),
+                args.runtime_image.clone(),
+            );
+            ctx.operator_namespace = std::env::var("POD_NAMESPACE").ok();
+            ctx.probe_url = args.probe_url.clone();
+            ctx.liveness = liveness.clone();
+            (Arc::new(ctx), scope.clone())
+        })
+        .collect();
     let rediscover = std::time::Duration::from_secs(args.rediscover_secs.max(1));
     ready.store(true, Ordering::SeqCst);
-    let (namespace, concurrency) = (args.namespace.clone(), args.concurrency);
+    let concurrency = args.concurrency;
     let lease = LeaseSettings {
         name: args.lease_name.clone(),
         namespace: args.lease_namespace.clone(),
@@ -298,16 +307,40 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         grace_secs: 5,
     };
     run_as_leader(client, lease, metrics, shutdown_rx, move |stop| {
-        let ctx = ctx.clone();
-        let namespace = namespace.clone();
+        let runs: Vec<_> = contexts
+            .iter()
+            .map(|(ctx, scope)| {
+                controller::run(
+                    ctx.clone(),
+                    scope.clone(),
+                    concurrency,
+                    stop.clone(),
+                    rediscover,
+                )
+            })
+            .collect();
         async move {
-            controller::run(ctx, namespace, concurrency, stop, rediscover).await;
+            futures_util::future::join_all(runs).await;
         }
     })
     .await?;
     http_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The scopes to watch: each named namespace once, or `[None]` (every
+/// namespace) when none is named.
+fn watch_scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    let named: std::collections::BTreeSet<_> = namespaces
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if named.is_empty() {
+        return vec![None];
+    }
+    named.into_iter().map(|n| Some(n.to_owned())).collect()
 }
 
 /// The runtime pods' preStop `sleep` action needs Kubernetes 1.30: on an
@@ -360,4 +393,21 @@ async fn wait_for_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_comma_separated_deduplicated_or_all() {
+        let args =
+            RunArgs::try_parse_from(["run", "--namespace", "team-b,team-a, team-a,"]).unwrap();
+        assert_eq!(
+            watch_scopes(&args.namespaces),
+            [Some("team-a".to_owned()), Some("team-b".to_owned())]
+        );
+        let args = RunArgs::try_parse_from(["run"]).unwrap();
+        assert_eq!(watch_scopes(&args.namespaces), [None]);
+    }
 }

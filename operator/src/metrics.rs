@@ -1,5 +1,6 @@
 //! The operator's own Prometheus metrics.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use kube::ResourceExt;
@@ -22,7 +23,8 @@ pub struct Metrics {
     /// their status at each scrape (as kube-state-metrics does), so a
     /// deleted bot or a dropped condition leaves no stale series and no
     /// reconcile in flight can bring one back.
-    bots: Mutex<Option<Store<DynamicObject>>>,
+    /// The ClawdBot watch cache of each watched scope (a namespace, or "" for all).
+    bots: Mutex<BTreeMap<String, Store<DynamicObject>>>,
 }
 
 impl Metrics {
@@ -90,20 +92,25 @@ impl Metrics {
             managed,
             leader,
             conditions,
-            bots: Mutex::new(None),
+            bots: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The watch cache of ClawdBots (None while the watches are rebuilt).
-    pub fn set_bot_store(&self, store: Option<Store<DynamicObject>>) {
-        *self.bots.lock().unwrap_or_else(|e| e.into_inner()) = store;
+    /// The watch cache of ClawdBots of one watched scope (a namespace, or
+    /// "" for all of them); None while its watches are rebuilt.
+    pub fn set_bot_store(&self, scope: &str, store: Option<Store<DynamicObject>>) {
+        let mut bots = self.bots.lock().unwrap_or_else(|e| e.into_inner());
+        match store {
+            Some(s) => bots.insert(scope.to_owned(), s),
+            None => bots.remove(scope),
+        };
     }
 
     /// `clawdbot_operator_bot_condition` from each cached bot's
     /// `status.conditions` (what the `ClawdBotDegraded` alert reads).
-    fn refresh_conditions(&self, bots: &Option<Store<DynamicObject>>) {
+    fn refresh_conditions(&self, bots: &BTreeMap<String, Store<DynamicObject>>) {
         self.conditions.reset();
-        for bot in bots.iter().flat_map(|s| s.state()) {
+        for bot in bots.values().flat_map(|s| s.state()) {
             let (ns, name) = (bot.namespace().unwrap_or_default(), bot.name_any());
             let conditions = bot
                 .data
@@ -176,7 +183,7 @@ mod tests {
         };
         let mut w = Writer::<DynamicObject>::new(ar);
         let m = Metrics::new();
-        m.set_bot_store(Some(w.as_reader()));
+        m.set_bot_store("", Some(w.as_reader()));
         let degraded = bot(
             "bot",
             json!([{"type": "Ready", "status": "False"}, {"type": "Degraded", "status": "True"}]),

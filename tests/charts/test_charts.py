@@ -84,7 +84,7 @@ def test_bots_chart_renders_each_example_spec_unchanged(bot, tmp_path):
     (OPERATOR_CHART, ['--set', 'replicaCount=two'], '/replicaCount'),
     (OPERATOR_CHART, ['--set', 'replicaCount=0'], '/replicaCount'),
     (OPERATOR_CHART, ['--set', 'logFormat=xml'], '/logFormat'),
-    (OPERATOR_CHART, ['--set', 'watchNamespaces={team-a,team-b}'], '/watchNamespaces'),
+    (OPERATOR_CHART, ['--set', 'watchNamespaces={team-a,team-a}'], '/watchNamespaces'),
     (OPERATOR_CHART, ['--set', 'watchNamespaces={Team_A}'], '/watchNamespaces/0'),
     (OPERATOR_CHART, ['--set', 'crds.instal=true'], 'instal'),
     (OPERATOR_CHART, ['--set', 'image.pullPolicy=Sometimes'], '/image/pullPolicy'),
@@ -161,14 +161,17 @@ def test_rbac_grants_exactly_what_the_operator_code_needs(mode):
     sa = deployment['spec']['template']['spec']['serviceAccountName']
     env = {e['name']: e.get('value') for e in deployment['spec']['template']['spec']['containers'][0]['env']}
     watched = env.get('WATCH_NAMESPACE')
-    assert (watched == 'team-a') if mode == 'namespaced' else watched is None
+    assert (watched == 'team-a,team-b') if mode == 'namespaced' else watched is None
     grants = Grants(docs, 'clawdbot-system', sa)
     needed = required_permissions()
     for p in needed:
         group, resource = p['apiGroup'], p['resource']
+        wheres = {'cluster': [None], 'own': ['clawdbot-system'],
+                  'watched': watched.split(',') if watched else [None]}[p['scope']]
         for verb in p['verbs']:
-            where = {'cluster': None, 'own': 'clawdbot-system', 'watched': watched}[p['scope']]
-            assert grants.allows(group, resource, verb, where), f'{verb} {group}/{resource} ({p["scope"]}) not granted'
+            for where in wheres:
+                assert grants.allows(group, resource, verb, where), \
+                    f'{verb} {group}/{resource} ({p["scope"]}, {where or "cluster-wide"}) not granted'
     # Nothing beyond the list: every granted verb is one the code uses.
     used = {(p['apiGroup'], p['resource'], v) for p in needed for v in p['verbs']}
     for rule in grants.cluster + [r for rules in grants.namespaced.values() for r in rules]:

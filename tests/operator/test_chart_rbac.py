@@ -1,7 +1,7 @@
 """The operator chart's RBAC against what the real operator does: the chart is rendered (cluster-wide and
 namespace-scoped), installed into a fresh API emulator that serves every optional API (CloudNativePG, the
 Prometheus Operator), a production-like ClawdBot is reconciled, edited, has a referenced Secret rotated and is
-deleted; then every request the operator made (reads and watches included: the emulator logs them all) must be
+deleted (in two namespaces); then every request the operator made (reads and watches included: the emulator logs them all) must be
 allowed by the Roles the chart bound to its ServiceAccount."""
 import os
 import pathlib
@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import urllib.parse
+import urllib.request
 
 import pytest
 import yaml
@@ -22,7 +23,7 @@ from chartlib import OPERATOR_CHART, Grants, render  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CRDS = [ROOT / 'crds/clawdbot.io_clawdbots.yaml', *sorted((ROOT / 'tests/operator/crds').glob('*.yaml'))]
 RELEASE_NS = 'clawdbot-system'
-WATCHED = 'team-a'  # the namespace of ci/namespaced-values.yaml
+WATCHED = ['team-a', 'team-b']  # the namespaces of ci/namespaced-values.yaml
 PATH = re.compile(r'^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?'
                   r'/(?P<plural>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$')
 DISCOVERY = re.compile(r'^/(version|api|apis|openapi/.*|apis/[^/]+|apis/[^/]+/[^/]+|api/v1)/?$')
@@ -54,8 +55,7 @@ def production_bot(ns):
         d['metadata']['namespace'] = ns
         if d['kind'] == 'ClawdBot':  # a named StorageClass: the operator checks that it exists
             d['spec']['database']['managed']['storageClassName'] = 'fast'
-    return [{'apiVersion': 'storage.k8s.io/v1', 'kind': 'StorageClass', 'metadata': {'name': 'fast'},
-             'provisioner': 'example.com/fast'}, *docs]
+    return docs
 
 
 def reconciled(emulator, path):
@@ -72,16 +72,19 @@ def test_every_request_the_operator_makes_is_allowed_by_the_charts_roles(mode, t
     pod = deployment['spec']['template']['spec']
     env = {e['name']: e['value'] for e in pod['containers'][0]['env'] if 'value' in e}
     grants = Grants(docs, RELEASE_NS, pod['serviceAccountName'])
-    bot_ns = WATCHED if mode == 'namespaced' else 'bots'
+    bot_namespaces = WATCHED if mode == 'namespaced' else ['bots', 'other']
 
     with spawn_emulator(tmp_path, CRDS) as emulator:
-        for ns in {RELEASE_NS, bot_ns}:
+        for ns in [RELEASE_NS, *bot_namespaces]:
             emulator.create({'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': ns}})
         for doc in docs:  # the chart as installed (its CRD is served already)
             if doc['kind'] != 'CustomResourceDefinition':
                 emulator.create(doc)
-        for doc in production_bot(bot_ns):  # a StorageClass, the bot's Secrets, the bot
-            emulator.create(doc)
+        emulator.create({'apiVersion': 'storage.k8s.io/v1', 'kind': 'StorageClass', 'metadata': {'name': 'fast'},
+                         'provisioner': 'example.com/fast'})
+        for ns in bot_namespaces:  # the bot's Secrets and the bot, in each namespace
+            for doc in production_bot(ns):
+                emulator.create(doc)
         emulator.clear_requests()
 
         log = open(tmp_path / 'operator.log', 'w')
@@ -91,19 +94,27 @@ def test_every_request_the_operator_makes_is_allowed_by_the_charts_roles(mode, t
         proc = subprocess.Popen([operator_bin(), *pod['containers'][0]['args'], '--metrics-addr', f'127.0.0.1:{port}',
                                  '--rediscover-secs', '1'], stdout=log, stderr=subprocess.STDOUT, env=run_env)
         try:
-            path = f'/apis/clawdbot.io/v1alpha1/namespaces/{bot_ns}/clawdbots/support-bot'
-            wait_for(lambda: reconciled(emulator, path), timeout=60, message='the ClawdBot to be reconciled')
-            for kind in ('statefulsets/support-bot-redis', 'statefulsets/support-bot-db',
-                         'deployments/support-bot'):
-                wait_for(lambda: get_or_none(emulator, f'/apis/apps/v1/namespaces/{bot_ns}/{kind}'),
-                         timeout=30, message=kind)
+            paths = {ns: f'/apis/clawdbot.io/v1alpha1/namespaces/{ns}/clawdbots/support-bot' for ns in bot_namespaces}
+            for ns, path in paths.items():  # every watched namespace is reconciled
+                wait_for(lambda: reconciled(emulator, path), timeout=60, message=f'the ClawdBot in {ns}')
+                for kind in ('statefulsets/support-bot-redis', 'statefulsets/support-bot-db',
+                             'deployments/support-bot'):
+                    wait_for(lambda: get_or_none(emulator, f'/apis/apps/v1/namespaces/{ns}/{kind}'),
+                             timeout=30, message=f'{kind} in {ns}')
             # An edit, a rotated Secret, then deletion: update, watch-driven and clean-up paths.
+            ns, path = next(iter(paths.items()))
             emulator.patch(path, {'spec': {'replicas': 4, 'autoscaling': {'enabled': False}}})
             wait_for(lambda: reconciled(emulator, path), timeout=30, message='the edit to be reconciled')
-            emulator.patch(f'/api/v1/namespaces/{bot_ns}/secrets/support-bot-credentials',
+            emulator.patch(f'/api/v1/namespaces/{ns}/secrets/support-bot-credentials',
                            {'stringData': {'model-api-key': 'rotated'}})
-            emulator.delete(path)
-            wait_for(lambda: get_or_none(emulator, path) is None, timeout=30, message='the ClawdBot to go')
+            # The condition series cover every watched namespace.
+            with urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=5) as r:
+                scraped = r.read().decode()
+            for other in bot_namespaces:
+                assert f'namespace="{other}"' in scraped, f'no clawdbot_operator_bot_condition for {other}'
+            for path in paths.values():
+                emulator.delete(path)
+                wait_for(lambda: get_or_none(emulator, path) is None, timeout=30, message='the ClawdBot to go')
         finally:
             proc.terminate()
             proc.wait(timeout=15)

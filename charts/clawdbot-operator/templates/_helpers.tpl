@@ -23,12 +23,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- default (include "clawdbot-operator.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
-{{/* The one watched namespace, or empty for all. */}}
-{{- define "clawdbot-operator.watchNamespace" -}}
-{{- first .Values.watchNamespaces | default "" -}}
+{{/* The watched namespaces, comma-separated (WATCH_NAMESPACE), or empty for all. */}}
+{{- define "clawdbot-operator.watchNamespaces" -}}
+{{- join "," .Values.watchNamespaces -}}
 {{- end -}}
 
-{{/* Rules needed wherever ClawdBots are reconciled (a ClusterRole, or a Role per watched namespace). Each is in the chart README and matches `clawdbot-operator permissions`. */}}
+{{/* Rules needed wherever ClawdBots are reconciled (a ClusterRole, or a Role in each watched namespace). Each is in the chart README and matches `clawdbot-operator permissions`. */}}
 {{- define "clawdbot-operator.watchedRules" -}}
 # What it reconciles. It never writes a ClawdBot's spec, only its status.
 - apiGroups: ["clawdbot.io"]

@@ -37,9 +37,11 @@ use super::children::Meta;
 use super::{Apis, Context, error_policy, reconcile};
 use crate::crd::monitoring::{PrometheusRule, ServiceMonitor};
 
-/// Runs the controller until `stop` turns true. Discovery is repeated
-/// every `rediscover`; when the served APIs change, the watches are
-/// rebuilt (every bot is then reconciled once).
+/// Runs the controller for one scope (a namespace, or all with None) until
+/// `stop` turns true. Discovery is repeated every `rediscover`; when the
+/// served APIs change, the watches are rebuilt (every bot is then
+/// reconciled once). Several namespaces: one run each, each with its own
+/// Context (its watch caches are per scope).
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
@@ -76,7 +78,8 @@ pub async fn run(
         watcher_task.abort();
         ctx.children.clear();
         ctx.secrets.set_store(None);
-        ctx.metrics.set_bot_store(None);
+        ctx.metrics
+            .set_bot_store(namespace.as_deref().unwrap_or_default(), None);
         if *stop.borrow() {
             return;
         }
@@ -166,7 +169,10 @@ async fn run_once(
     };
     let writer = Writer::<DynamicObject>::new(ar.clone());
     let reader = writer.as_reader();
-    ctx.metrics.set_bot_store(Some(reader.clone()));
+    ctx.metrics.set_bot_store(
+        namespace.as_deref().unwrap_or_default(),
+        Some(reader.clone()),
+    );
     let liveness = ctx.liveness.clone();
     let gone_ctx = ctx.clone();
     let bot_events = watcher(bots, watcher::Config::default())
