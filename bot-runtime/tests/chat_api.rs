@@ -83,6 +83,8 @@ async fn streaming_sends_deltas_then_done() {
             .unwrap()
             .starts_with("text/event-stream")
     );
+    // Proxies that buffer by default (nginx) are asked not to.
+    assert_eq!(r.headers()["x-accel-buffering"], "no");
     let events = sse_events(&r.text().await.unwrap());
     let deltas: Vec<_> = events.iter().filter(|(e, _)| e == "delta").collect();
     assert_eq!(deltas.len(), 4);

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -265,8 +265,12 @@ fn stream_reply(
         let _ = tx.send(json_event("done", &done)).await;
     });
     let events = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-    Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    // X-Accel-Buffering: a proxy that buffers by default (nginx) passes
+    // this stream through token by token, as on /v1/chat/completions.
+    (
+        [(header::HeaderName::from_static("x-accel-buffering"), "no")],
+        Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
         .into_response()
 }
 
