@@ -15,6 +15,7 @@ import urllib.request
 
 import pytest
 import yaml
+from dockerfile_parse import DockerfileParser
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / 'Dockerfile'
@@ -30,20 +31,16 @@ def binary(env, name):
 
 
 def stages():
-    """{stage name: [(instruction, argument text)]}, continuation lines joined."""
-    text = re.sub(r'\\\n', ' ', DOCKERFILE.read_text())
+    """{stage name: [(instruction, argument text)]}, read with dockerfile-parse (continuations joined)."""
     out, current = {}, None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith('#'):
-            continue
-        op, _, rest = line.partition(' ')
-        if op.upper() == 'FROM':
-            m = re.match(r'(\S+)(?:\s+AS\s+(\S+))?', rest, re.I)
+    for ins in DockerfileParser(path=str(DOCKERFILE)).structure:
+        op, value = ins['instruction'], ins['value'].strip()
+        if op == 'FROM':
+            m = re.match(r'(\S+)(?:\s+AS\s+(\S+))?', value, re.I)
             current = m[2] or m[1]
             out[current] = [('FROM', m[1])]
-        elif current:
-            out[current].append((op.upper(), rest.strip()))
+        elif current and op != 'COMMENT':
+            out[current].append((op, value))
     return out
 
 
