@@ -385,6 +385,8 @@ fn state_errors(s: &ClawdBotSpec, name: &str, bad: &mut impl FnMut(&str, String)
 fn renamed(key: &str) -> Option<String> {
     let map = [
         ("server.trusted_proxies", "spec.trustedProxies"),
+        ("server.cors_allowed_origins", "spec.corsAllowedOrigins"),
+        ("logs.retention_days", "spec.conversationLogs.retentionDays"),
         (
             "server.rate_limit.requests_per_second",
             "spec.rateLimit.requestsPerSecond",

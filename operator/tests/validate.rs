@@ -647,9 +647,13 @@ fn parse_reads_good_objects() {
 }
 
 #[test]
-fn trusted_proxies_and_rate_limit_are_checked_through_the_runtime_rules() {
+fn proxies_cors_rate_limit_and_retention_are_checked_through_the_runtime_rules() {
     let cb = bot(with(|s| {
         s.trusted_proxies = Some(vec!["10.0.0.0/8".into(), "not-a-net".into()]);
+        s.cors_allowed_origins = vec!["https://chat.example.com/path".into()];
+        s.conversation_logs = Some(clawdbot_operator::crd::ConversationLogsSpec {
+            retention_days: Some(0),
+        });
         s.rate_limit = Some(clawdbot_operator::crd::RateLimitSpec {
             requests_per_second: -1.0,
             burst: Some(0),
@@ -669,6 +673,14 @@ fn trusted_proxies_and_rate_limit_are_checked_through_the_runtime_rules() {
     );
     assert!(
         fields.contains(&"spec.rateLimit.burst".to_owned()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"spec.corsAllowedOrigins[0]".to_owned()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"spec.conversationLogs.retentionDays".to_owned()),
         "{fields:?}"
     );
 }

@@ -151,6 +151,15 @@ pub struct ClawdBotSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Origins (`https://chat.example.com`, no path) whose pages may call the
+    /// bot's API from a browser (CORS). Empty: only the bot's own web chat.
+    /// `*` lets every website do so; the runtime warns about it at start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub cors_allowed_origins: Vec<String>,
+    /// The conversation log: how long exchanges are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_logs: Option<ConversationLogsSpec>,
     /// Stop reconciling: the operator makes no changes to this bot's objects
     /// until it is set back to false.
     #[serde(default)]
@@ -583,6 +592,16 @@ pub struct RateLimitSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub burst: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationLogsSpec {
+    /// Exchanges older than this many days are deleted from the database,
+    /// in small batches. Unset: kept until you delete them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]

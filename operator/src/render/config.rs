@@ -47,6 +47,10 @@ pub fn runtime_config(cb: &ClawdBot) -> RuntimeConfig {
             .map(|s| (*s).to_owned())
             .collect(),
     };
+    cfg.server.cors_allowed_origins = spec.cors_allowed_origins.clone();
+    if let Some(logs) = &spec.conversation_logs {
+        cfg.logs.retention_days = logs.retention_days;
+    }
     if let Some(rl) = &spec.rate_limit {
         cfg.server.rate_limit.requests_per_second = rl.requests_per_second;
         if let Some(b) = rl.burst {
