@@ -1,5 +1,5 @@
-"""Process harness shared by the Python test suites (tests/python and
-tests/channels): require a binary named by an environment variable, start it
+"""Process harness shared by the Python test suites (tests/python,
+tests/channels and tests/deploy; their failure reports through attach_logs.py): require a binary named by an environment variable, start it
 with its output in a log file, wait until it is ready, read its log back for
 failure reports, stop it.
 

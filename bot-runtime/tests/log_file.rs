@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::*;
 use serde_json::{Value, json};
@@ -26,11 +26,7 @@ async fn logs_go_to_the_file_as_json_lines_and_not_to_stdout() {
     wait_ready(&base).await;
     let (status, _) = post_json(&format!("{base}/api/v1/chat"), json!({"message": "hi"})).await;
     assert_eq!(status, 200);
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = stop_and_collect(child);
     assert!(out.status.success());
     assert!(
         out.stdout.is_empty(),

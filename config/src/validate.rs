@@ -875,6 +875,29 @@ mod tests {
     }
 
     #[test]
+    fn log_file_keys_are_checked() {
+        let mut c = RuntimeConfig::default();
+        c.logging.file.path = Some(" ".into());
+        c.logging.file.max_size_mb = 0;
+        c.logging.file.max_files = 1001;
+        let keys: Vec<_> = validate(&c).into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "logging.file.path",
+                "logging.file.max_size_mb",
+                "logging.file.max_files"
+            ]
+        );
+        c.logging.file = crate::LogFileConfig {
+            path: Some("/var/log/clawdbot/bot-runtime.log".into()),
+            max_size_mb: 1,
+            max_files: 1,
+        };
+        assert!(validate(&c).is_empty());
+    }
+
+    #[test]
     fn log_writer_keys_are_checked() {
         let mut c = RuntimeConfig::default();
         c.logs.retention_days = Some(0);

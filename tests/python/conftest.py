@@ -20,6 +20,7 @@ import pytest
 # The process harness shared with tests/channels (plain stdlib: tests/pyharness.py).
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 import pyharness as ph  # noqa: E402
+from attach_logs import AttachLogs  # noqa: E402
 from pyharness import Service  # noqa: E402
 
 # The mock's canned reply. Several words, so a stream has several content
@@ -108,19 +109,6 @@ def local_runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
 
 # --- attach the services' logs to failing tests ------------------------------
 
-_LOG_OFFSETS = pytest.StashKey[dict]()
 
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item):
-    # Session fixtures are up by now; remember where their logs end.
-    item.stash[_LOG_OFFSETS] = ph.log_offsets(_SERVICES)
-    return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    report = yield
-    if report.when == "call" and report.failed:
-        report.sections.extend(ph.log_sections(_SERVICES, item.stash.get(_LOG_OFFSETS, {})))
-    return report
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(AttachLogs(_SERVICES), "attach-logs")
