@@ -1,7 +1,7 @@
 """Process harness shared by the Python test suites (tests/python,
-tests/channels and tests/deploy; their failure reports through attach_logs.py): require a binary named by an environment variable, start it
-with its output in a log file, wait until it is ready, read its log back for
-failure reports, stop it.
+tests/channels, tests/deploy): require a binary named by an environment
+variable, start it with its output in a log file, wait until it is ready,
+read its log back for failure reports (tests/attach_logs.py), stop it.
 
 Plain standard library on purpose: each suite runs in its own virtualenv, and
 each adds this directory to sys.path from its conftest.py. Where a fixture has
