@@ -1,6 +1,7 @@
 //! Knowledge retrieval at scale, for `make bench`: builds an index of
 //! 10,000 synthetic bilingual FAQ entries and times the build and each
-//! search (p50/p99). Prints one JSON object.
+//! search (p50/p99), with the process's resident memory after the build.
+//! Prints one JSON object.
 //!
 //!   cargo run --release -p bot-runtime --example knowledge_bench -- [EMBEDDINGS_GGUF] [ENTRIES]
 //!
@@ -83,6 +84,14 @@ fn entries(n: usize) -> Vec<Entry> {
         .collect()
 }
 
+/// This process's resident memory now (Linux), in MB.
+fn rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -130,6 +139,8 @@ fn main() {
     let started = Instant::now();
     let kb = KnowledgeBase::from_entries(all, 3, embeddings.as_deref().map(Path::new));
     let build_s = started.elapsed().as_secs_f64();
+    // The index and the embedding model, before any question.
+    let rss_after_build_mb = rss_mb();
     // 500 different questions (no two alike), about sites that exist.
     let sites = n.div_ceil(VERBS.len() * THINGS.len()).max(1);
     let en: Vec<String> = (0..500)
@@ -168,6 +179,7 @@ fn main() {
             "entries": n,
             "dense": kb.dense(),
             "build_s": build_s,
+            "rss_after_build_mb": rss_after_build_mb,
             "search_en_p50_ms": en_p50,
             "search_en_p99_ms": en_p99,
             "search_zh_p50_ms": zh_p50,

@@ -1,10 +1,10 @@
-//! Dense retrieval: sentence embeddings from all-MiniLM-L6-v2 run by
-//! llama.cpp (a GGUF written from the model's safetensors at set-up;
+//! Dense retrieval's model: sentence embeddings from all-MiniLM-L6-v2 run
+//! by llama.cpp (a GGUF written from the model's safetensors at set-up;
 //! several times faster than candle's BERT per question, docs/benchmarks.md),
-//! mean of the token vectors, unit length, compared by cosine. Catches
-//! paraphrases that share few words ("my laptop" for "my own machine").
-//! Vectors are cached by the text's hash, so a reload only embeds the
-//! phrasings that changed.
+//! mean of the token vectors. Catches paraphrases that share few words
+//! ("my laptop" for "my own machine"); the index the vectors go into is
+//! `vectors.rs`. Phrasings' vectors are cached by the text's hash, so a
+//! reload only embeds the phrasings that changed.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -19,6 +19,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::token::LlamaToken;
 use sha2::{Digest, Sha256};
 
+use super::vectors::Code;
 use crate::llama;
 
 /// Word pieces per text: MiniLM was trained on 256 at most.
@@ -41,9 +42,11 @@ const INDEXING: Pass = Pass {
     threads: 0,
 };
 /// A question: a dozen word pieces. One llama.cpp thread each: with two, a
-/// question takes 2.4 ms at the median but 20 ms whenever the other vCPU
-/// is busy (they meet at a barrier after every layer), with one 4.4 ms
-/// steadily (docs/benchmarks.md); questions run side by side instead.
+/// question takes 2.4 ms at the median when questions come back to back
+/// but 9-14 ms when they come a millisecond or more apart, as real ones
+/// do (the second thread waits for an idle vCPU to wake, and the two meet
+/// at a barrier after every layer); with one, 4.2-5.5 ms either way
+/// (docs/benchmarks.md). Questions run side by side instead.
 const QUESTION: Pass = Pass {
     tokens: MAX_TOKENS,
     texts: 1,
@@ -66,7 +69,7 @@ pub struct Embedder {
     /// one for indexing, so a reload never holds a question up.
     questions: Sender<Job>,
     indexing: Sender<Job>,
-    cache: Mutex<HashMap<[u8; 32], Arc<Vec<f32>>>>,
+    cache: Mutex<HashMap<[u8; 32], Arc<Code>>>,
 }
 
 impl Embedder {
@@ -97,8 +100,8 @@ impl Embedder {
         })
     }
 
-    /// Unit vectors for `texts`, from the cache where known.
-    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Arc<Vec<f32>>>, String> {
+    /// The vectors of `texts` (8-bit), from the cache where known.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Arc<Code>>, String> {
         let keys: Vec<[u8; 32]> = texts
             .iter()
             .map(|t| Sha256::digest(t.as_bytes()).into())
@@ -114,15 +117,16 @@ impl Embedder {
             let vectors = ask(&self.indexing, texts)?;
             let mut cache = self.cache.lock().map_err(|_| "embedding cache poisoned")?;
             for (&i, v) in missing.iter().zip(vectors) {
-                cache.insert(keys[i], Arc::new(v));
+                cache.insert(keys[i], Arc::new(Code::of(&v)));
             }
         }
         let cache = self.cache.lock().map_err(|_| "embedding cache poisoned")?;
         Ok(keys.iter().filter_map(|k| cache.get(k).cloned()).collect())
     }
 
-    /// A question's vector; not cached (questions rarely repeat, and the
-    /// cache would grow with every user).
+    /// A question's vector, of any length (the index scales it); not
+    /// cached (questions rarely repeat, and the cache would grow with
+    /// every user).
     pub fn embed_query(&self, text: &str) -> Result<Vec<f32>, String> {
         ask(&self.questions, vec![text.to_owned()])?
             .pop()
@@ -227,7 +231,7 @@ fn work(
                 let v = ctx.embeddings_seq_ith(seq as i32).map_err(|_| {
                     format!("{shown} gave no sentence vector (not an embedding model?)")
                 })?;
-                out.push(unit(v));
+                out.push(v.to_vec());
             }
             Ok::<_, String>(())
         });
@@ -262,125 +266,9 @@ fn passes(tokens: &[Vec<LlamaToken>], pass: Pass) -> Vec<&[Vec<LlamaToken>]> {
     groups
 }
 
-/// `v` scaled to length 1 (cosine becomes a dot product).
-fn unit(v: &[f32]) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter().map(|x| x / norm).collect()
-    } else {
-        v.to_vec()
-    }
-}
-
-/// One vector per phrasing (question or alternative) of each entry, in
-/// one contiguous array so a search is a single pass over memory.
-pub struct DenseIndex {
-    dim: usize,
-    vectors: Vec<f32>,
-    owners: Vec<usize>,
-    entries: usize,
-}
-
-impl DenseIndex {
-    pub fn new(rows: Vec<(usize, Arc<Vec<f32>>)>) -> Self {
-        let dim = rows.first().map_or(0, |(_, v)| v.len());
-        let entries = rows.iter().map(|(e, _)| e + 1).max().unwrap_or(0);
-        let mut vectors = Vec::with_capacity(rows.len() * dim);
-        let mut owners = Vec::with_capacity(rows.len());
-        for (entry, v) in rows.into_iter().filter(|(_, v)| v.len() == dim) {
-            vectors.extend_from_slice(&v);
-            owners.push(entry);
-        }
-        Self {
-            dim,
-            vectors,
-            owners,
-            entries,
-        }
-    }
-
-    /// Each entry's best cosine (over its phrasings) with `query`; entries
-    /// without a vector get -1.
-    pub fn cosines(&self, query: &[f32]) -> Vec<f32> {
-        let mut best = vec![-1.0f32; self.entries];
-        if self.dim == 0 || query.len() != self.dim {
-            return best;
-        }
-        for (row, &entry) in self.vectors.chunks_exact(self.dim).zip(&self.owners) {
-            let cos = dot(row, query);
-            if cos > best[entry] {
-                best[entry] = cos;
-            }
-        }
-        best
-    }
-
-    /// Entries by cosine, best first, at most `limit`.
-    pub fn ranking(cosines: &[f32], limit: usize) -> Vec<usize> {
-        super::best(cosines, -1.0, limit)
-    }
-}
-
-/// Dot product in eight lanes, so the compiler can vectorise it (a plain
-/// float sum must keep its order and cannot be).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// Reciprocal rank fusion of rankings (entry indices, best first): each
-/// ranking gives an entry 1 / (60 + rank). Best first.
-pub fn fuse(rankings: &[Vec<usize>]) -> Vec<usize> {
-    const K: f32 = 60.0;
-    let mut score: HashMap<usize, f32> = HashMap::new();
-    for ranking in rankings {
-        for (rank, &entry) in ranking.iter().enumerate() {
-            *score.entry(entry).or_default() += 1.0 / (K + rank as f32 + 1.0);
-        }
-    }
-    let mut fused: Vec<(usize, f32)> = score.into_iter().collect();
-    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    fused.into_iter().map(|(e, _)| e).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fusion_rewards_agreement() {
-        // 2 is second in both lists: it beats 1 and 3, each first in one.
-        assert_eq!(fuse(&[vec![1, 2, 4], vec![3, 2, 5]])[0], 2);
-        assert_eq!(fuse(&[vec![7], vec![]]), [7]);
-        assert!(fuse(&[]).is_empty());
-    }
-
-    #[test]
-    fn dense_search_keeps_each_entry_best_phrasing() {
-        let v = |x: f32, y: f32| Arc::new(vec![x, y]);
-        let idx = DenseIndex::new(vec![
-            (0, v(1.0, 0.0)),
-            (0, v(0.0, 1.0)),
-            (1, v(0.6, 0.8)),
-            (3, v(1.0, 0.0)),
-        ]);
-        let cos = idx.cosines(&[0.0, 1.0]);
-        assert_eq!(cos, [1.0, 0.8, -1.0, 0.0], "entry 2 has no vector");
-        assert_eq!(DenseIndex::ranking(&cos, 5), [0, 1, 3]);
-        assert_eq!(DenseIndex::ranking(&cos, 1), [0]);
-    }
 
     #[test]
     fn passes_respect_the_token_and_text_limits() {
@@ -397,13 +285,5 @@ mod tests {
             (long.len(), long[MAX_TOKENS - 1]),
             (MAX_TOKENS, LlamaToken(102))
         );
-    }
-
-    #[test]
-    fn dot_matches_the_plain_sum() {
-        let a: Vec<f32> = (0..21).map(|i| i as f32 * 0.5).collect();
-        let b: Vec<f32> = (0..21).map(|i| 1.0 - i as f32 * 0.1).collect();
-        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((dot(&a, &b) - plain).abs() < 1e-3);
     }
 }

@@ -8,6 +8,7 @@ pub mod faq;
 pub mod guide;
 mod lexical;
 pub mod rules;
+mod vectors;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -18,9 +19,10 @@ use std::time::{Duration, Instant};
 use clawdbot_config::KnowledgeConfig;
 use tokio_util::sync::CancellationToken;
 
-use self::dense::{DenseIndex, Embedder};
+use self::dense::Embedder;
 use self::faq::{Entry, Problem};
 use self::lexical::{LexicalIndex, Terms};
+use self::vectors::DenseIndex;
 
 /// One entry found for a question, with how sure the match is (0..1).
 #[derive(Debug, Clone)]
@@ -165,7 +167,7 @@ impl KnowledgeBase {
             _ => None,
         };
         let ranked = match &cosines {
-            Some(cos) => dense::fuse(&[lexical, DenseIndex::ranking(cos, POOL)]),
+            Some(cos) => vectors::fuse(&[lexical, DenseIndex::ranking(cos, POOL)]),
             None => lexical,
         };
         let terms = index.lexical.query_terms(question);
