@@ -277,7 +277,9 @@ def gen_config(schema, env_source):
              'this schema: numbers and booleans (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`) are '
              'parsed, strings stay strings (a numeric API key stays text), a list of strings takes '
              'comma-separated values, other lists and objects take JSON. The environment wins over the '
-             'file; where a key also has an alias below, the alias wins over the generic name. '
+             'file; where a key also has an alias below, the alias wins over the generic name. An alias '
+             'set to the empty string counts as unset (Compose passes one for `${MODEL_ENDPOINT:-}`): an '
+             'empty `MODEL_ENDPOINT` leaves the model to `model.backend` `auto`. '
              f'`{prefix}SERVICE_*` and `{prefix}PORT*` are ignored (Kubernetes service links). '
              '`RUST_LOG` overrides `logging.level`.', '',
              '| Alias | Key |', '|---|---|']

@@ -44,7 +44,10 @@ pub struct EnvOverride {
 
 /// Picks the variables that configure the runtime, in a stable order:
 /// generic `CLAWDBOT_*` first, then the aliases, so the documented alias wins
-/// when both are set.
+/// when both are set. An alias set to the empty string counts as unset:
+/// Compose's `${MODEL_ENDPOINT:-}` passes one when `.env` leaves it out, and
+/// no alias has a meaningful empty value (an empty `MODEL_ENDPOINT` means
+/// "no upstream", so the local model answers).
 pub fn collect<I>(vars: I) -> Vec<EnvOverride>
 where
     I: IntoIterator<Item = (String, String)>,
@@ -53,6 +56,9 @@ where
     let mut aliased = Vec::new();
     for (var, raw) in vars {
         if let Some((_, path)) = ENV_ALIASES.iter().find(|(name, _)| *name == var) {
+            if raw.is_empty() {
+                continue;
+            }
             aliased.push(EnvOverride {
                 path: path.split('.').map(str::to_owned).collect(),
                 var,
@@ -252,6 +258,22 @@ mod tests {
     fn aliases_come_after_generic_names_so_they_win() {
         let o = collect(vars(&[("MODEL_NAME", "b"), ("CLAWDBOT_MODEL__NAME", "a")]));
         assert_eq!(o.last().unwrap().var, "MODEL_NAME");
+    }
+
+    #[test]
+    fn an_empty_alias_is_unset_but_an_empty_generic_name_is_a_value() {
+        let o = collect(vars(&[
+            ("MODEL_ENDPOINT", ""),
+            ("REDIS_URL", ""),
+            ("CLAWDBOT_MODEL__SYSTEM_PROMPT", ""),
+        ]));
+        assert_eq!(o.len(), 1, "{o:?}");
+        assert_eq!(o[0].var, "CLAWDBOT_MODEL__SYSTEM_PROMPT");
+        let o = collect(vars(&[
+            ("MODEL_ENDPOINT", ""),
+            ("CLAWDBOT_MODEL__ENDPOINT", "x"),
+        ]));
+        assert_eq!((o.len(), o[0].raw.as_str()), (1, "x"));
     }
 
     #[test]

@@ -199,6 +199,14 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_model_endpoint_leaves_the_backend_to_auto() {
+        // What Compose passes for `${MODEL_ENDPOINT:-}` when .env leaves it out.
+        let cfg = load("", env(&[("MODEL_ENDPOINT", ""), ("MODEL_API_KEY", "")])).unwrap();
+        assert_eq!(cfg.model.endpoint, None);
+        assert_eq!(cfg.model.effective_backend(), ModelBackend::Auto);
+    }
+
+    #[test]
     fn environment_errors_name_the_variable() {
         let err = load("", env(&[("CLAWDBOT_MODEL__MAX_TOKENS", "many")])).unwrap_err();
         let issue = &err.issues()[0];

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import pyharness as ph
 from conftest import REPO, fail
 
 COMPOSE_DIR = REPO / "examples" / "compose"
@@ -105,6 +106,24 @@ def test_missing_secrets_stop_compose(tmp_path: Path):
     r = compose_config([BASE], empty)
     assert r.returncode != 0
     assert "in .env" in r.stderr, r.stderr
+
+
+def test_without_a_model_endpoint_the_replicas_answer_with_the_local_model(tmp_path: Path):
+    env_file = tmp_path / "local.env"
+    lines = ENV_EXAMPLE.read_text().splitlines(keepends=True)
+    env_file.write_text("".join(line for line in lines if not line.startswith("MODEL_ENDPOINT=")))
+    r = compose_config([BASE], env_file)
+    assert r.returncode == 0, r.stderr
+    replica = yaml.safe_load(r.stdout)["services"]["bot-1"]["environment"]
+    assert replica["MODEL_ENDPOINT"] == "", replica
+    # The real binary with that environment: the empty endpoint counts as
+    # unset (model.backend auto), and from the checkout, where the default
+    # model file is (as it is in the image's working directory), auto picks it.
+    bot = ph.require_binary("BOT_RUNTIME_BIN", "bot-runtime", "target/debug/bot-runtime", fail)
+    env = {k: str(v) for k, v in replica.items()} | {"PATH": "/usr/bin:/bin"}
+    check = subprocess.run([bot, "check-config"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert "without a model" not in check.stdout, check.stdout
 
 
 def test_backing_services_have_healthchecks_restarts_and_volumes(base: dict):
