@@ -14,16 +14,11 @@ use serde_json::{Value, json};
 async fn logs_go_to_the_file_as_json_lines_and_not_to_stdout() {
     let dir = temp_dir("logfile");
     let path = dir.join("bot-runtime.log");
-    let port = free_port();
-    let child = runtime_command()
-        .env("CLAWDBOT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CLAWDBOT_LOGGING__FILE__PATH", &path)
+    let mut cmd = runtime_command();
+    cmd.env("CLAWDBOT_LOGGING__FILE__PATH", &path)
         .env("MODEL_BACKEND", "none")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await;
+        .stdout(Stdio::piped());
+    let (child, base, _) = spawn_ready(&mut cmd, "127.0.0.1").await;
     let (status, _) = post_json(&format!("{base}/api/v1/chat"), json!({"message": "hi"})).await;
     assert_eq!(status, 200);
     let out = stop_and_collect(child);

@@ -296,14 +296,7 @@ fn a_local_model_that_cannot_load_is_refused_naming_the_file() {
 
 #[tokio::test]
 async fn starts_on_embedded_defaults_with_json_logs() {
-    let port = free_port();
-    let child = clean_command()
-        .env("CLAWDBOT_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await;
+    let (child, base, _) = spawn_ready(clean_command().stdout(Stdio::piped()), "127.0.0.1").await;
     let (s, b) = post_json(&format!("{base}/api/v1/chat"), json!({"message": "hi"})).await;
     assert_eq!(s, 200);
     assert!(
@@ -353,19 +346,14 @@ fn thread_nice_values(pid: u32) -> Vec<(String, i64)> {
 async fn no_thread_runs_at_a_lower_priority_than_the_requests() {
     // A request that waits on a background writer (a full log queue, a
     // delivery commit) must not wait behind a niced thread.
-    let port = free_port();
     let dir = temp_dir("nice");
-    let mut child = clean_command()
-        .env("CLAWDBOT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CLAWDBOT_SERVER__DATA_DIR", &dir)
+    let mut cmd = clean_command();
+    cmd.env("CLAWDBOT_SERVER__DATA_DIR", &dir)
         .env("CLAWDBOT_SLACK__ENABLED", "true")
         .env("CLAWDBOT_SLACK__SIGNING_SECRET", "nice-test-signing-secret")
         .env("CLAWDBOT_SLACK__BOT_TOKEN", "xoxb-nice-test")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await;
+        .stdout(Stdio::null());
+    let (mut child, base, _) = spawn_ready(&mut cmd, "127.0.0.1").await;
     // Some traffic, so lazily started threads exist.
     let (s, _) = post_json(&format!("{base}/api/v1/chat"), json!({"message": "hi"})).await;
     assert_eq!(s, 200);

@@ -10,9 +10,8 @@ use serde_json::Value;
 
 #[tokio::test]
 async fn plaintext_feishu_webhooks_start_only_when_allowed_and_then_warn() {
-    let port = free_port();
     let feishu = |cmd: &mut Command| {
-        cmd.env("CLAWDBOT_LISTEN", format!("127.0.0.1:{port}"))
+        cmd.env("CLAWDBOT_LISTEN", format!("127.0.0.1:{}", free_port()))
             .env("CLAWDBOT_FEISHU__ENABLED", "true")
             .env("CLAWDBOT_FEISHU__APP_ID", "cli_test")
             .env("CLAWDBOT_FEISHU__APP_SECRET", "feishu-app-secret")
@@ -32,12 +31,10 @@ async fn plaintext_feishu_webhooks_start_only_when_allowed_and_then_warn() {
     // Allowed: runs, and says what it accepted.
     let mut allowed = runtime_command();
     feishu(&mut allowed);
-    let child = allowed
+    allowed
         .env("CLAWDBOT_FEISHU__ALLOW_UNENCRYPTED", "true")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_ready(&format!("http://127.0.0.1:{port}")).await;
+        .stdout(Stdio::piped());
+    let (child, _, _) = spawn_ready(&mut allowed, "127.0.0.1").await;
     let out = stop_and_collect(child);
     let logs = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -49,14 +46,8 @@ async fn plaintext_feishu_webhooks_start_only_when_allowed_and_then_warn() {
 
 #[tokio::test]
 async fn an_open_api_on_a_shared_address_is_named_in_the_log_and_on_health() {
-    let port = free_port();
-    let child = runtime_command()
-        .env("CLAWDBOT_LISTEN", format!("0.0.0.0:{port}"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await;
+    let (child, base, port) =
+        spawn_ready(runtime_command().stdout(Stdio::piped()), "0.0.0.0").await;
     let health: Value = reqwest::get(format!("{base}/health"))
         .await
         .unwrap()
@@ -81,14 +72,10 @@ async fn an_open_api_on_a_shared_address_is_named_in_the_log_and_on_health() {
 
 #[tokio::test]
 async fn a_cors_wildcard_is_warned_about_at_start() {
-    let port = free_port();
-    let child = runtime_command()
-        .env("CLAWDBOT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CLAWDBOT_SERVER__CORS_ALLOWED_ORIGINS", "*")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_ready(&format!("http://127.0.0.1:{port}")).await;
+    let mut cmd = runtime_command();
+    cmd.env("CLAWDBOT_SERVER__CORS_ALLOWED_ORIGINS", "*")
+        .stdout(Stdio::piped());
+    let (child, _, _) = spawn_ready(&mut cmd, "127.0.0.1").await;
     let logs = String::from_utf8_lossy(&stop_and_collect(child).stdout).into_owned();
     assert!(
         logs.lines()

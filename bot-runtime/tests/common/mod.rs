@@ -247,3 +247,20 @@ pub fn stop_and_collect(child: std::process::Child) -> std::process::Output {
         .unwrap();
     child.wait_with_output().unwrap()
 }
+
+/// Spawns `cmd` (a `runtime_command()` with its settings and stdio) on a
+/// free port of `host` and waits until `/health/ready` answers. Returns the
+/// process, its base URL on 127.0.0.1 and the port.
+pub async fn spawn_ready(
+    cmd: &mut std::process::Command,
+    host: &str,
+) -> (std::process::Child, String, u16) {
+    let port = free_port();
+    let child = cmd
+        .env("CLAWDBOT_LISTEN", format!("{host}:{port}"))
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    (child, base, port)
+}
